@@ -1,0 +1,1 @@
+"""provisioner: phone-provisioning integration service for PBX operators."""

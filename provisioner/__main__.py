@@ -1,0 +1,5 @@
+"""``python -m provisioner``."""
+
+from provisioner.cli import main
+
+main()

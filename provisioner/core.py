@@ -1,0 +1,53 @@
+"""The resources every use case works with, opened once per process and closed in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from provisioner.db import create_pool, migrate
+from provisioner.errors import Kind, ProvisionerError
+from provisioner.hashing import Hasher
+from provisioner.mail import Mailer
+from provisioner.settings import Settings
+from provisioner.vault import Vault
+
+
+@dataclass(frozen=True)
+class Core:
+    settings: Settings
+    pool: asyncpg.Pool
+    vault: Vault
+    hasher: Hasher
+    mailer: Mailer | None
+
+    def require_mailer(self) -> Mailer:
+        if self.mailer is None:
+            raise ProvisionerError(
+                Kind.UNAVAILABLE,
+                "mail_not_configured",
+                "No mail server is configured (PROVISIONER_SMTP_URL).",
+            )
+        return self.mailer
+
+
+@asynccontextmanager
+async def open_core(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[Core]:
+    """Connect, migrate and yield a :class:`Core`; ``settings.database_url`` must be resolved."""
+    if settings.database_url is None:
+        raise RuntimeError("the database URL must be resolved before opening the core")
+    vault = Vault.from_key_file(settings.secret_key_file)
+    pool = await create_pool(settings.database_url)
+    hasher = Hasher()
+    try:
+        if run_migrations:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        mailer = Mailer(settings.smtp, settings.mail_from) if settings.smtp else None
+        yield Core(settings=settings, pool=pool, vault=vault, hasher=hasher, mailer=mailer)
+    finally:
+        hasher.close()
+        await pool.close()

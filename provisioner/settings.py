@@ -1,0 +1,206 @@
+"""Settings from the environment, validated once at start.
+
+Every bad value stops the start with one line naming the variable (:class:`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+PREFIX = "PROVISIONER_"
+PIN_MIN_LENGTH_RANGE = (4, 12)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    implicit_tls: bool
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    data_dir: Path
+    secret_key_file: Path
+    listen: HostPort
+    public_url: str
+    smtp: SmtpSettings | None
+    mail_from: str
+    hook_secret: str | None
+    provisioning_user: str | None
+    provisioning_password: str | None
+    ami_url: str | None
+    pin_min_length: int
+    phones_listen: HostPort | None
+    admin_password: str | None
+    template_dir: Path | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read and validate every ``PROVISIONER_*`` variable; ``overrides`` come from CLI flags."""
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = source.get(PREFIX + name)
+            return value if value else None
+
+        data_dir = Path(get("DATA_DIR") or ".provisioner").expanduser().absolute()
+        listen = parse_host_port("PROVISIONER_LISTEN", get("LISTEN") or "127.0.0.1:8080")
+        smtp = _parse_smtp(get("SMTP_URL"))
+        settings = cls(
+            database_url=_parse_database_url(get("DATABASE_URL")),
+            data_dir=data_dir,
+            secret_key_file=Path(get("SECRET_KEY_FILE") or data_dir / "secret.key")
+            .expanduser()
+            .absolute(),
+            listen=listen,
+            public_url=_parse_public_url(get("PUBLIC_URL"), listen),
+            smtp=smtp,
+            mail_from=_parse_mail_from(get("MAIL_FROM")),
+            hook_secret=get("HOOK_SECRET"),
+            provisioning_user=get("PROVISIONING_USER"),
+            provisioning_password=get("PROVISIONING_PASSWORD"),
+            ami_url=_parse_ami_url(get("AMI_URL")),
+            pin_min_length=_parse_pin_min_length(get("PIN_MIN_LENGTH")),
+            phones_listen=(
+                parse_host_port("PROVISIONER_PHONES_LISTEN", value)
+                if (value := get("PHONES_LISTEN"))
+                else None
+            ),
+            admin_password=get("ADMIN_PASSWORD"),
+            template_dir=Path(value).absolute() if (value := get("TEMPLATE_DIR")) else None,
+        )
+        if settings.template_dir is not None and not settings.template_dir.is_dir():
+            raise SettingsError(
+                f"PROVISIONER_TEMPLATE_DIR: {settings.template_dir} is no directory"
+            )
+        return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, str]:
+        """The settings in effect for ``provisioner info``, secrets masked."""
+
+        def masked(value: str | None) -> str:
+            return "(unset)" if value is None else "***"
+
+        return {
+            "database": _mask_url(self.database_url) if self.database_url else "embedded",
+            "data_dir": str(self.data_dir),
+            "secret_key_file": str(self.secret_key_file),
+            "listen": str(self.listen),
+            "public_url": self.public_url,
+            "smtp": str(self.smtp) if self.smtp else "(unset: email modes answer 503)",
+            "mail_from": self.mail_from,
+            "hook_secret": masked(self.hook_secret),
+            "ami_url": _mask_url(self.ami_url) if self.ami_url else "(unset: direct SIP NOTIFY)",
+            "pin_min_length": str(self.pin_min_length),
+            "phones_listen": str(self.phones_listen) if self.phones_listen else "(main listener)",
+            "template_dir": str(self.template_dir) if self.template_dir else "(built-in only)",
+        }
+
+
+def parse_host_port(name: str, value: str) -> HostPort:
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SettingsError(f"{name}: expected host:port, got {value!r}")
+    return HostPort(host, int(port_text))
+
+
+def _parse_database_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if urlsplit(value).scheme not in ("postgres", "postgresql"):
+        raise SettingsError("PROVISIONER_DATABASE_URL: expected postgresql://user@host/db")
+    return value
+
+
+def _parse_public_url(value: str | None, listen: HostPort) -> str:
+    if value is None:
+        return f"http://{listen}"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(
+            f"PROVISIONER_PUBLIC_URL: expected http(s)://host[:port], got {value!r}"
+        )
+    return value.rstrip("/")
+
+
+def _parse_smtp(value: str | None) -> SmtpSettings | None:
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"PROVISIONER_SMTP_URL: {exc}") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise SettingsError(
+            "PROVISIONER_SMTP_URL: expected smtp://host:port or smtps://user:pass@host"
+        )
+    implicit_tls = parts.scheme == "smtps"
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port or (465 if implicit_tls else 25),
+        implicit_tls=implicit_tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _parse_mail_from(value: str | None) -> str:
+    if value is None:
+        return "provisioner@localhost"
+    if "@" not in value or any(c in value for c in "\r\n"):
+        raise SettingsError("PROVISIONER_MAIL_FROM: expected an email address")
+    return value
+
+
+def _parse_ami_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme != "ami" or not parts.hostname or not parts.username:
+        raise SettingsError("PROVISIONER_AMI_URL: expected ami://user:secret@host:5038")
+    return value
+
+
+def _parse_pin_min_length(value: str | None) -> int:
+    low, high = PIN_MIN_LENGTH_RANGE
+    if value is None:
+        return 6
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise SettingsError(f"PROVISIONER_PIN_MIN_LENGTH: expected a number from {low} to {high}")
+    return int(value)
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

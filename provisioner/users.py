@@ -1,0 +1,207 @@
+"""Users: who they are, which backend authenticates them, and the rules for their fields."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import asyncpg
+
+from provisioner import audit, store
+from provisioner.audit import Actor
+from provisioner.core import Core
+from provisioner.db import Connection
+from provisioner.errors import conflict, forbidden, invalid, not_found
+
+AuthBackend = Literal["local", "ldap", "saml"]
+Role = Literal["user", "admin"]
+Language = Literal["de", "en"]
+AUTH_BACKENDS: tuple[str, ...] = get_args(AuthBackend)
+ROLES: tuple[str, ...] = get_args(Role)
+LANGUAGES: tuple[str, ...] = get_args(Language)
+
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+_EXTENSION = re.compile(r"[0-9]{1,15}")
+# Deliberately simple: one @, a dotted domain, no spaces or control characters. Deliverability
+# is the SMTP server's verdict, reported as mail_failed.
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Fields whose change alters what the user's devices are sent.
+_DEVICE_FIELDS = frozenset({"display_name", "extension", "language"})
+
+
+@dataclass(frozen=True)
+class NewUser:
+    username: str
+    display_name: str
+    extension: str | None = None
+    email: str | None = None
+    auth_backend: str = "local"
+    language: str = "de"
+    role: str = "user"
+
+
+def validate_username(username: str) -> str:
+    if not _USERNAME.fullmatch(username):
+        raise invalid(
+            "username_invalid",
+            "A username is 1-64 lower-case letters, digits and . _ @ -, starting with a "
+            "letter or digit.",
+        )
+    return username
+
+
+def is_valid_email(email: str) -> bool:
+    return len(email) <= 254 and _EMAIL.fullmatch(email) is not None
+
+
+def _validate_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and normalise editable user fields; raise with the first offending field."""
+    clean: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "display_name":
+            value = value.strip()
+            if not 1 <= len(value) <= 128 or _CONTROL.search(value):
+                raise invalid("display_name_invalid", "A display name is 1-128 characters.")
+        elif name == "extension" and value is not None:
+            if not _EXTENSION.fullmatch(value):
+                raise invalid("extension_invalid", "An extension is 1-15 digits.")
+        elif name == "email" and value is not None:
+            value = value.strip() or None
+            if value is not None and not is_valid_email(value):
+                raise invalid("email_invalid", "The email address is not valid.")
+        elif name == "auth_backend" and value not in AUTH_BACKENDS:
+            raise invalid("auth_backend_invalid", f"auth_backend is one of {AUTH_BACKENDS}.")
+        elif name == "language" and value not in LANGUAGES:
+            raise invalid("language_invalid", f"language is one of {LANGUAGES}.")
+        elif name == "role" and value not in ROLES:
+            raise invalid("role_invalid", f"role is one of {ROLES}.")
+        clean[name] = value
+    return clean
+
+
+def require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise forbidden("forbidden", "This needs an administrator.")
+
+
+def require_self_or_admin(actor: Actor, username: str) -> None:
+    if not (actor.is_admin or actor.acts_for(username)):
+        raise forbidden("forbidden", "You may only change your own credentials.")
+
+
+async def get_user(conn: Connection, username: str, *, for_update: bool = False) -> Any:
+    row = await store.get_user_by_username(conn, username, for_update=for_update)
+    if row is None:
+        raise not_found("user_not_found", "There is no such user.")
+    return row
+
+
+def _unique_violation(exc: asyncpg.UniqueViolationError) -> Exception:
+    if "extension" in (exc.constraint_name or ""):
+        return conflict("extension_taken", "Another user has this extension.")
+    return conflict("username_taken", "A user with this username exists.")
+
+
+async def create_user(core: Core, actor: Actor, new: NewUser) -> Any:
+    require_admin(actor)
+    validate_username(new.username)
+    fields = _validate_fields(
+        {
+            "display_name": new.display_name,
+            "extension": new.extension,
+            "email": new.email,
+            "auth_backend": new.auth_backend,
+            "language": new.language,
+            "role": new.role,
+        }
+    )
+    async with core.pool.acquire() as conn, conn.transaction():
+        try:
+            row = await store.insert_user(conn, username=new.username, **fields)
+        except asyncpg.UniqueViolationError as exc:
+            raise _unique_violation(exc) from None
+        await audit.record(conn, actor, "user.create", new.username, {"fields": sorted(fields)})
+    return row
+
+
+async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[str, Any]) -> Any:
+    """Change editable fields; devices that show a changed field get a push job."""
+    require_admin(actor)
+    unknown = set(changes) - store.USER_EDITABLE_COLUMNS
+    if unknown:
+        raise invalid("field_unknown", f"These fields cannot be changed: {sorted(unknown)}.")
+    fields = _validate_fields(changes)
+    async with core.pool.acquire() as conn, conn.transaction():
+        user = await get_user(conn, username, for_update=True)
+        changed = {k: v for k, v in fields.items() if user[k] != v}
+        if not changed:
+            return user
+        try:
+            row = await store.update_user(conn, user["id"], changed)
+        except asyncpg.UniqueViolationError as exc:
+            raise _unique_violation(exc) from None
+        jobs: list[int] = []
+        if _DEVICE_FIELDS & changed.keys():
+            macs = await store.list_device_macs_for_user(conn, user["id"])
+            jobs = await store.enqueue_push_jobs(conn, macs, "user.update")
+        await audit.record(
+            conn, actor, "user.update", username, {"fields": sorted(changed), "push_jobs": jobs}
+        )
+    return row
+
+
+async def delete_user(core: Core, actor: Actor, username: str) -> None:
+    require_admin(actor)
+    if actor.acts_for(username):
+        raise conflict("cannot_delete_self", "You cannot delete your own account.")
+    async with core.pool.acquire() as conn, conn.transaction():
+        user = await get_user(conn, username, for_update=True)
+        macs = await store.list_device_macs_for_user(conn, user["id"])
+        await store.delete_user(conn, user["id"])
+        jobs = await store.enqueue_push_jobs(conn, macs, "user.delete")
+        await audit.record(conn, actor, "user.delete", username, {"push_jobs": jobs})
+
+
+async def find_user(core: Core, actor: Actor, username: str) -> Any:
+    require_self_or_admin(actor, username)
+    async with core.pool.acquire() as conn:
+        return await get_user(conn, username)
+
+
+async def list_users(
+    core: Core, actor: Actor, *, search: str | None, limit: int, offset: int
+) -> tuple[list[Any], int]:
+    require_admin(actor)
+    async with core.pool.acquire() as conn:
+        rows = await store.list_users(conn, search=search, limit=limit, offset=offset)
+        total = await store.count_users(conn, search)
+    return rows, total
+
+
+def public_view(user: Any) -> dict[str, Any]:
+    """The user as admins and the user see it: no hash, no ciphertext, no counter internals."""
+    locked_until = user["pin_locked_until"]
+    return {
+        "username": user["username"],
+        "display_name": user["display_name"],
+        "extension": user["extension"],
+        "email": user["email"],
+        "auth_backend": user["auth_backend"],
+        "language": user["language"],
+        "role": user["role"],
+        "pin_set": user["pin_hash"] is not None,
+        "pin_changed_at": _iso(user["pin_changed_at"]),
+        "pin_locked_until": _iso(locked_until),
+        "password_set": user["password_hash"] is not None,
+        "password_changed_at": _iso(user["password_changed_at"]),
+        "must_change_password": user["must_change_password"],
+        "created_at": _iso(user["created_at"]),
+        "updated_at": _iso(user["updated_at"]),
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())

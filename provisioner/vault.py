@@ -1,0 +1,71 @@
+"""Encryption at rest for secrets that templates must carry in clear (PINs, SIP secrets).
+
+AES-256-GCM with a key from the key file; each ciphertext is bound to its purpose (associated
+data such as ``pin:42``), so a ciphertext copied into another row or column does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_NONCE_BYTES = 12
+_VERSION = b"\x01"
+
+
+class VaultError(Exception):
+    """The key file is unusable or a ciphertext does not decrypt with it."""
+
+
+class Vault:
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise VaultError("the secret key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def from_key_file(cls, path: Path) -> Vault:
+        """Load the key, creating it (mode 0600) on first start."""
+        try:
+            return cls(_read_key(path))
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        encoded = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # Another process created it between our read and our create: use theirs.
+            return cls(_read_key(path))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded)
+        return cls(_read_key(path))
+
+    def encrypt(self, plaintext: str, purpose: str) -> bytes:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), purpose.encode("utf-8"))
+        return _VERSION + nonce + sealed
+
+    def decrypt(self, ciphertext: bytes, purpose: str) -> str:
+        if ciphertext[:1] != _VERSION:
+            raise VaultError("unknown ciphertext version")
+        nonce = ciphertext[1 : 1 + _NONCE_BYTES]
+        try:
+            plain = self._aead.decrypt(nonce, ciphertext[1 + _NONCE_BYTES :], purpose.encode())
+        except InvalidTag:
+            raise VaultError(f"ciphertext for {purpose} does not decrypt with this key") from None
+        return plain.decode("utf-8")
+
+
+def _read_key(path: Path) -> bytes:
+    raw = path.read_bytes().strip()
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        raise VaultError(f"{path}: not a base64-encoded key") from None

@@ -1,0 +1,85 @@
+"""Rendering errors as ``{"error": {"code", "message"}}`` and the middleware that does it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from provisioner.errors import Kind, ProvisionerError
+from provisioner.web.keys import REQUEST_ID
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[Kind, int] = {
+    Kind.INVALID: 400,
+    Kind.UNAUTHENTICATED: 401,
+    Kind.FORBIDDEN: 403,
+    Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
+    Kind.UNPROCESSABLE: 422,
+    Kind.LOCKED: 423,
+    Kind.RATE_LIMITED: 429,
+    Kind.UPSTREAM: 502,
+    Kind.UNAVAILABLE: 503,
+}
+
+# aiohttp's own refusals (routing, body size) in the same shape as ours.
+_HTTP_CODES: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "The request is malformed."),
+    401: ("unauthenticated", "Authentication is required."),
+    403: ("forbidden", "You may not do this."),
+    404: ("not_found", "There is nothing at this address."),
+    405: ("method_not_allowed", "This address does not accept this method."),
+    413: ("body_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "Send JSON."),
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    reason: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if reason is not None:
+        error["reason"] = reason
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def render_error(exc: ProvisionerError) -> web.Response:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    if exc.kind is Kind.UNAUTHENTICATED:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="provisioner"'}
+    return error_response(
+        STATUS[exc.kind], exc.code, exc.message, reason=exc.reason, headers=headers
+    )
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the contract's error shape; never leak a stack trace."""
+    request[REQUEST_ID] = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    try:
+        return await handler(request)
+    except ProvisionerError as exc:
+        return render_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return error_response(exc.status, code, message, headers=headers)
+    except Exception:
+        log.exception(
+            "request %s %s failed [%s]", request.method, request.path, request[REQUEST_ID]
+        )
+        return error_response(
+            500, "internal_error", f"Internal error; reference {request[REQUEST_ID]}."
+        )

@@ -1,0 +1,19 @@
+"""Every piece of application state, declared in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from provisioner.audit import Actor
+from provisioner.core import Core
+from provisioner.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CORE = web.AppKey("core", Core)
+
+# Per-request state.
+ACTOR = "provisioner.actor"
+TOKEN = "provisioner.token"  # noqa: S105 (a key name, not a secret)
+REQUEST_ID = "provisioner.request_id"
+
+__all__ = ["ACTOR", "CORE", "REQUEST_ID", "SETTINGS", "TOKEN", "Actor"]

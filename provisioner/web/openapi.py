@@ -1,0 +1,822 @@
+"""The OpenAPI 3.1 document served at ``GET /api/v1/openapi.json``.
+
+It describes what the handlers in :mod:`provisioner.web.api` do now: every route, which body
+fields are required, the response shapes and, per operation and status, the error codes the
+server can answer with. ``tests/test_openapi.py`` holds it to the router and to the server.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from provisioner import passwords, pins, users
+
+JSON = "application/json"
+
+_ERROR_CODES_NOTE = (
+    "The `error.code` values this operation answers with, by status (the message is for "
+    "humans; branch on the code)."
+)
+
+
+def _ref(kind: str, name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> dict[str, Any]:
+    return _ref("schemas", name)
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {JSON: {"schema": schema}}
+
+
+def _codes(codes: list[str]) -> str:
+    return ", ".join(f"`{code}`" for code in codes)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+_BODY_400 = [
+    "content_type_invalid",
+    "json_invalid",
+    "body_invalid",
+    "field_unknown",
+    "field_missing",
+    "field_type",
+]
+_UNAUTHENTICATED_401 = ["unauthenticated", "token_invalid"]
+_ADMIN_403 = ["forbidden", "password_change_required"]
+
+_STATUS_TEXT = {
+    400: "The request is malformed",
+    401: "No valid bearer token",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "The body is larger than 64 KiB",
+    422: "Well-formed, but breaks a rule",
+    429: "Too many attempts",
+    502: "A peer failed",
+    503: "A needed part is not configured",
+}
+
+
+def _error_response(status: int, codes: list[str], notes: str = "") -> dict[str, Any]:
+    description = f"{_STATUS_TEXT[status]}. Codes: {_codes(codes)}."
+    if notes:
+        description += f" {notes}"
+    response: dict[str, Any] = {"description": description, "content": _json(_schema("Error"))}
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": _ref("headers", "WWWAuthenticate")}
+    if status == 429:
+        response["headers"] = {"Retry-After": _ref("headers", "RetryAfter")}
+    return response
+
+
+def _operation(
+    *,
+    operation_id: str,
+    tag: str,
+    summary: str,
+    description: str,
+    responses: dict[int, dict[str, Any]],
+    errors: dict[int, list[str]],
+    notes: dict[int, str] | None = None,
+    body: str | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    """One operation; ``errors`` maps status → codes beyond the ones every request can get."""
+    errors = {status: list(codes) for status, codes in errors.items()}
+    if body is not None:
+        errors[400] = _BODY_400 + [c for c in errors.get(400, []) if c not in _BODY_400]
+        errors.setdefault(413, ["body_too_large"])
+    if not public:
+        errors[401] = _UNAUTHENTICATED_401
+    all_responses: dict[str, Any] = {str(s): r for s, r in sorted(responses.items())}
+    for status, codes in sorted(errors.items()):
+        if status == 401:
+            all_responses["401"] = _ref("responses", "Unauthenticated")
+        elif status == 413:
+            all_responses["413"] = _ref("responses", "BodyTooLarge")
+        else:
+            all_responses[str(status)] = _error_response(
+                status, codes, (notes or {}).get(status, "")
+            )
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "description": f"{description}\n\n{_ERROR_CODES_NOTE}",
+        "x-error-codes": {str(s): codes for s, codes in sorted(errors.items())},
+    }
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(_schema(body))}
+    op["responses"] = all_responses
+    if public:
+        op["security"] = []
+    return op
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json(_schema(schema))}
+
+
+_NO_CONTENT = {"description": "Done; no body."}
+_USERNAME = _ref("parameters", "Username")
+
+_PIN_POLICY = (
+    "`pin_policy` carries `reason`: `not_digits`, `length`, `repeated`, `sequence`, "
+    "`extension` (equals the user's extension) or `common`."
+)
+_PASSWORD_POLICY = (
+    "`password_policy` carries `reason`: `length`, `characters`, `personal` (username or "
+    "email address) or `common`"
+)
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+
+def _paths() -> dict[str, Any]:
+    user_field_400 = [
+        "display_name_invalid",
+        "extension_invalid",
+        "email_invalid",
+        "auth_backend_invalid",
+        "language_invalid",
+        "role_invalid",
+    ]
+    return {
+        "/auth/login": {
+            "post": _operation(
+                operation_id="login",
+                tag="auth",
+                summary="Log in with username and password",
+                description=(
+                    "Opens a session for a user of the `local` backend (12 hours). Unknown "
+                    "users, users of an external backend and wrong passwords all answer "
+                    "`invalid_credentials`. After 5 failed attempts the account is locked "
+                    "for 30 s, doubling per further failure up to 15 minutes (`429`). When "
+                    "the password is temporary, `password_change_required` is true and the "
+                    "token (15 minutes) may only read `GET /me`, change the password "
+                    "(`PUT /me/password`) and log out."
+                ),
+                body="LoginBody",
+                responses={200: _ok("Session", "A new session.")},
+                errors={401: ["invalid_credentials"], 429: ["login_rate_limited"]},
+                public=True,
+            )
+        },
+        "/auth/logout": {
+            "post": _operation(
+                operation_id="logout",
+                tag="auth",
+                summary="Revoke the token this request carries",
+                description="Ends the session of the bearer token; other tokens stay valid.",
+                responses={204: _NO_CONTENT},
+                errors={},
+            )
+        },
+        "/users": {
+            "get": _operation(
+                operation_id="listUsers",
+                tag="users",
+                summary="List users",
+                description="Users ordered by username, a page at a time. Administrators only.",
+                parameters=[
+                    {
+                        "name": "search",
+                        "in": "query",
+                        "description": (
+                            "Case-insensitive substring of username, display name, extension "
+                            "or email address; empty means no filter."
+                        ),
+                        "schema": {"type": "string"},
+                    },
+                    _ref("parameters", "Limit"),
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "description": "How many users to skip.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": 10_000_000,
+                            "default": 0,
+                        },
+                    },
+                ],
+                responses={200: _ok("UserList", "One page of users and the total count.")},
+                errors={400: ["query_invalid"], 403: _ADMIN_403},
+            ),
+            "post": _operation(
+                operation_id="createUser",
+                tag="users",
+                summary="Create a user",
+                description=(
+                    "Creates a user without PIN or password (set them with the `pin` and "
+                    "`password` operations). Administrators only."
+                ),
+                body="UserCreate",
+                responses={201: _ok("User", "The new user.")},
+                errors={
+                    400: ["username_invalid", *user_field_400],
+                    403: _ADMIN_403,
+                    409: ["username_taken", "extension_taken"],
+                },
+            ),
+        },
+        "/users/{username}": {
+            "parameters": [_USERNAME],
+            "get": _operation(
+                operation_id="getUser",
+                tag="users",
+                summary="Read a user",
+                description="Administrators only.",
+                responses={200: _ok("User", "The user.")},
+                errors={403: _ADMIN_403, 404: ["user_not_found"]},
+            ),
+            "patch": _operation(
+                operation_id="updateUser",
+                tag="users",
+                summary="Change a user's fields",
+                description=(
+                    "Changes only the fields sent; `username` cannot change. A change of "
+                    "`display_name`, `extension` or `language` queues a push to the user's "
+                    "devices. Administrators only."
+                ),
+                body="UserUpdate",
+                responses={200: _ok("User", "The user after the change.")},
+                errors={
+                    400: user_field_400,
+                    403: _ADMIN_403,
+                    404: ["user_not_found"],
+                    409: ["extension_taken"],
+                },
+            ),
+            "delete": _operation(
+                operation_id="deleteUser",
+                tag="users",
+                summary="Delete a user",
+                description=(
+                    "Deletes the user with its sessions and device assignments and queues a "
+                    "push to the devices that carried it. Administrators only; not oneself."
+                ),
+                responses={204: _NO_CONTENT},
+                errors={403: _ADMIN_403, 404: ["user_not_found"], 409: ["cannot_delete_self"]},
+            ),
+        },
+        "/users/{username}/impersonate": {
+            "parameters": [_USERNAME],
+            "post": _operation(
+                operation_id="impersonateUser",
+                tag="auth",
+                summary="Get a token that acts as the user",
+                description=(
+                    "A token (1 hour) with the user's rights, not the administrator's; the "
+                    "audit log names both. It dies when either's password changes. With it, "
+                    "`PUT /me/password` needs no current password. Administrators only."
+                ),
+                responses={200: _ok("Session", "A session acting as the user.")},
+                errors={
+                    403: _ADMIN_403,
+                    404: ["user_not_found"],
+                    409: ["already_impersonating", "impersonate_self"],
+                },
+            ),
+        },
+        "/users/{username}/pin": {
+            "parameters": [_USERNAME],
+            "put": _operation(
+                operation_id="setUserPin",
+                tag="users",
+                summary="Set a user's phone PIN",
+                description=(
+                    "Stores the PIN, resets the PIN failure counter, writes the audit row and "
+                    "queues one push job per device that carries the user, in one "
+                    "transaction. Administrators only."
+                ),
+                body="PinBody",
+                responses={200: _ok("PinChangeResult", "The PIN is set.")},
+                errors={403: _ADMIN_403, 404: ["user_not_found"], 422: ["pin_policy"]},
+                notes={422: _PIN_POLICY},
+            ),
+        },
+        "/users/{username}/password": {
+            "parameters": [_USERNAME],
+            "post": _operation(
+                operation_id="setUserPassword",
+                tag="users",
+                summary="Set a user's password",
+                description=(
+                    "For users of the `local` backend. Revokes every token the user holds. "
+                    "`set` stores the given password; `set_and_email` also mails it to the "
+                    "user; `random_and_email` generates one and mails it. For the email modes "
+                    "the mail is sent before the change commits: when it fails, nothing "
+                    "changes. Administrators only."
+                ),
+                body="PasswordBody",
+                responses={200: _ok("PasswordChangeResult", "The password is set.")},
+                errors={
+                    400: ["mode_invalid", "password_missing", "password_not_expected"],
+                    403: _ADMIN_403,
+                    404: ["user_not_found"],
+                    409: ["auth_backend_external"],
+                    422: ["email_missing", "email_invalid", "password_policy"],
+                    502: ["mail_failed"],
+                    503: ["mail_not_configured"],
+                },
+                notes={
+                    400: (
+                        "`password_missing`: a `set` mode without password; "
+                        "`password_not_expected`: `random_and_email` with one."
+                    ),
+                    422: f"`email_*` only for the email modes. {_PASSWORD_POLICY}.",
+                },
+            ),
+        },
+        "/me": {
+            "get": _operation(
+                operation_id="getMe",
+                tag="self-service",
+                summary="The user the token acts as",
+                description=(
+                    "Also allowed with a token that must change its password first. "
+                    "`impersonator` names the administrator behind an impersonation token."
+                ),
+                responses={200: _ok("Me", "The user.")},
+                errors={},
+            )
+        },
+        "/me/pin": {
+            "put": _operation(
+                operation_id="setMyPin",
+                tag="self-service",
+                summary="Set one's own phone PIN",
+                description="As `setUserPin`, for the user the token acts as.",
+                body="PinBody",
+                responses={200: _ok("PinChangeResult", "The PIN is set.")},
+                errors={403: ["password_change_required"], 422: ["pin_policy"]},
+                notes={422: _PIN_POLICY},
+            )
+        },
+        "/me/password": {
+            "put": _operation(
+                operation_id="changeMyPassword",
+                tag="self-service",
+                summary="Change one's own password",
+                description=(
+                    "For users of the `local` backend. Revokes every token the user holds, "
+                    "this one included, and answers with a fresh session. The current "
+                    "password is required except with an impersonation token. Also allowed "
+                    "with a token that must change its password first."
+                ),
+                body="OwnPasswordBody",
+                responses={200: _ok("Session", "The password is changed; use the new token.")},
+                errors={
+                    400: ["current_password_missing"],
+                    403: ["current_password_wrong"],
+                    409: ["auth_backend_external", "password_changed_meanwhile"],
+                    422: ["password_policy"],
+                },
+                notes={
+                    409: "`password_changed_meanwhile`: another change landed first; retry.",
+                    422: f"{_PASSWORD_POLICY}, or `unchanged` (equals the current password).",
+                },
+            ),
+        },
+        "/audit": {
+            "get": _operation(
+                operation_id="listAudit",
+                tag="audit",
+                summary="Search the audit log",
+                description=(
+                    "Entries newest first. For the next page pass the last entry's `id` as "
+                    "`before`. Administrators only."
+                ),
+                parameters=[
+                    {
+                        "name": "user",
+                        "in": "query",
+                        "description": (
+                            "Username that is the target, the actor or the impersonating "
+                            "administrator (exact match)."
+                        ),
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "action",
+                        "in": "query",
+                        "description": (
+                            "Action, matched exactly or as a dotted prefix: `password` "
+                            "matches `password.change`, `auth` matches `auth.login` and "
+                            "`auth.login_failed`."
+                        ),
+                        "schema": {"type": "string"},
+                        "examples": ["pin.change"],
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": (
+                            "Only entries at or after this ISO 8601 time, which must carry a "
+                            "zone (`Z` or an offset)."
+                        ),
+                        "schema": {"type": "string", "format": "date-time"},
+                        "examples": ["2026-01-31T00:00:00Z"],
+                    },
+                    _ref("parameters", "Limit"),
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "description": "Only entries with a smaller `id` (paging); 0 = none.",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                    },
+                ],
+                responses={200: _ok("AuditList", "Matching entries, newest first.")},
+                errors={400: ["query_invalid"], 403: _ADMIN_403},
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                operation_id="getOpenApiDocument",
+                tag="meta",
+                summary="This document",
+                description="The OpenAPI document of this API; needs no token.",
+                responses={
+                    200: {
+                        "description": "The OpenAPI 3.1 document.",
+                        "content": _json({"type": "object"}),
+                    }
+                },
+                errors={},
+                public=True,
+            )
+        },
+    }
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+_TIME = {"type": "string", "format": "date-time"}
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_USERNAME_SCHEMA = {
+    "type": "string",
+    "pattern": "^[a-z0-9][a-z0-9._@-]{0,63}$",
+    "description": "1-64 lower-case letters, digits and `. _ @ -`, starting with a letter or digit.",
+}
+_DISPLAY_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "description": "1-128 characters after trimming, no control characters.",
+}
+_EXTENSION = {
+    "type": ["string", "null"],
+    "pattern": "^[0-9]{1,15}$",
+    "description": "1-15 digits, unique among users; null for none.",
+}
+_EMAIL = {
+    "type": ["string", "null"],
+    "maxLength": 254,
+    "description": "An email address; null (or blank) for none.",
+}
+_AUTH_BACKEND = {"type": "string", "enum": list(users.AUTH_BACKENDS)}
+_LANGUAGE = {"type": "string", "enum": list(users.LANGUAGES)}
+_ROLE = {"type": "string", "enum": list(users.ROLES)}
+_NEW_PASSWORD = {
+    "type": "string",
+    "minLength": passwords.MIN_LENGTH,
+    "maxLength": passwords.MAX_LENGTH,
+    "description": (
+        f"{passwords.MIN_LENGTH}-{passwords.MAX_LENGTH} printable ASCII characters; not the "
+        "username or email address, not a common password."
+    ),
+}
+
+
+def _object(
+    properties: dict[str, Any], required: list[str], *, closed: bool = False, **extra: Any
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+    if closed:
+        # Request bodies: the server refuses unknown fields (400 field_unknown).
+        schema["additionalProperties"] = False
+    schema.update(extra)
+    return schema
+
+
+def _schemas() -> dict[str, Any]:
+    user_properties = {
+        "username": {"type": "string"},
+        "display_name": {"type": "string"},
+        "extension": {"type": ["string", "null"]},
+        "email": {"type": ["string", "null"]},
+        "auth_backend": _AUTH_BACKEND,
+        "language": _LANGUAGE,
+        "role": _ROLE,
+        "pin_set": {"type": "boolean"},
+        "pin_changed_at": _TIME_OR_NULL,
+        "pin_locked_until": {
+            **_TIME_OR_NULL,
+            "description": "Set while PIN logins are locked after repeated failures.",
+        },
+        "password_set": {"type": "boolean"},
+        "password_changed_at": _TIME_OR_NULL,
+        "must_change_password": {
+            "type": "boolean",
+            "description": "The password is temporary: the user must choose a new one.",
+        },
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    }
+    return {
+        "Error": _object(
+            {
+                "error": _object(
+                    {
+                        "code": {
+                            "type": "string",
+                            "pattern": "^[a-z][a-z0-9_]*$",
+                            "description": "Stable, machine-readable.",
+                        },
+                        "message": {"type": "string", "description": "A sentence for humans."},
+                        "reason": {
+                            "type": "string",
+                            "description": "Finer cause within `code`, e.g. the policy rule.",
+                        },
+                    },
+                    ["code", "message"],
+                )
+            },
+            ["error"],
+        ),
+        "LoginBody": _object(
+            {"username": {"type": "string"}, "password": {"type": "string"}},
+            ["username", "password"],
+            closed=True,
+            examples=[{"username": "alice", "password": "correct horse battery"}],
+        ),
+        "Session": _object(
+            {
+                "token": {"type": "string", "description": "Send as `Authorization: Bearer`."},
+                "expires_at": _TIME,
+                "password_change_required": {
+                    "type": "boolean",
+                    "description": (
+                        "The token may only read `GET /me`, change the password and log out."
+                    ),
+                },
+            },
+            ["token", "expires_at", "password_change_required"],
+        ),
+        "User": _object(user_properties, list(user_properties)),
+        "Me": {
+            "allOf": [
+                _schema("User"),
+                _object(
+                    {
+                        "impersonator": {
+                            "type": ["string", "null"],
+                            "description": "The administrator behind an impersonation token.",
+                        }
+                    },
+                    ["impersonator"],
+                ),
+            ]
+        },
+        "UserList": _object(
+            {
+                "users": {"type": "array", "items": _schema("User")},
+                "total": {"type": "integer", "description": "Matching users, all pages."},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            },
+            ["users", "total", "limit", "offset"],
+        ),
+        "UserCreate": _object(
+            {
+                "username": _USERNAME_SCHEMA,
+                "display_name": _DISPLAY_NAME,
+                "extension": _EXTENSION,
+                "email": _EMAIL,
+                "auth_backend": {**_AUTH_BACKEND, "default": "local"},
+                "language": {**_LANGUAGE, "default": "de"},
+                "role": {**_ROLE, "default": "user"},
+            },
+            ["username", "display_name"],
+            closed=True,
+            examples=[
+                {
+                    "username": "alice",
+                    "display_name": "Alice Example",
+                    "extension": "201",
+                    "email": "alice@example.net",
+                    "auth_backend": "local",
+                    "language": "en",
+                    "role": "user",
+                }
+            ],
+        ),
+        "UserUpdate": _object(
+            {
+                "display_name": _DISPLAY_NAME,
+                "extension": _EXTENSION,
+                "email": _EMAIL,
+                "auth_backend": _AUTH_BACKEND,
+                "language": _LANGUAGE,
+                "role": _ROLE,
+            },
+            [],
+            closed=True,
+            examples=[{"extension": "202", "email": None}],
+        ),
+        "PinBody": _object(
+            {
+                "pin": {
+                    "type": "string",
+                    "pattern": "^[0-9]+$",
+                    "maxLength": pins.MAX_LENGTH,
+                    "description": (
+                        f"Digits only, from PROVISIONER_PIN_MIN_LENGTH (default 6) to "
+                        f"{pins.MAX_LENGTH} digits; not one repeated digit, not a run, not the "
+                        "user's extension, not a common PIN."
+                    ),
+                }
+            },
+            ["pin"],
+            closed=True,
+            examples=[{"pin": "480913"}],
+        ),
+        "PinChangeResult": _object(
+            {
+                "push_jobs": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "Push jobs queued for the devices that carry the user.",
+                }
+            },
+            ["push_jobs"],
+        ),
+        "PasswordBody": _object(
+            {
+                "mode": {"type": "string", "enum": list(passwords.MODES)},
+                "password": {
+                    **_NEW_PASSWORD,
+                    "type": ["string", "null"],
+                    "description": (
+                        "Required for `set` and `set_and_email`; absent or null for "
+                        f"`random_and_email`. {_NEW_PASSWORD['description']}"
+                    ),
+                },
+                "temporary": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": (
+                        "The user must choose a new password at the next login. Ignored for "
+                        "`random_and_email`, whose passwords always are temporary."
+                    ),
+                },
+            },
+            ["mode"],
+            closed=True,
+            allOf=[
+                {
+                    "if": {"properties": {"mode": {"const": "random_and_email"}}},
+                    "then": {"properties": {"password": {"type": "null"}}},
+                    "else": {"required": ["password"], "properties": {"password": _NEW_PASSWORD}},
+                }
+            ],
+            examples=[
+                {"mode": "set", "password": "Tr1cky-Lamp-Story", "temporary": True},
+                {"mode": "random_and_email"},
+            ],
+        ),
+        "PasswordChangeResult": _object(
+            {"email_sent": {"type": "boolean"}}, ["email_sent"]
+        ),
+        "OwnPasswordBody": _object(
+            {
+                "current_password": {
+                    "type": ["string", "null"],
+                    "description": "Required except with an impersonation token.",
+                },
+                "new_password": _NEW_PASSWORD,
+            },
+            ["new_password"],
+            closed=True,
+            examples=[
+                {"current_password": "Old-Passw0rd-here", "new_password": "Tr1cky-Lamp-Story"}
+            ],
+        ),
+        "AuditEntry": _object(
+            {
+                "id": {"type": "integer"},
+                "at": _TIME,
+                "actor": {
+                    "type": ["string", "null"],
+                    "description": "Who acted (the impersonated user under impersonation).",
+                },
+                "impersonator": {"type": ["string", "null"]},
+                "user": {"type": ["string", "null"], "description": "The user acted upon."},
+                "action": {"type": "string", "examples": ["pin.change", "password.change"]},
+                "source": {
+                    "type": ["string", "null"],
+                    "description": "Client address, `cli` or `startup`.",
+                },
+                "details": {
+                    "type": "object",
+                    "description": "Non-secret details of the action.",
+                },
+            },
+            ["id", "at", "actor", "impersonator", "user", "action", "source", "details"],
+        ),
+        "AuditList": _object(
+            {"entries": {"type": "array", "items": _schema("AuditEntry")}}, ["entries"]
+        ),
+    }
+
+
+def _version() -> str:
+    try:
+        return version("provisioner")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The document, built once; treat it as read-only."""
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": {
+            "title": "provisioner",
+            "version": _version(),
+            "description": (
+                "Phone-provisioning service: users, their phone PINs and passwords, the audit "
+                "log. Administrators may use every operation; other users only `/me*` and "
+                "`/auth/logout`. Every error answers `{\"error\": {\"code\", \"message\"}}` "
+                "(plus `reason` for policy refusals); an unexpected failure is `500 "
+                "internal_error` with a reference to the server log."
+            ),
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "tags": [
+            {"name": "auth", "description": "Sessions and impersonation."},
+            {"name": "users", "description": "User administration (administrators only)."},
+            {"name": "self-service", "description": "The user the token acts as."},
+            {"name": "audit", "description": "Who did what to whom, from where."},
+            {"name": "meta", "description": "About this API."},
+        ],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `POST /auth/login` or an impersonation.",
+                }
+            },
+            "schemas": _schemas(),
+            "parameters": {
+                "Username": {
+                    "name": "username",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+                "Limit": {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "Page size.",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                },
+            },
+            "headers": {
+                "WWWAuthenticate": {
+                    "description": 'Always `Bearer realm="provisioner"`.',
+                    "schema": {"type": "string"},
+                },
+                "RetryAfter": {
+                    "description": "Seconds until the next attempt may succeed.",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+            },
+            "responses": {
+                "Unauthenticated": _error_response(
+                    401,
+                    _UNAUTHENTICATED_401,
+                    "`unauthenticated`: no `Authorization: Bearer` header; `token_invalid`: "
+                    "the token is unknown, expired or revoked.",
+                ),
+                "BodyTooLarge": _error_response(413, ["body_too_large"]),
+            },
+        },
+    }

@@ -1,0 +1,202 @@
+"""PIN changes through the API: admin, self-service, impersonation; storage and push jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+from passlib.hash import argon2
+
+from provisioner.pins import pin_purpose
+from provisioner.vault import Vault
+from provisioner.web.keys import CORE
+from tests.conftest import Api
+
+
+async def add_device(db: asyncpg.Connection, mac: str, username: str, slot: int = 1) -> None:
+    """Put a device with the user on ``slot`` straight into the tables the device API will own."""
+    await db.execute(
+        "INSERT INTO devices (mac, vendor, model, kind) VALUES ($1, 'yealink', 'T54W', 'desk') "
+        "ON CONFLICT DO NOTHING",
+        mac,
+    )
+    await db.execute(
+        "INSERT INTO device_assignments (mac, slot, user_id) "
+        "SELECT $1, $2, id FROM users WHERE username = $3",
+        mac,
+        slot,
+        username,
+    )
+
+
+def vault_of(api: Api) -> Vault:
+    vault: Vault = api.client.app[CORE].vault
+    return vault
+
+
+async def stored_pin(db: asyncpg.Connection, api: Api, username: str) -> tuple[str, str]:
+    row = await db.fetchrow(
+        "SELECT id, pin_hash, pin_encrypted FROM users WHERE username = $1", username
+    )
+    assert row is not None
+    return row["pin_hash"], vault_of(api).decrypt(row["pin_encrypted"], pin_purpose(row["id"]))
+
+
+async def test_admin_sets_pin_stored_as_verifier_and_ciphertext(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    await make_user("alice", extension="201")
+    status, data = await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
+    assert status == 200, data
+    pin_hash, clear = await stored_pin(db, admin, "alice")
+    assert pin_hash.startswith("$argon2id$")
+    assert argon2.verify("480913", pin_hash)
+    assert clear == "480913"
+    raw = await db.fetchval("SELECT pin_encrypted FROM users WHERE username = 'alice'")
+    assert b"480913" not in raw
+    row = await db.fetchrow("SELECT * FROM audit_log WHERE action = 'pin.change'")
+    assert (row["actor"], row["target_user"], row["impersonator"]) == ("admin", "alice", None)
+
+
+async def test_pin_change_queues_one_job_per_device_and_folds(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    await make_user("alice", extension="201")
+    await make_user("bob", extension="202")
+    await add_device(db, "001565000001", "alice")
+    await add_device(db, "001565000002", "alice")
+    await add_device(db, "001565000003", "bob")
+
+    status, data = await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
+    assert status == 200
+    assert len(data["push_jobs"]) == 2
+    jobs = await db.fetch("SELECT mac, state, reason FROM push_jobs ORDER BY mac")
+    assert [(j["mac"], j["state"], j["reason"]) for j in jobs] == [
+        ("001565000001", "pending", "pin.change"),
+        ("001565000002", "pending", "pin.change"),
+    ]
+
+    # A second change before the devices were pushed folds into the open jobs.
+    await db.execute("UPDATE push_jobs SET state = 'notified', attempts = 2")
+    status, data = await admin.call("PUT", "/users/alice/pin", {"pin": "592014"})
+    assert status == 200
+    jobs = await db.fetch("SELECT state, attempts FROM push_jobs")
+    assert [(j["state"], j["attempts"]) for j in jobs] == [("pending", 0), ("pending", 0)]
+
+
+async def test_pin_change_is_one_transaction(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    """If queueing the push fails, the PIN and the audit row are rolled back with it."""
+    await make_user("alice", extension="201")
+    await add_device(db, "001565000001", "alice")
+    await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
+    await db.execute(
+        """CREATE FUNCTION fail_push() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'push queue unavailable'; END $$;
+           CREATE TRIGGER fail_push BEFORE INSERT OR UPDATE ON push_jobs
+           FOR EACH ROW EXECUTE FUNCTION fail_push();"""
+    )
+    try:
+        status, data = await admin.call("PUT", "/users/alice/pin", {"pin": "592014"})
+    finally:
+        await db.execute("DROP TRIGGER fail_push ON push_jobs; DROP FUNCTION fail_push();")
+    assert status == 500
+    assert data["error"]["code"] == "internal_error"
+    assert (await stored_pin(db, admin, "alice"))[1] == "480913"
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'pin.change'") == 1
+
+
+async def test_user_changes_own_pin_but_not_others(admin: Api, make_user: Any) -> None:
+    await make_user("alice", "alice-Secret-9", extension="201")
+    await make_user("bob", extension="202")
+    alice = await admin.as_user("alice", "alice-Secret-9")
+    status, _ = await alice.call("PUT", "/me/pin", {"pin": "480913"})
+    assert status == 200
+    status, data = await alice.call("PUT", "/users/bob/pin", {"pin": "480913"})
+    assert (status, data["error"]["code"]) == (403, "forbidden")
+    status, me = await alice.call("GET", "/me")
+    assert me["pin_set"] is True
+
+
+async def test_impersonated_pin_change_names_both(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    await make_user("alice", extension="201")
+    status, data = await admin.call("POST", "/users/alice/impersonate")
+    assert status == 200
+    as_alice = Api(admin.client, data["token"])
+    status, me = await as_alice.call("GET", "/me")
+    assert (me["username"], me["impersonator"]) == ("alice", "admin")
+    status, _ = await as_alice.call("PUT", "/me/pin", {"pin": "480913"})
+    assert status == 200
+    row = await db.fetchrow("SELECT * FROM audit_log WHERE action = 'pin.change'")
+    assert (row["actor"], row["impersonator"], row["target_user"]) == ("alice", "admin", "alice")
+
+
+@pytest.mark.parametrize(
+    ("pin", "reason"),
+    [("12a456", "not_digits"), ("480 913", "not_digits"), ("4809", "length"),
+     ("111111", "repeated"), ("234567", "sequence"), ("000201", None), ("112233", "common")],
+)  # fmt: skip
+async def test_pin_policy_refusals_change_nothing(
+    admin: Api, make_user: Any, db: asyncpg.Connection, pin: str, reason: str | None
+) -> None:
+    await make_user("alice", extension="000201")
+    await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
+    status, data = await admin.call("PUT", "/users/alice/pin", {"pin": pin})
+    if pin == "000201":  # the user's own extension
+        reason = "extension"
+    assert status == 422
+    assert data["error"]["code"] == "pin_policy"
+    assert data["error"]["reason"] == reason
+    assert (await stored_pin(db, admin, "alice"))[1] == "480913"
+
+
+async def test_min_length_setting_applies(make_client: Any) -> None:
+    from tests.conftest import bootstrap_admin
+
+    admin = await bootstrap_admin(await make_client(pin_min_length="8"))
+    await admin.call("POST", "/users", {"username": "alice", "display_name": "Alice"})
+    status, data = await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
+    assert (status, data["error"]["reason"]) == (422, "length")
+    status, _ = await admin.call("PUT", "/users/alice/pin", {"pin": "48091357"})
+    assert status == 200
+
+
+async def test_pin_change_clears_lockout(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    await make_user("alice", extension="201")
+    await db.execute(
+        "UPDATE users SET pin_failures = 10, pin_lockouts = 2, "
+        "pin_locked_until = now() + interval '1 hour' WHERE username = 'alice'"
+    )
+    status, _ = await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
+    assert status == 200
+    row = await db.fetchrow("SELECT pin_failures, pin_lockouts, pin_locked_until FROM users")
+    assert tuple(row) == (0, 0, None)
+
+
+async def test_concurrent_pin_changes_end_consistent(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    await make_user("alice", extension="201")
+    await add_device(db, "001565000001", "alice")
+    candidates = ["480913", "592014", "603125", "714236", "825347", "936458"]
+    results = await asyncio.gather(
+        *(admin.call("PUT", "/users/alice/pin", {"pin": pin}) for pin in candidates)
+    )
+    assert [status for status, _ in results] == [200] * len(candidates)
+    pin_hash, clear = await stored_pin(db, admin, "alice")
+    assert clear in candidates
+    assert argon2.verify(clear, pin_hash), "verifier and ciphertext come from different changes"
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'pin.change'") == 6
+    assert await db.fetchval("SELECT count(*) FROM push_jobs WHERE state = 'pending'") == 1
+
+
+async def test_unknown_user(admin: Api) -> None:
+    status, data = await admin.call("PUT", "/users/nobody/pin", {"pin": "480913"})
+    assert (status, data["error"]["code"]) == (404, "user_not_found")
