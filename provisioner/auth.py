@@ -19,7 +19,7 @@ from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
 from provisioner.errors import Kind, ProvisionerError, conflict, unauthenticated
-from provisioner.users import get_user, require_admin
+from provisioner.users import get_user, is_valid_username, require_admin
 
 SESSION_LIFETIME = timedelta(hours=12)
 IMPERSONATION_LIFETIME = timedelta(hours=1)
@@ -76,35 +76,25 @@ async def login(core: Core, username: str, password: str, source: str) -> Sessio
     Unknown users, users of an external backend and wrong passwords all answer
     ``invalid_credentials`` after the same hashing work, so the answer reveals nothing.
     """
-    async with core.pool.acquire() as conn:
-        user = await store.get_user_by_username(conn, username)
+    user = None
+    if is_valid_username(username):
+        async with core.pool.acquire() as conn:
+            user = await store.get_user_by_username(conn, username)
     now = datetime.now(UTC)
     if user is not None and user["login_locked_until"] and user["login_locked_until"] > now:
         raise _login_locked(user["login_locked_until"], now)
     local = user is not None and user["auth_backend"] == "local"
     stored_hash = user["password_hash"] if user is not None and local else None
     ok = await core.hasher.verify_password(password, stored_hash)
+    if user is None or not ok:
+        await _record_failed_login(core, user, source)
+        raise _invalid_credentials()
+    actor = Actor(username=username, role=user["role"], source=source, user_id=user["id"])
     async with core.pool.acquire() as conn, conn.transaction():
-        if user is None:
-            await audit.record(conn, None, "auth.login_failed", None, source=source)
-            raise _invalid_credentials()
-        actor = Actor(username=username, role=user["role"], source=source, user_id=user["id"])
-        if not ok:
-            row = await store.record_login_failure(
-                conn,
-                user["id"],
-                free_attempts=LOGIN_FREE_ATTEMPTS,
-                base_seconds=LOGIN_LOCK_BASE_SECONDS,
-                max_seconds=LOGIN_LOCK_MAX_SECONDS,
-            )
-            await audit.record(
-                conn, actor, "auth.login_failed", username, {"failures": row["login_failures"]}
-            )
-            raise _invalid_credentials()
         # Re-read under lock: a password change may have landed while we verified.
         current = await get_user(conn, username, for_update=True)
         if current["credential_version"] != user["credential_version"]:
-            raise _invalid_credentials()
+            raise conflict("password_changed_meanwhile", "The password changed meanwhile; retry.")
         await store.reset_login_failures(conn, user["id"])
         must_change = bool(current["must_change_password"])
         session = await issue_token(
@@ -117,6 +107,25 @@ async def login(core: Core, username: str, password: str, source: str) -> Sessio
             conn, actor, "auth.login", username, {"password_change_required": must_change}
         )
     return session
+
+
+async def _record_failed_login(core: Core, user: asyncpg.Record | None, source: str) -> None:
+    """Count the failure (committed, unlike the refused login) and audit it."""
+    async with core.pool.acquire() as conn, conn.transaction():
+        if user is None:
+            await audit.record(conn, None, "auth.login_failed", None, source=source)
+            return
+        row = await store.record_login_failure(
+            conn,
+            user["id"],
+            free_attempts=LOGIN_FREE_ATTEMPTS,
+            base_seconds=LOGIN_LOCK_BASE_SECONDS,
+            max_seconds=LOGIN_LOCK_MAX_SECONDS,
+        )
+        actor = Actor(username=user["username"], role=user["role"], source=source)
+        await audit.record(
+            conn, actor, "auth.login_failed", user["username"], {"failures": row["login_failures"]}
+        )
 
 
 def _login_locked(until: datetime, now: datetime) -> ProvisionerError:

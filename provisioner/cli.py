@@ -9,12 +9,14 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import NoReturn
 
+import asyncpg
 from aiohttp import web
 
 from provisioner import passwords, pins, users
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except (CliError, EmbeddedPostgresError) as exc:
         print(f"provisioner: {exc}", file=sys.stderr)
         code = getattr(exc, "exit_code", EXIT_FAILURE)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Database unreachable or refusing us, listen address in use, unreadable key file, ...:
+        # one line, not a traceback.
+        print(f"provisioner: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
     except KeyboardInterrupt:
         code = EXIT_FAILURE
     sys.exit(code)
@@ -225,7 +232,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.app import create_app
 
     if args.listen:
-        settings = replace(settings, listen=parse_host_port("--listen", args.listen))
+        listen = parse_host_port("--listen", args.listen)
+        explicit_url = os.environ.get("PROVISIONER_PUBLIC_URL")
+        settings = replace(
+            settings,
+            listen=listen,
+            public_url=settings.public_url if explicit_url else f"http://{listen}",
+        )
     _install_uvloop()
     with resolved_database(settings) as resolved:
         app = create_app(resolved)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from provisioner import audit, store
+from provisioner import audit, provisioning, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.errors import Kind, ProvisionerError
 from provisioner.users import get_user, require_self_or_admin
+from provisioner.vault import pin_purpose
 
 MAX_LENGTH = 12
 
@@ -75,9 +76,5 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
         macs = await store.list_device_macs_for_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "pin.change")
         await audit.record(conn, actor, "pin.change", username, {"push_jobs": jobs})
+    await provisioning.render_devices(core, macs)
     return PinChange(push_jobs=jobs)
-
-
-def pin_purpose(user_id: int) -> str:
-    """Associated data binding a PIN ciphertext to its user's row."""
-    return f"pin:{user_id}"

@@ -284,7 +284,7 @@ async def list_audit(
     return await conn.fetch(
         """SELECT * FROM audit_log
            WHERE ($1::text IS NULL OR target_user = $1 OR actor = $1 OR impersonator = $1)
-             AND ($2::text IS NULL OR action = $2 OR action LIKE $2 || '.%')
+             AND ($2::text IS NULL OR action = $2 OR starts_with(action, $2 || '.'))
              AND ($3::timestamptz IS NULL OR at >= $3)
              AND ($5::bigint IS NULL OR id < $5)
            ORDER BY id DESC LIMIT $4""",
@@ -321,3 +321,304 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
         reason,
     )
     return [r["id"] for r in rows]
+
+
+# --- sites -------------------------------------------------------------------------------------
+
+SITE_EDITABLE_COLUMNS = frozenset(
+    {"registrar_host", "registrar_port", "transport", "timezone", "language", "ntp_server"}
+)
+
+
+async def get_site(conn: Connection, name: str) -> Record | None:
+    return await conn.fetchrow("SELECT * FROM sites WHERE name = $1", name)
+
+
+async def list_sites(conn: Connection) -> list[Record]:
+    return await conn.fetch("SELECT * FROM sites ORDER BY name")
+
+
+async def upsert_site(conn: Connection, name: str, changes: Mapping[str, Any]) -> Record:
+    """Create the site if needed and apply ``changes`` (column names from a fixed set)."""
+    unknown = set(changes) - SITE_EDITABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    await conn.execute("INSERT INTO sites (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
+    assignments = "".join(f"{column} = ${i}, " for i, column in enumerate(changes, start=2))
+    row = await conn.fetchrow(
+        f"UPDATE sites SET {assignments}updated_at = now() WHERE name = $1 RETURNING *",  # noqa: S608
+        name,
+        *changes.values(),
+    )
+    assert row is not None
+    return row
+
+
+async def list_site_device_macs(conn: Connection, site: str) -> list[str]:
+    rows = await conn.fetch("SELECT mac FROM devices WHERE site = $1 ORDER BY mac", site)
+    return [r["mac"] for r in rows]
+
+
+# --- generated secrets -------------------------------------------------------------------------
+
+
+async def get_generated_secret(conn: Connection, name: str) -> Record | None:
+    return await conn.fetchrow("SELECT * FROM generated_secrets WHERE name = $1", name)
+
+
+async def insert_generated_secret(
+    conn: Connection, name: str, *, username: str, secret_encrypted: bytes
+) -> None:
+    """Insert unless another process won the race (then theirs stays)."""
+    await conn.execute(
+        """INSERT INTO generated_secrets (name, username, secret_encrypted) VALUES ($1, $2, $3)
+           ON CONFLICT (name) DO NOTHING""",
+        name,
+        username,
+        secret_encrypted,
+    )
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+DEVICE_EDITABLE_COLUMNS = frozenset({"model", "label", "site"})
+
+
+async def get_device(conn: Connection, mac: str, *, for_update: bool = False) -> Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM devices WHERE mac = $1{lock}", mac)  # noqa: S608
+
+
+async def insert_device(
+    conn: Connection,
+    *,
+    mac: str,
+    vendor: str,
+    model: str,
+    kind: str,
+    label: str,
+    site: str,
+    credential_encrypted: bytes,
+) -> Record:
+    row = await conn.fetchrow(
+        """INSERT INTO devices (mac, vendor, model, kind, label, site, credential_encrypted)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+        mac,
+        vendor,
+        model,
+        kind,
+        label,
+        site,
+        credential_encrypted,
+    )
+    assert row is not None
+    return row
+
+
+async def update_device(conn: Connection, mac: str, changes: Mapping[str, Any]) -> Record:
+    unknown = set(changes) - DEVICE_EDITABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+    row = await conn.fetchrow(
+        f"UPDATE devices SET {assignments}, updated_at = now() WHERE mac = $1 RETURNING *",  # noqa: S608
+        mac,
+        *changes.values(),
+    )
+    assert row is not None
+    return row
+
+
+async def delete_device(conn: Connection, mac: str) -> None:
+    await conn.execute("DELETE FROM devices WHERE mac = $1", mac)
+
+
+async def count_devices(conn: Connection, search: str | None) -> int:
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM devices d
+               WHERE $1::text IS NULL OR d.mac ILIKE $1 OR d.label ILIKE $1 OR d.model ILIKE $1
+                  OR d.vendor ILIKE $1""",
+            _like(search),
+        )
+    )
+
+
+async def list_devices(
+    conn: Connection, *, search: str | None, limit: int, offset: int
+) -> list[Record]:
+    return await conn.fetch(
+        """SELECT d.*, j.id AS job_id, j.state AS job_state, j.last_error AS job_error
+           FROM devices d
+           LEFT JOIN LATERAL (SELECT id, state, last_error FROM push_jobs
+                              WHERE mac = d.mac ORDER BY id DESC LIMIT 1) j ON true
+           WHERE $1::text IS NULL OR d.mac ILIKE $1 OR d.label ILIKE $1 OR d.model ILIKE $1
+              OR d.vendor ILIKE $1
+           ORDER BY d.mac LIMIT $2 OFFSET $3""",
+        _like(search),
+        limit,
+        offset,
+    )
+
+
+async def list_assignments(conn: Connection, mac: str) -> list[Record]:
+    return await conn.fetch(
+        """SELECT a.slot, a.ipui, a.sip_user, a.sip_auth_user, a.sip_password_encrypted,
+                  u.id AS user_id, u.username, u.display_name, u.extension
+           FROM device_assignments a JOIN users u ON u.id = a.user_id
+           WHERE a.mac = $1 ORDER BY a.slot""",
+        mac,
+    )
+
+
+async def list_user_devices(conn: Connection, user_id: int) -> list[Record]:
+    return await conn.fetch(
+        """SELECT d.*, a.slot, j.state AS job_state, j.last_error AS job_error
+           FROM device_assignments a JOIN devices d ON d.mac = a.mac
+           LEFT JOIN LATERAL (SELECT state, last_error FROM push_jobs
+                              WHERE mac = d.mac ORDER BY id DESC LIMIT 1) j ON true
+           WHERE a.user_id = $1 ORDER BY d.mac, a.slot""",
+        user_id,
+    )
+
+
+async def delete_assignments(conn: Connection, mac: str) -> None:
+    await conn.execute("DELETE FROM device_assignments WHERE mac = $1", mac)
+
+
+async def insert_assignment(
+    conn: Connection,
+    *,
+    mac: str,
+    slot: int,
+    user_id: int,
+    ipui: str | None,
+    sip_user: str,
+    sip_auth_user: str,
+    sip_password_encrypted: bytes,
+) -> None:
+    await conn.execute(
+        """INSERT INTO device_assignments
+               (mac, slot, user_id, ipui, sip_user, sip_auth_user, sip_password_encrypted)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        mac,
+        slot,
+        user_id,
+        ipui,
+        sip_user,
+        sip_auth_user,
+        sip_password_encrypted,
+    )
+
+
+async def list_lines_for_render(conn: Connection, mac: str) -> list[Record]:
+    return await conn.fetch(
+        """SELECT a.slot, a.ipui, a.sip_user, a.sip_auth_user, a.sip_password_encrypted,
+                  u.id AS user_id, u.username, u.display_name, u.extension, u.language,
+                  u.pin_encrypted
+           FROM device_assignments a JOIN users u ON u.id = a.user_id
+           WHERE a.mac = $1 ORDER BY a.slot""",
+        mac,
+    )
+
+
+# --- revisions ---------------------------------------------------------------------------------
+
+
+async def lock_device_revision(conn: Connection, mac: str) -> Record | None:
+    return await conn.fetchrow(
+        "SELECT revision, revision_hash FROM devices WHERE mac = $1 FOR UPDATE", mac
+    )
+
+
+async def set_device_render_error(conn: Connection, mac: str, error: str | None) -> int | None:
+    """Record (or clear, with None) the device's render problem; return its revision."""
+    value = await conn.fetchval(
+        """UPDATE devices SET render_error = $2,
+                  render_error_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END
+           WHERE mac = $1 RETURNING revision""",
+        mac,
+        error,
+    )
+    return None if value is None else int(value)
+
+
+async def replace_device_files(
+    conn: Connection,
+    mac: str,
+    files: Sequence[tuple[str, bytes, str]],
+    *,
+    revision_hash: str,
+    render_error: str | None,
+) -> int:
+    """Store a new revision's files (name, body, etag); return the new revision number."""
+    await conn.execute("DELETE FROM device_files WHERE mac = $1", mac)
+    await conn.executemany(
+        "INSERT INTO device_files (mac, name, body, etag) VALUES ($1, $2, $3, $4)",
+        [(mac, name, body, etag) for name, body, etag in files],
+    )
+    revision = await conn.fetchval(
+        """UPDATE devices SET revision = revision + 1, revision_hash = $2, rendered_at = now(),
+                  render_error = $3,
+                  render_error_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() END
+           WHERE mac = $1 RETURNING revision""",
+        mac,
+        revision_hash,
+        render_error,
+    )
+    return int(revision)
+
+
+async def list_device_files(conn: Connection, macs: Sequence[str] | None = None) -> list[Record]:
+    """Stored files with what serving them needs; all devices when ``macs`` is None."""
+    return await conn.fetch(
+        """SELECT d.mac, d.vendor, d.revision, d.credential_encrypted, d.bootstrap_allowed,
+                  f.name, f.body, f.etag
+           FROM devices d LEFT JOIN device_files f ON f.mac = d.mac
+           WHERE $1::text[] IS NULL OR d.mac = ANY($1::text[])
+           ORDER BY d.mac""",
+        None if macs is None else list(macs),
+    )
+
+
+async def retire_bootstrap(conn: Connection, macs: Sequence[str]) -> None:
+    await conn.execute(
+        "UPDATE devices SET bootstrap_allowed = false WHERE mac = ANY($1::text[])", list(macs)
+    )
+
+
+async def insert_fetches(
+    conn: Connection, fetches: Sequence[tuple[str, str, int, datetime, str]]
+) -> None:
+    """Record fetches (mac, file, revision, at, source) and each device's latest one."""
+    await conn.executemany(
+        """INSERT INTO device_fetches (mac, file, revision, at, source)
+           SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM devices WHERE mac = $1)""",
+        fetches,
+    )
+    latest: dict[str, tuple[str, str, int, datetime, str]] = {}
+    for fetch in fetches:
+        if fetch[0] not in latest or latest[fetch[0]][3] <= fetch[3]:
+            latest[fetch[0]] = fetch
+    await conn.executemany(
+        """UPDATE devices SET last_fetch_file = $2, last_fetch_revision = $3, last_fetch_at = $4,
+                  last_fetch_source = $5
+           WHERE mac = $1 AND (last_fetch_at IS NULL OR last_fetch_at <= $4)""",
+        list(latest.values()),
+    )
+
+
+# --- push jobs (listing) -----------------------------------------------------------------------
+
+
+async def list_push_jobs(
+    conn: Connection, *, state: str | None, mac: str | None, limit: int
+) -> list[Record]:
+    return await conn.fetch(
+        """SELECT * FROM push_jobs
+           WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR mac = $2)
+           ORDER BY id DESC LIMIT $3""",
+        state,
+        mac,
+        limit,
+    )

@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 
 import asyncpg
 
-from provisioner import audit, store
+from provisioner import audit, provisioning, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
@@ -44,13 +44,17 @@ class NewUser:
 
 
 def validate_username(username: str) -> str:
-    if not _USERNAME.fullmatch(username):
+    if not is_valid_username(username):
         raise invalid(
             "username_invalid",
             "A username is 1-64 lower-case letters, digits and . _ @ -, starting with a "
             "letter or digit.",
         )
     return username
+
+
+def is_valid_username(username: str) -> bool:
+    return _USERNAME.fullmatch(username) is not None
 
 
 def is_valid_email(email: str) -> bool:
@@ -93,7 +97,11 @@ def require_self_or_admin(actor: Actor, username: str) -> None:
 
 
 async def get_user(conn: Connection, username: str, *, for_update: bool = False) -> Any:
-    row = await store.get_user_by_username(conn, username, for_update=for_update)
+    row = (
+        await store.get_user_by_username(conn, username, for_update=for_update)
+        if is_valid_username(username)
+        else None
+    )
     if row is None:
         raise not_found("user_not_found", "There is no such user.")
     return row
@@ -144,12 +152,14 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
         except asyncpg.UniqueViolationError as exc:
             raise _unique_violation(exc) from None
         jobs: list[int] = []
+        macs: list[str] = []
         if _DEVICE_FIELDS & changed.keys():
             macs = await store.list_device_macs_for_user(conn, user["id"])
             jobs = await store.enqueue_push_jobs(conn, macs, "user.update")
         await audit.record(
             conn, actor, "user.update", username, {"fields": sorted(changed), "push_jobs": jobs}
         )
+    await provisioning.render_devices(core, macs)
     return row
 
 
@@ -163,6 +173,7 @@ async def delete_user(core: Core, actor: Actor, username: str) -> None:
         await store.delete_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "user.delete")
         await audit.record(conn, actor, "user.delete", username, {"push_jobs": jobs})
+    await provisioning.render_devices(core, macs)
 
 
 async def find_user(core: Core, actor: Actor, username: str) -> Any:

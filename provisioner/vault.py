@@ -69,3 +69,21 @@ def _read_key(path: Path) -> bytes:
         return base64.b64decode(raw, validate=True)
     except binascii.Error:
         raise VaultError(f"{path}: not a base64-encoded key") from None
+
+
+# Associated data for each kind of ciphertext, kept in one place so no two kinds can collide.
+
+
+def pin_purpose(user_id: int) -> str:
+    """A user's phone PIN (``users.pin_encrypted``)."""
+    return f"pin:{user_id}"
+
+
+def device_credential_purpose(mac: str) -> str:
+    """A device's own provisioning password (``devices.credential_encrypted``)."""
+    return f"device-credential:{mac}"
+
+
+def sip_password_purpose(mac: str, slot: int) -> str:
+    """The SIP password of one line or handset (``device_assignments``)."""
+    return f"sip:{mac}:{slot}"

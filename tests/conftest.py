@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import socket
 import threading
@@ -81,6 +82,8 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     if tables:
         names = ", ".join(f'"{t["tablename"]}"' for t in tables)
         await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        # The row migration 002 creates.
+        await conn.execute("INSERT INTO sites (name) VALUES ('default')")
     try:
         yield conn
     finally:
@@ -88,6 +91,12 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 # --- SMTP --------------------------------------------------------------------------------------
+
+
+def _text_of(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode(message.get_content_charset() or "utf-8")
 
 
 @dataclass
@@ -115,11 +124,14 @@ class MailSink:
 
     def bodies_to(self, address: str) -> list[str]:
         with self._lock:
-            return [
-                str(m.get_payload(decode=True).decode(m.get_content_charset() or "utf-8"))
-                for m in self.messages
-                if address in str(m["To"])
-            ]
+            return [_text_of(m) for m in self.messages if address in str(m["To"])]
+
+
+def mailed_password(body: str) -> str:
+    """The password line of a "New password" mail (indented by four spaces)."""
+    match = re.search(r"^    (\S+)\r?$", body, re.MULTILINE)
+    assert match, body
+    return match.group(1)
 
 
 @pytest.fixture
@@ -193,7 +205,7 @@ class Api:
         if body is not None:
             kwargs["json"] = body
         async with self.client.request(method, f"/api/v1{path}", **kwargs) as response:
-            data = await response.json() if response.content_length != 0 else None
+            data = await response.json() if response.status != 204 else None
             return response.status, data
 
     async def login(self, username: str, password: str) -> tuple[int, Any]:

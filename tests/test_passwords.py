@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.conftest import Api, MailSink, bootstrap_admin, free_port
+from tests.conftest import Api, MailSink, bootstrap_admin, free_port, mailed_password
 
 OLD = "Old-Passw0rd-1"
 NEW = "New-Passw0rd-2"
-
-
-def mailed_password(body: str) -> str:
-    match = re.search(r"^    (\S+)\r?$", body, re.MULTILINE)
-    assert match, body
-    return match.group(1)
 
 
 async def test_set_is_temporary_by_default_and_forces_a_change(

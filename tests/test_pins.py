@@ -9,8 +9,7 @@ import asyncpg
 import pytest
 from passlib.hash import argon2
 
-from provisioner.pins import pin_purpose
-from provisioner.vault import Vault
+from provisioner.vault import Vault, pin_purpose
 from provisioner.web.keys import CORE
 from tests.conftest import Api
 

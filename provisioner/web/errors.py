@@ -6,6 +6,7 @@ import logging
 import secrets
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -70,6 +71,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ProvisionerError as exc:
         return render_error(exc)
+    except asyncpg.DataError:
+        # A value the database cannot store (a NUL byte, say) that validation let through:
+        # still the caller's input, so a 400, and never echoed since it may be a secret.
+        log.warning(
+            "request %s refused: value not storable [%s]", request.path, request[REQUEST_ID]
+        )
+        return error_response(400, "value_invalid", "A value in the request cannot be stored.")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -76,7 +76,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise invalid("query_invalid", f"{name} must be a whole number from {low} to {high}.")
     return int(text)
 

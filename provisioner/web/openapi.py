@@ -98,7 +98,7 @@ def _operation(
         errors[401] = _UNAUTHENTICATED_401
     all_responses: dict[str, Any] = {str(s): r for s, r in sorted(responses.items())}
     for status, codes in sorted(errors.items()):
-        if status == 401:
+        if status == 401 and codes == _UNAUTHENTICATED_401:
             all_responses["401"] = _ref("responses", "Unauthenticated")
         elif status == 413:
             all_responses["413"] = _ref("responses", "BodyTooLarge")
@@ -134,7 +134,7 @@ _PIN_POLICY = (
     "`pin_policy` carries `reason`: `not_digits`, `length`, `repeated`, `sequence`, "
     "`extension` (equals the user's extension) or `common`."
 )
-_PASSWORD_POLICY = (
+_PW_POLICY_NOTE = (
     "`password_policy` carries `reason`: `length`, `characters`, `personal` (username or "
     "email address) or `common`"
 )
@@ -337,7 +337,7 @@ def _paths() -> dict[str, Any]:
                         "`password_missing`: a `set` mode without password; "
                         "`password_not_expected`: `random_and_email` with one."
                     ),
-                    422: f"`email_*` only for the email modes. {_PASSWORD_POLICY}.",
+                    422: f"`email_*` only for the email modes. {_PW_POLICY_NOTE}.",
                 },
             ),
         },
@@ -387,7 +387,7 @@ def _paths() -> dict[str, Any]:
                 },
                 notes={
                     409: "`password_changed_meanwhile`: another change landed first; retry.",
-                    422: f"{_PASSWORD_POLICY}, or `unchanged` (equals the current password).",
+                    422: f"{_PW_POLICY_NOTE}, or `unchanged` (equals the current password).",
                 },
             ),
         },
@@ -418,8 +418,7 @@ def _paths() -> dict[str, Any]:
                             "matches `password.change`, `auth` matches `auth.login` and "
                             "`auth.login_failed`."
                         ),
-                        "schema": {"type": "string"},
-                        "examples": ["pin.change"],
+                        "schema": {"type": "string", "examples": ["pin.change"]},
                     },
                     {
                         "name": "since",
@@ -428,8 +427,11 @@ def _paths() -> dict[str, Any]:
                             "Only entries at or after this ISO 8601 time, which must carry a "
                             "zone (`Z` or an offset)."
                         ),
-                        "schema": {"type": "string", "format": "date-time"},
-                        "examples": ["2026-01-31T00:00:00Z"],
+                        "schema": {
+                            "type": "string",
+                            "format": "date-time",
+                            "examples": ["2026-01-31T00:00:00Z"],
+                        },
                     },
                     _ref("parameters", "Limit"),
                     {
@@ -469,7 +471,9 @@ _TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 _USERNAME_SCHEMA = {
     "type": "string",
     "pattern": "^[a-z0-9][a-z0-9._@-]{0,63}$",
-    "description": "1-64 lower-case letters, digits and `. _ @ -`, starting with a letter or digit.",
+    "description": (
+        "1-64 lower-case letters, digits and `. _ @ -`, starting with a letter or digit."
+    ),
 }
 _DISPLAY_NAME = {
     "type": "string",
@@ -634,7 +638,16 @@ def _schemas() -> dict[str, Any]:
             },
             [],
             closed=True,
-            examples=[{"extension": "202", "email": None}],
+            examples=[
+                {
+                    "display_name": "Alice Example",
+                    "extension": "202",
+                    "email": None,
+                    "auth_backend": "local",
+                    "language": "en",
+                    "role": "user",
+                }
+            ],
         ),
         "PinBody": _object(
             {
@@ -697,9 +710,7 @@ def _schemas() -> dict[str, Any]:
                 {"mode": "random_and_email"},
             ],
         ),
-        "PasswordChangeResult": _object(
-            {"email_sent": {"type": "boolean"}}, ["email_sent"]
-        ),
+        "PasswordChangeResult": _object({"email_sent": {"type": "boolean"}}, ["email_sent"]),
         "OwnPasswordBody": _object(
             {
                 "current_password": {
@@ -761,7 +772,7 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "Phone-provisioning service: users, their phone PINs and passwords, the audit "
                 "log. Administrators may use every operation; other users only `/me*` and "
-                "`/auth/logout`. Every error answers `{\"error\": {\"code\", \"message\"}}` "
+                '`/auth/logout`. Every error answers `{"error": {"code", "message"}}` '
                 "(plus `reason` for policy refusals); an unexpected failure is `500 "
                 "internal_error` with a reference to the server log."
             ),

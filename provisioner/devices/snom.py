@@ -1,0 +1,280 @@
+"""Snom desk phones (D7xx, D8xx) and Snom M-series DECT bases (M300, M400, M700, M900).
+
+Boot sequence (Snom "Auto Provisioning" and "Desk Phone Configuration Files" wiki pages): the
+phone fetches ``snom<model>.htm``, a ``<setting-files>`` list; it names
+``snom<model>-<MAC>.htm`` (``{mac}`` in a URL is replaced by the phone's MAC in upper case), a
+second list that names the device's settings ``<MAC>.xml``. All three are rendered here:
+
+* ``snom<model>.htm`` carries no secret (``shared``); its URL holds the ``{mac}`` placeholder.
+* ``snom<model>-<MAC>.htm`` and ``<MAC>.xml`` carry the per-device provisioning credential as
+  RFC 3986 userinfo in their URLs, and ``<MAC>.xml`` carries the SIP accounts and the PIN.
+
+Snom's ``http_user``/``http_pass`` are the credentials of the phone's *own* web interface, not
+of the provisioning server, so they are deliberately not used for provisioning.
+
+M-series multicell systems: only the primary base ("data master") is registered as a device and
+takes the full data; it distributes it to the secondary bases. Requests from secondary bases are
+still identified (they carry their own MAC) and end in 404 because no device has that MAC.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from types import MappingProxyType
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from provisioner.devices.base import (
+    Adapter,
+    FileRequest,
+    Line,
+    ModelInfo,
+    RenderContext,
+    RenderError,
+    Templates,
+    UserField,
+    normalise_mac,
+)
+
+log = logging.getLogger(__name__)
+
+SNOM_OUIS = frozenset({"000413"})
+
+#: Identities of desk phones and handset subscriptions of DECT systems. Desk counts are the
+#: "identities" of Snom's datasheets (D7xx/D86x as listed by field plugins for 10.1.x firmware);
+#: DECT counts are the handset subscriptions a base can hold (multicell systems as a whole).
+MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo("D712", "desk", 4, "D7"),
+    ModelInfo("D713", "desk", 6, "D7"),
+    ModelInfo("D715", "desk", 4, "D7"),
+    ModelInfo("D717", "desk", 6, "D7"),
+    ModelInfo("D725", "desk", 12, "D7"),
+    ModelInfo("D735", "desk", 12, "D7"),
+    ModelInfo("D745", "desk", 12, "D7"),
+    ModelInfo("D765", "desk", 12, "D7"),
+    ModelInfo("D785", "desk", 12, "D7"),
+    ModelInfo("D815", "desk", 12, "D8"),
+    ModelInfo("D862", "desk", 8, "D8"),
+    ModelInfo("D865", "desk", 12, "D8"),
+    ModelInfo("M300", "dect", 20, "M"),
+    ModelInfo("M400", "dect", 20, "M"),
+    ModelInfo("M700", "dect", 1000, "M"),
+    ModelInfo("M900", "dect", 1000, "M"),
+)
+
+#: Snom's own time zone codes (``timezone`` setting). ``GER+1``, ``ITA+1`` and ``USA-5`` appear
+#: in Snom's wiki examples; the others follow the same list of the phone's web interface.
+TIMEZONES: dict[str, str] = {
+    "Europe/Berlin": "GER+1",
+    "Europe/Vienna": "AUT+1",
+    "Europe/Zurich": "CHE+1",
+    "Europe/Paris": "FRA+1",
+    "Europe/Rome": "ITA+1",
+    "Europe/Madrid": "ESP+1",
+    "Europe/Amsterdam": "NLD+1",
+    "Europe/Brussels": "BEL+1",
+    "Europe/Luxembourg": "LUX+1",
+    "Europe/Warsaw": "POL+1",
+    "Europe/Prague": "CZE+1",
+    "Europe/Copenhagen": "DNK+1",
+    "Europe/Stockholm": "SWE+1",
+    "Europe/Oslo": "NOR+1",
+    "Europe/Helsinki": "FIN+2",
+    "Europe/Athens": "GRC+2",
+    "Europe/London": "GBR-0",
+    "Europe/Dublin": "IRL-0",
+    "Europe/Lisbon": "PRT-0",
+    "America/New_York": "USA-5",
+    "America/Chicago": "USA-6",
+    "America/Denver": "USA-7",
+    "America/Los_Angeles": "USA-8",
+}
+#: Used for a zone missing from :data:`TIMEZONES`: the product's default site zone
+#: (Europe/Berlin). A wrong clock is better than refusing to provision SIP credentials.
+FALLBACK_TIMEZONE = "GER+1"
+
+#: ISO 639-1 code to the value of Snom's ``language`` setting.
+LANGUAGES: dict[str, str] = {
+    "de": "Deutsch",
+    "en": "English",
+    "fr": "Français",
+    "it": "Italiano",
+    "es": "Español",
+}
+FALLBACK_LANGUAGE = "English"
+
+#: Seconds of inactivity before the desk phone locks itself; 0 keeps it unlocked until the user
+#: locks it (holding ``*``). The PIN is what unlocks it either way.
+KEYBOARD_LOCK_TIMEOUT = 0
+
+DESK_EVENT = "check-sync;reboot=false"
+DECT_EVENT = "check-sync;reboot=true"
+
+_DECT_ACCESS_CODE = re.compile(r"[0-9]{4,8}")
+_SHARED_HTM = re.compile(r"snom(?P<model>[A-Za-z0-9]+)\.htm", re.IGNORECASE)
+_DEVICE_HTM = re.compile(
+    r"snom(?P<model>[A-Za-z0-9]+)-(?P<mac>[0-9A-Fa-f]{12})\.htm", re.IGNORECASE
+)
+_DEVICE_XML = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.xml", re.IGNORECASE)
+
+_UA_IS_SNOM = re.compile(r"\bsnom", re.IGNORECASE)
+# "snomD785-SIP 10.1...", "Snom M900 05.20...", "snom720 8.7...", "snomM700/03.23..."
+_UA_MODEL = re.compile(r"\bsnom\s?(?P<model>[A-Z]?[0-9]{3})(?![0-9])", re.IGNORECASE)
+_UA_MAC = re.compile(
+    r"(?<![0-9A-Fa-f])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{12})(?![0-9A-Fa-f])"
+)
+_OTHER_VENDORS = re.compile(
+    r"yealink|gigaset|grandstream|polycom|\bpoly|fanvil|panasonic|cisco|mitel|aastra|htek",
+    re.IGNORECASE,
+)
+
+
+class SnomAdapter(Adapter):
+    """Snom D-series desk phones and M-series DECT bases."""
+
+    vendor = "snom"
+    models = MappingProxyType({m.name.upper(): m for m in MODELS})
+    user_fields = frozenset[UserField]({"pin", "display_name", "language", "sip_credentials"})
+
+    def identify(self, path: str, user_agent: str) -> FileRequest | None:
+        """Recognise ``snom<model>.htm``, ``snom<model>-<MAC>.htm`` and ``<MAC>.xml``.
+
+        ``<MAC>.xml`` is also Gigaset's file name: it is claimed when the User-Agent is Snom's,
+        or, with an empty or unknown User-Agent, when the MAC carries Snom's OUI.
+        """
+        if "/" in path or _OTHER_VENDORS.search(user_agent):
+            return None
+        ua_mac = _mac_in_user_agent(user_agent)
+        ua_model = self._model_in_user_agent(user_agent)
+
+        if m := _DEVICE_HTM.fullmatch(path):
+            mac = m["mac"].lower()
+            model = self._canonical_model(m["model"])
+            return FileRequest(
+                file=f"snom{model}-{mac.upper()}.htm",
+                mac=mac,
+                user_agent_mac=ua_mac,
+                model=model,
+            )
+        if m := _SHARED_HTM.fullmatch(path):
+            model = self._canonical_model(m["model"])
+            return FileRequest(
+                file=f"snom{model}.htm",
+                mac=ua_mac,
+                user_agent_mac=ua_mac,
+                model=model,
+                shared=True,
+            )
+        if m := _DEVICE_XML.fullmatch(path):
+            mac = m["mac"].lower()
+            if not _UA_IS_SNOM.search(user_agent) and mac[:6] not in SNOM_OUIS:
+                return None
+            return FileRequest(
+                file=f"{mac.upper()}.xml", mac=mac, user_agent_mac=ua_mac, model=ua_model
+            )
+        return None
+
+    def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
+        """Render the two ``<setting-files>`` lists and the device's ``<MAC>.xml``."""
+        model = ctx.device.model
+        lines = _checked_lines(ctx.lines, model)
+        mac = ctx.device.mac.upper()
+        base_url = ctx.provisioning_url.rstrip("/") + "/"
+        auth_url = _with_credentials(base_url, ctx.provisioning_user, ctx.provisioning_password)
+        device_list = f"snom{model.name}-{mac}.htm"
+        settings = f"{mac}.xml"
+        language = lines[0].language if lines else ctx.site.language
+
+        values = {
+            "model": model,
+            "lines": lines,
+            "free_slots": _free_slots(lines, model),
+            "site": ctx.site,
+            "setting_server": auth_url + device_list,
+            "language": LANGUAGES.get(language.lower(), FALLBACK_LANGUAGE),
+            "timezone": _snom_timezone(ctx.site.timezone),
+            "registrar": f"{ctx.site.registrar_host}:{ctx.site.registrar_port}",
+            "transport": ctx.site.transport,
+        }
+        if model.kind == "dect":
+            _check_access_codes(lines)
+            settings_xml = templates.render("dect-settings.xml", **values)
+        else:
+            first = next((line for line in lines if line.slot == 1), None)
+            settings_xml = templates.render(
+                "desk-settings.xml",
+                keyboard_lock_pw=first.pin if first and first.pin else "",
+                keyboard_lock_timeout=KEYBOARD_LOCK_TIMEOUT,
+                **values,
+            )
+        return {
+            f"snom{model.name}.htm": templates.render(
+                "setting-files.htm", urls=[f"{base_url}snom{model.name}-{{mac}}.htm"]
+            ),
+            device_list: templates.render("setting-files.htm", urls=[auth_url + settings]),
+            settings: settings_xml,
+        }
+
+    def sip_event(self, model: ModelInfo) -> str | None:
+        """Desk phones apply the new settings without a reboot; M-series bases need one."""
+        return DECT_EVENT if model.kind == "dect" else DESK_EVENT
+
+    def _canonical_model(self, raw: str) -> str:
+        known = self.model(raw)
+        return known.name if known else raw
+
+    def _model_in_user_agent(self, user_agent: str) -> str | None:
+        m = _UA_MODEL.search(user_agent)
+        return self._canonical_model(m["model"]) if m else None
+
+
+def _mac_in_user_agent(user_agent: str) -> str | None:
+    """The last MAC-shaped token of the User-Agent (Snom puts the MAC after the versions)."""
+    found = _UA_MAC.findall(user_agent)
+    return normalise_mac(found[-1]) if found else None
+
+
+def _checked_lines(lines: Sequence[Line], model: ModelInfo) -> list[Line]:
+    if len(lines) > model.slots:
+        raise RenderError(
+            f"Snom {model.name} has {model.slots} slots, {len(lines)} lines were assigned"
+        )
+    slots = [line.slot for line in lines]
+    if len(set(slots)) != len(slots) or any(not 1 <= s <= model.slots for s in slots):
+        raise RenderError(f"Snom {model.name}: slots must be distinct and within 1..{model.slots}")
+    return sorted(lines, key=lambda line: line.slot)
+
+
+def _free_slots(lines: Sequence[Line], model: ModelInfo) -> list[int]:
+    """Slots to clear: Snom keeps settings in flash, so an omitted account would stay active."""
+    used = {line.slot for line in lines}
+    return [slot for slot in range(1, model.slots + 1) if slot not in used]
+
+
+def _check_access_codes(lines: Sequence[Line]) -> None:
+    """A DECT access code (AC) holds 4 to 8 decimal digits; a longer PIN cannot be expressed."""
+    for line in lines:
+        if line.pin is not None and not _DECT_ACCESS_CODE.fullmatch(line.pin):
+            raise RenderError(
+                f"handset {line.slot}: the PIN cannot be a DECT access code (4 to 8 digits)"
+            )
+
+
+def _with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` (percent-encoded) in place of any userinfo it had."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+def _snom_timezone(zone: str) -> str:
+    code = TIMEZONES.get(zone)
+    if code is None:
+        log.warning("no Snom time zone code for %s, using %s", zone, FALLBACK_TIMEZONE)
+        return FALLBACK_TIMEZONE
+    return code
+
+
+ADAPTER = SnomAdapter()

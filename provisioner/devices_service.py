@@ -1,0 +1,401 @@
+"""Devices: adding them, assigning users to their lines or handsets, re-provisioning.
+
+Every change commits the device row, its assignments, the audit row and the push job together;
+the device is re-rendered after the commit (rendering is idempotent, so a crash in between only
+delays the new revision until the next render of that device).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from provisioner import audit, provisioning, store
+from provisioner.audit import Actor
+from provisioner.core import Core
+from provisioner.db import Connection
+from provisioner.devices import ADAPTERS
+from provisioner.devices.base import Adapter, ModelInfo, normalise_mac
+from provisioner.errors import ProvisionerError, conflict, invalid, not_found, unprocessable
+from provisioner.users import get_user, require_admin
+from provisioner.vault import device_credential_purpose, sip_password_purpose
+
+_LABEL_MAX = 128
+_IPUI = re.compile(r"[0-9A-F]{10}")
+_SITE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    mac: str
+    vendor: str
+    model: str
+    label: str = ""
+    site: str = "default"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    slot: int
+    username: str
+    ipui: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    imported: int
+    errors: list[tuple[int, str]]
+    """(line number, message) for every refused row; when any, nothing was imported."""
+
+
+def parse_mac(text: str) -> str:
+    mac = normalise_mac(text)
+    if mac is None:
+        raise unprocessable(
+            "mac_invalid", "A MAC address is 12 hex digits, e.g. 00:15:65:aa:bb:cc or 001565aabbcc."
+        )
+    return mac
+
+
+def resolve_model(vendor: str, model: str) -> tuple[Adapter, ModelInfo]:
+    adapter = ADAPTERS.get(vendor.strip().lower())
+    if adapter is None:
+        raise unprocessable("vendor_unknown", f"vendor is one of {', '.join(sorted(ADAPTERS))}.")
+    info = adapter.model(model)
+    if info is None:
+        raise unprocessable(
+            "model_unknown",
+            f"{adapter.vendor} models are {', '.join(m.name for m in adapter.models.values())}.",
+        )
+    return adapter, info
+
+
+def _check_label(label: str) -> str:
+    label = label.strip()
+    if len(label) > _LABEL_MAX or any(ord(c) < 32 for c in label):
+        raise invalid("label_invalid", f"A label is at most {_LABEL_MAX} characters.")
+    return label
+
+
+async def _check_site(conn: Connection, site: str) -> str:
+    if not _SITE.fullmatch(site) or await store.get_site(conn, site) is None:
+        raise unprocessable("site_unknown", "There is no such site.")
+    return site
+
+
+async def get_device_row(conn: Connection, mac: str, *, for_update: bool = False) -> Any:
+    row = await store.get_device(conn, mac, for_update=for_update)
+    if row is None:
+        raise not_found("device_not_found", "There is no such device.")
+    return row
+
+
+async def _insert_device(core: Core, conn: Connection, new: NewDevice) -> Any:
+    mac = parse_mac(new.mac)
+    adapter, model = resolve_model(new.vendor, new.model)
+    label = _check_label(new.label)
+    site = await _check_site(conn, new.site)
+    if await store.get_device(conn, mac) is not None:
+        raise conflict("device_exists", "A device with this MAC address exists.")
+    return await store.insert_device(
+        conn,
+        mac=mac,
+        vendor=adapter.vendor,
+        model=model.name,
+        kind=model.kind,
+        label=label,
+        site=site,
+        credential_encrypted=core.vault.encrypt(
+            provisioning.new_secret(), device_credential_purpose(mac)
+        ),
+    )
+
+
+async def create_device(core: Core, actor: Actor, new: NewDevice) -> Any:
+    require_admin(actor)
+    async with core.pool.acquire() as conn, conn.transaction():
+        try:
+            row = await _insert_device(core, conn, new)
+        except asyncpg.UniqueViolationError:  # a concurrent add of the same MAC
+            raise conflict("device_exists", "A device with this MAC address exists.") from None
+        await audit.record(
+            conn,
+            actor,
+            "device.create",
+            None,
+            {"mac": row["mac"], "vendor": row["vendor"], "model": row["model"]},
+        )
+    await provisioning.render_device(core, row["mac"])
+    return row
+
+
+async def update_device(core: Core, actor: Actor, mac_text: str, changes: Mapping[str, Any]) -> Any:
+    """Change label, model (within the vendor) or site; re-renders and queues a push."""
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    async with core.pool.acquire() as conn, conn.transaction():
+        device = await get_device_row(conn, mac, for_update=True)
+        clean: dict[str, Any] = {}
+        if "label" in changes:
+            clean["label"] = _check_label(changes["label"])
+        if "site" in changes:
+            clean["site"] = await _check_site(conn, changes["site"])
+        if "model" in changes:
+            _, model = resolve_model(device["vendor"], changes["model"])
+            taken = max((a["slot"] for a in await store.list_assignments(conn, mac)), default=0)
+            if taken > model.slots or model.kind != device["kind"]:
+                raise unprocessable(
+                    "model_incompatible", f"{model.name} cannot carry this device's assignments."
+                )
+            clean["model"] = model.name
+        changed = {k: v for k, v in clean.items() if device[k] != v}
+        if not changed:
+            return device
+        row = await store.update_device(conn, mac, changed)
+        jobs = await store.enqueue_push_jobs(conn, [mac], "device.update")
+        await audit.record(
+            conn,
+            actor,
+            "device.update",
+            None,
+            {"mac": mac, "fields": sorted(changed), "push_jobs": jobs},
+        )
+    await provisioning.render_device(core, mac)
+    return row
+
+
+async def delete_device(core: Core, actor: Actor, mac_text: str) -> None:
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    async with core.pool.acquire() as conn, conn.transaction():
+        await get_device_row(conn, mac, for_update=True)
+        await store.delete_device(conn, mac)
+        await audit.record(conn, actor, "device.delete", None, {"mac": mac})
+        await conn.execute("SELECT pg_notify($1, $2)", provisioning.DEVICE_CHANNEL, mac)
+
+
+async def find_device(core: Core, actor: Actor, mac_text: str) -> tuple[Any, list[Any]]:
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    async with core.pool.acquire() as conn:
+        device = await get_device_row(conn, mac)
+        return device, await store.list_assignments(conn, mac)
+
+
+async def list_devices(
+    core: Core, actor: Actor, *, search: str | None, limit: int, offset: int
+) -> tuple[list[Any], int]:
+    require_admin(actor)
+    async with core.pool.acquire() as conn:
+        return (
+            await store.list_devices(conn, search=search, limit=limit, offset=offset),
+            await store.count_devices(conn, search),
+        )
+
+
+def _check_assignments(
+    device: Any, model: ModelInfo, assignments: Sequence[Assignment]
+) -> list[Assignment]:
+    seen: set[int] = set()
+    checked = []
+    for a in assignments:
+        if not 1 <= a.slot <= model.slots:
+            raise unprocessable(
+                "slot_invalid", f"{model.name} has slots 1 to {model.slots}; {a.slot} is outside."
+            )
+        if a.slot in seen:
+            raise unprocessable("slot_duplicate", f"Slot {a.slot} is assigned twice.")
+        seen.add(a.slot)
+        ipui = a.ipui.strip().upper() if a.ipui else None
+        if ipui is not None:
+            if device["kind"] != "dect":
+                raise unprocessable("ipui_not_dect", "Only DECT handsets have an IPUI.")
+            if not _IPUI.fullmatch(ipui):
+                raise unprocessable("ipui_invalid", "An IPUI is 10 hex digits.")
+        checked.append(Assignment(a.slot, a.username, ipui))
+    return checked
+
+
+def sip_account_name(extension: str, mac: str, slot: int) -> str:
+    """One SIP account per line: the extension, the device and the slot, so it is unique."""
+    return f"{extension}-{mac[6:]}-{slot}"
+
+
+async def _write_assignments(
+    core: Core, conn: Connection, device: Any, assignments: Sequence[Assignment]
+) -> dict[str, str]:
+    """Replace ``device``'s assignments inside the caller's transaction.
+
+    Slots that keep their user keep their SIP account; new ones get a fresh random password.
+    Returns slot → username for the audit row.
+    """
+    mac = device["mac"]
+    _, model = resolve_model(device["vendor"], device["model"])
+    checked = _check_assignments(device, model, assignments)
+    previous = {a["slot"]: a for a in await store.list_assignments(conn, mac)}
+    users = {a.username: await get_user(conn, a.username) for a in checked}
+    await store.delete_assignments(conn, mac)
+    for a in checked:
+        user = users[a.username]
+        if not user["extension"]:
+            raise unprocessable("extension_missing", f"{a.username} needs an extension for a line.")
+        kept = previous.get(a.slot)
+        if kept is not None and kept["user_id"] == user["id"] and kept["sip_auth_user"]:
+            account, encrypted = kept["sip_auth_user"], kept["sip_password_encrypted"]
+        else:
+            account = sip_account_name(user["extension"], mac, a.slot)
+            encrypted = core.vault.encrypt(
+                provisioning.new_secret(), sip_password_purpose(mac, a.slot)
+            )
+        await store.insert_assignment(
+            conn,
+            mac=mac,
+            slot=a.slot,
+            user_id=user["id"],
+            ipui=a.ipui,
+            sip_user=account,
+            sip_auth_user=account,
+            sip_password_encrypted=encrypted,
+        )
+    return {str(a.slot): a.username for a in checked}
+
+
+async def set_assignments(
+    core: Core, actor: Actor, mac_text: str, assignments: Sequence[Assignment]
+) -> list[Any]:
+    """Replace the device's assignments, queue a push and re-render."""
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    async with core.pool.acquire() as conn, conn.transaction():
+        device = await get_device_row(conn, mac, for_update=True)
+        slots = await _write_assignments(core, conn, device, assignments)
+        jobs = await store.enqueue_push_jobs(conn, [mac], "device.assign")
+        await audit.record(
+            conn, actor, "device.assign", None, {"mac": mac, "slots": slots, "push_jobs": jobs}
+        )
+        rows = await store.list_assignments(conn, mac)
+    await provisioning.render_device(core, mac)
+    return rows
+
+
+async def reprovision_device(core: Core, actor: Actor, mac_text: str) -> list[int]:
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    async with core.pool.acquire() as conn, conn.transaction():
+        await get_device_row(conn, mac)
+        jobs = await store.enqueue_push_jobs(conn, [mac], "reprovision")
+        await audit.record(conn, actor, "device.reprovision", None, {"mac": mac, "push_jobs": jobs})
+    await provisioning.render_device(core, mac)
+    return jobs
+
+
+async def reprovision_user(core: Core, actor: Actor, username: str) -> list[int]:
+    require_admin(actor)
+    async with core.pool.acquire() as conn, conn.transaction():
+        user = await get_user(conn, username)
+        macs = await store.list_device_macs_for_user(conn, user["id"])
+        jobs = await store.enqueue_push_jobs(conn, macs, "reprovision")
+        await audit.record(conn, actor, "device.reprovision", username, {"push_jobs": jobs})
+    await provisioning.render_devices(core, macs)
+    return jobs
+
+
+async def list_push_jobs(
+    core: Core, actor: Actor, *, state: str | None, device: str | None, limit: int
+) -> list[Any]:
+    require_admin(actor)
+    if state is not None and state not in ("pending", "notified", "fetched", "failed"):
+        raise invalid("query_invalid", "state is one of pending, notified, fetched, failed.")
+    mac = parse_mac(device) if device else None
+    async with core.pool.acquire() as conn:
+        return await store.list_push_jobs(conn, state=state, mac=mac, limit=limit)
+
+
+# --- CSV import --------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("mac", "vendor", "model", "label", "site", "user", "slot")
+
+
+@dataclass
+class _CsvDevice:
+    new: NewDevice
+    line: int
+    assignments: list[tuple[int, Assignment]]
+
+
+class _ImportRefused(Exception):
+    """Raised inside the import transaction to roll every row back."""
+
+
+def _parse_csv(text: str) -> tuple[dict[str, _CsvDevice], list[tuple[int, str]]]:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = set(reader.fieldnames or ())
+    if not {"mac", "vendor", "model"} <= columns:
+        raise invalid("csv_invalid", "The header row must name at least mac, vendor and model.")
+    if columns - set(CSV_COLUMNS):
+        raise invalid("csv_invalid", f"Columns are {', '.join(CSV_COLUMNS)}.")
+    devices: dict[str, _CsvDevice] = {}
+    errors: list[tuple[int, str]] = []
+    for row in reader:
+        line = reader.line_num
+        try:
+            new = NewDevice(
+                mac=parse_mac(row["mac"] or ""),
+                vendor=(row["vendor"] or "").strip(),
+                model=(row["model"] or "").strip(),
+                label=_check_label(row.get("label") or ""),
+                site=(row.get("site") or "default").strip(),
+            )
+            resolve_model(new.vendor, new.model)
+            entry = devices.setdefault(new.mac, _CsvDevice(new, line, []))
+            if (entry.new.vendor.lower(), entry.new.model.lower()) != (
+                new.vendor.lower(),
+                new.model.lower(),
+            ):
+                raise unprocessable(
+                    "csv_conflict", f"Line {entry.line} gives this MAC another model."
+                )
+            if row.get("user"):
+                slot = (row.get("slot") or "1").strip()
+                if not (slot.isascii() and slot.isdigit()):
+                    raise unprocessable("slot_invalid", "slot must be a whole number.")
+                entry.assignments.append((line, Assignment(int(slot), row["user"].strip())))
+        except ProvisionerError as exc:
+            errors.append((line, exc.message))
+    return devices, errors
+
+
+async def import_csv(core: Core, actor: Actor, text: str) -> ImportReport:
+    """Import devices from CSV: every row, or (when any row is refused) none.
+
+    Columns (header row required): ``mac,vendor,model`` and optionally ``label``, ``site``,
+    ``user`` and ``slot`` (put the user on that line or handset; default 1). Several rows may
+    name the same MAC to fill several slots.
+    """
+    require_admin(actor)
+    devices, errors = _parse_csv(text)
+    if errors:
+        return ImportReport(0, errors)
+    try:
+        async with core.pool.acquire() as conn, conn.transaction():
+            for entry in devices.values():
+                try:
+                    async with conn.transaction():
+                        row = await _insert_device(core, conn, entry.new)
+                        await _write_assignments(core, conn, row, [a for _, a in entry.assignments])
+                except ProvisionerError as exc:
+                    lines = [entry.line] + [line for line, _ in entry.assignments]
+                    errors.append((min(lines), f"{entry.new.mac}: {exc.message}"))
+            if errors:
+                raise _ImportRefused
+            await audit.record(conn, actor, "device.import", None, {"devices": len(devices)})
+    except _ImportRefused:
+        return ImportReport(0, errors)
+    await provisioning.render_devices(core, devices)
+    return ImportReport(len(devices), [])

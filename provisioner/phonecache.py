@@ -1,0 +1,224 @@
+"""What the phones' endpoint serves from memory: rendered files and device credentials.
+
+Each process keeps every device's current revision and a keyed digest of its credential, so a
+fetch costs no database round trip and no slow password hash. The cache is loaded at start and
+refreshed for one device whenever any process announces a change on the
+:data:`provisioner.provisioning.DEVICE_CHANNEL` channel (LISTEN/NOTIFY).
+
+Fetches are recorded in memory and written in batches by :class:`FetchRecorder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from provisioner import store
+from provisioner.db import Connection
+from provisioner.vault import Vault, VaultError, device_credential_purpose
+
+log = logging.getLogger(__name__)
+
+REALM = "provisioner"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFile:
+    body: bytes
+    etag: str
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A username with a keyed digest of its password (Basic) and its HA1 (Digest)."""
+
+    username: str
+    password_digest: bytes
+    ha1: str
+
+
+@dataclass(slots=True)
+class CachedDevice:
+    mac: str
+    vendor: str
+    revision: int
+    files: dict[str, ServedFile]
+    credential: Credential | None
+    bootstrap_allowed: bool
+
+
+def content_type_of(name: str, body: bytes) -> str:
+    if body.lstrip()[:1] == b"<":
+        return "application/xml; charset=utf-8"
+    return "text/plain; charset=utf-8"
+
+
+class CredentialHasher:
+    """HMAC-SHA256 under a per-process random key: fast, and useless outside this process."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def digest(self, password: str) -> bytes:
+        return hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
+
+    def credential(self, username: str, password: str) -> Credential:
+        ha1 = hashlib.md5(
+            f"{username}:{REALM}:{password}".encode(), usedforsecurity=False
+        ).hexdigest()
+        return Credential(username, self.digest(password), ha1)
+
+    def matches(self, credential: Credential, password: str) -> bool:
+        return hmac.compare_digest(credential.password_digest, self.digest(password))
+
+
+@dataclass
+class DeviceCache:
+    vault: Vault
+    hasher: CredentialHasher = field(default_factory=CredentialHasher)
+    devices: dict[str, CachedDevice] = field(default_factory=dict)
+    bootstrap: Credential | None = None
+
+    def set_bootstrap(self, username: str, password: str) -> None:
+        self.bootstrap = self.hasher.credential(username, password)
+
+    async def load(self, conn: Connection, macs: Sequence[str] | None = None) -> None:
+        """(Re)load ``macs`` (every device when None); devices gone from the table are dropped."""
+        rows = await store.list_device_files(conn, macs)
+        fresh: dict[str, CachedDevice] = {}
+        for row in rows:
+            device = fresh.get(row["mac"])
+            if device is None:
+                device = fresh[row["mac"]] = CachedDevice(
+                    mac=row["mac"],
+                    vendor=row["vendor"],
+                    revision=row["revision"],
+                    files={},
+                    credential=self._credential(row["mac"], row["credential_encrypted"]),
+                    bootstrap_allowed=row["bootstrap_allowed"],
+                )
+            if row["name"] is not None:
+                body = bytes(row["body"])
+                device.files[row["name"]] = ServedFile(
+                    body, row["etag"], content_type_of(row["name"], body)
+                )
+        if macs is None:
+            self.devices = fresh
+            return
+        for mac in macs:
+            if mac in fresh:
+                self.devices[mac] = fresh[mac]
+            else:
+                self.devices.pop(mac, None)
+
+    def _credential(self, mac: str, encrypted: bytes | None) -> Credential | None:
+        if encrypted is None:
+            return None
+        try:
+            password = self.vault.decrypt(encrypted, device_credential_purpose(mac))
+        except VaultError:
+            log.error("device %s: credential does not decrypt with this key; device refused", mac)
+            return None
+        return self.hasher.credential(mac, password)
+
+
+class DeviceListener:
+    """Keeps a :class:`DeviceCache` in step with the database over LISTEN/NOTIFY."""
+
+    def __init__(self, dsn: str, cache: DeviceCache, channel: str) -> None:
+        self._dsn = dsn
+        self._cache = cache
+        self._channel = channel
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
+        self._pending.add(str(payload))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Listen until cancelled; after a lost connection, reconnect and reload everything."""
+        backoff = 1.0
+        while True:
+            try:
+                conn = await asyncpg.connect(self._dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("device listener cannot connect (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            try:
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(self._channel, self._on_notify)
+                # Anything that changed while we were not listening.
+                await self._cache.load(conn)
+                while not lost.is_set():
+                    waiter = asyncio.create_task(self._wake.wait())
+                    lost_waiter = asyncio.create_task(lost.wait())
+                    try:
+                        await asyncio.wait(
+                            {waiter, lost_waiter}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        waiter.cancel()
+                        lost_waiter.cancel()
+                    self._wake.clear()
+                    macs, self._pending = sorted(self._pending), set()
+                    if macs and not lost.is_set():
+                        await self._cache.load(conn, macs)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("device listener lost its connection (%s)", type(exc).__name__)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+
+
+@dataclass
+class FetchRecorder:
+    """Buffers fetch records; :meth:`flush` writes them in one round trip per batch."""
+
+    pool: asyncpg.Pool
+    fetches: list[tuple[str, str, int, datetime, str]] = field(default_factory=list)
+    retired: set[str] = field(default_factory=set)
+
+    def record(self, mac: str, file: str, revision: int, source: str) -> None:
+        self.fetches.append((mac, file, revision, datetime.now(UTC), source))
+
+    def retire_bootstrap(self, mac: str) -> None:
+        self.retired.add(mac)
+
+    async def flush(self) -> None:
+        fetches, self.fetches = self.fetches, []
+        retired, self.retired = self.retired, set()
+        if not fetches and not retired:
+            return
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if retired:
+                    await store.retire_bootstrap(conn, sorted(retired))
+                if fetches:
+                    await store.insert_fetches(conn, fetches)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Keep them for the next round rather than lose them.
+            log.warning("fetch records not written yet (%s)", type(exc).__name__)
+            self.fetches[:0] = fetches
+            self.retired |= retired
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            started = time.monotonic()
+            await self.flush()
+            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))

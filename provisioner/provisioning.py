@@ -1,0 +1,228 @@
+"""The render pipeline: a device's data → its vendor's files → a stored revision.
+
+Rendering happens on change, never per request. Each device keeps its last good revision (bytes
+per file, a content hash); a render whose output is byte-identical keeps the revision, and a
+failed render keeps the previous revision in service and records the error on the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import jinja2
+
+from provisioner import store
+from provisioner.core import Core
+from provisioner.db import Connection
+from provisioner.devices import ADAPTERS
+from provisioner.devices.base import (
+    Adapter,
+    DeviceInfo,
+    Line,
+    RenderContext,
+    RenderError,
+    Site,
+    Templates,
+    clean_text,
+)
+from provisioner.vault import (
+    VaultError,
+    device_credential_purpose,
+    pin_purpose,
+    sip_password_purpose,
+)
+
+log = logging.getLogger(__name__)
+
+#: LISTEN/NOTIFY channel announcing that a device's revision or credential changed.
+DEVICE_CHANNEL = "provisioner_device"
+BOOTSTRAP_SECRET_NAME = "phones-bootstrap"  # noqa: S105 (a row name)
+
+
+@dataclass(frozen=True)
+class RenderOutcome:
+    mac: str
+    revision: int
+    changed: bool
+    error: str | None = None
+
+
+def new_secret() -> str:
+    """A random credential for a machine (phone, SIP line): 144 bits, URL- and config-safe."""
+    return secrets.token_urlsafe(18)
+
+
+def provisioning_url(core: Core) -> str:
+    return f"{core.settings.public_url}/provisioning/"
+
+
+def adapter_for(vendor: str) -> Adapter:
+    adapter = ADAPTERS.get(vendor)
+    if adapter is None:  # only if a vendor module was removed while devices still use it
+        raise RenderError(f"no adapter for vendor {vendor!r}")
+    return adapter
+
+
+async def load_context(core: Core, conn: Connection, mac: str) -> tuple[Adapter, RenderContext]:
+    """Everything the device's files carry, secrets decrypted (in memory only)."""
+    device = await store.get_device(conn, mac)
+    if device is None:
+        raise RenderError("the device no longer exists")
+    adapter = adapter_for(device["vendor"])
+    model = adapter.model(device["model"])
+    if model is None:
+        raise RenderError(f"{device['vendor']} has no model {device['model']!r}")
+    site_row = await store.get_site(conn, device["site"])
+    assert site_row is not None  # foreign key
+    if not site_row["registrar_host"]:
+        raise RenderError(f"site {device['site']!r} has no SIP registrar configured")
+    site = Site(
+        registrar_host=site_row["registrar_host"],
+        registrar_port=site_row["registrar_port"],
+        transport=site_row["transport"],
+        timezone=site_row["timezone"],
+        language=site_row["language"],
+        ntp_server=site_row["ntp_server"],
+    )
+    lines = []
+    for row in await store.list_lines_for_render(conn, mac):
+        pin = None
+        if row["pin_encrypted"] is not None:
+            pin = core.vault.decrypt(row["pin_encrypted"], pin_purpose(row["user_id"]))
+        lines.append(
+            Line(
+                slot=row["slot"],
+                username=row["username"],
+                display_name=clean_text(row["display_name"]),
+                extension=row["extension"] or "",
+                sip_user=row["sip_user"],
+                sip_auth_user=row["sip_auth_user"],
+                sip_password=core.vault.decrypt(
+                    row["sip_password_encrypted"], sip_password_purpose(mac, row["slot"])
+                ),
+                pin=pin,
+                language=row["language"],
+                ipui=row["ipui"],
+            )
+        )
+    credential = core.vault.decrypt(device["credential_encrypted"], device_credential_purpose(mac))
+    ctx = RenderContext(
+        device=DeviceInfo(mac=mac, model=model, label=clean_text(device["label"])),
+        lines=tuple(lines),
+        site=site,
+        provisioning_url=provisioning_url(core),
+        provisioning_user=mac,
+        provisioning_password=credential,
+    )
+    return adapter, ctx
+
+
+def render_files(
+    core: Core, adapter: Adapter, ctx: RenderContext
+) -> tuple[dict[str, bytes], list[str]]:
+    """Render and return the files plus any template problems (broken site overrides)."""
+    templates = Templates(adapter.vendor, core.settings.template_dir)
+    files = adapter.render(ctx, templates)
+    return files, templates.problems
+
+
+def content_hash(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        body = files[name]
+        digest.update(f"{name}\0{len(body)}\0".encode())
+        digest.update(body)
+    return digest.hexdigest()
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+async def preview(core: Core, mac: str) -> dict[str, bytes]:
+    """What the device would get if it were rendered now (nothing is stored)."""
+    async with core.pool.acquire() as conn:
+        adapter, ctx = await load_context(core, conn, mac)
+    files, _ = await asyncio.to_thread(render_files, core, adapter, ctx)
+    return files
+
+
+async def render_device(core: Core, mac: str) -> RenderOutcome:
+    """Render ``mac`` and store a new revision when its files changed.
+
+    Idempotent: rendering twice without a change in between keeps the revision. Never raises
+    for a device that cannot be rendered: the error is recorded on the device and returned.
+    """
+    try:
+        async with core.pool.acquire() as conn:
+            adapter, ctx = await load_context(core, conn, mac)
+        files, problems = await asyncio.to_thread(render_files, core, adapter, ctx)
+    except (RenderError, jinja2.TemplateError, VaultError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("device %s not rendered, previous revision stays in service: %s", mac, error)
+        async with core.pool.acquire() as conn:
+            revision = await store.set_device_render_error(conn, mac, error)
+        return RenderOutcome(mac, revision or 0, changed=False, error=error)
+    new_hash = content_hash(files)
+    problem = "; ".join(problems) or None
+    async with core.pool.acquire() as conn, conn.transaction():
+        current = await store.lock_device_revision(conn, mac)
+        if current is None:
+            return RenderOutcome(mac, 0, changed=False, error="the device no longer exists")
+        if current["revision_hash"] == new_hash:
+            await store.set_device_render_error(conn, mac, problem)
+            return RenderOutcome(mac, current["revision"], changed=False, error=problem)
+        revision = await store.replace_device_files(
+            conn,
+            mac,
+            [(name, body, etag_of(body)) for name, body in sorted(files.items())],
+            revision_hash=new_hash,
+            render_error=problem,
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", DEVICE_CHANNEL, mac)
+    log.info("device %s rendered: revision %d", mac, revision)
+    return RenderOutcome(mac, revision, changed=True, error=problem)
+
+
+async def render_devices(core: Core, macs: Iterable[str]) -> list[RenderOutcome]:
+    return [await render_device(core, mac) for mac in dict.fromkeys(macs)]
+
+
+async def bootstrap_credential(core: Core) -> tuple[str, str]:
+    """The site-wide credential a phone may use for its first fetch.
+
+    From ``PROVISIONER_PROVISIONING_USER``/``_PASSWORD`` when set; otherwise generated once,
+    stored encrypted, and shown by ``provisioner info``.
+    """
+    settings = core.settings
+    if settings.provisioning_user and settings.provisioning_password:
+        return settings.provisioning_user, settings.provisioning_password
+    async with core.pool.acquire() as conn:
+        row = await store.get_generated_secret(conn, BOOTSTRAP_SECRET_NAME)
+        if row is None:
+            await store.insert_generated_secret(
+                conn,
+                BOOTSTRAP_SECRET_NAME,
+                username="provision",
+                secret_encrypted=core.vault.encrypt(new_secret(), BOOTSTRAP_SECRET_NAME),
+            )
+            row = await store.get_generated_secret(conn, BOOTSTRAP_SECRET_NAME)
+    assert row is not None
+    return row["username"], core.vault.decrypt(row["secret_encrypted"], BOOTSTRAP_SECRET_NAME)
+
+
+def masked(files: dict[str, bytes], secrets_to_mask: Sequence[str]) -> dict[str, str]:
+    """Files as text with every given secret replaced, for previews shown to people."""
+    shown = {}
+    for name, body in files.items():
+        text = body.decode("utf-8", errors="replace")
+        for secret in sorted(secrets_to_mask, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "********")
+        shown[name] = text
+    return shown

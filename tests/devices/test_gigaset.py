@@ -1,0 +1,364 @@
+"""Gigaset Nx70 adapter: request identification and the provisioning file."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from provisioner.devices.base import ModelInfo, RenderError, Site, Templates
+from provisioner.devices.gigaset import ADAPTER
+from tests.devices.conftest import NAMES, ContextFactory
+
+MAC = "7c2f80e0d605"
+
+# Recorded in the field (Gigaset wiki, open provisioning servers' logs and bug reports).
+UA_N870 = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"
+UA_N870_HANDSET = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605;Handset=3"
+UA_N670 = "Gigaset N670 IP PRO/83.V2.48.0+build.4fa8a54;7C2F80E0D605"
+UA_N870E = "Gigaset N870E IP PRO/83.V2.49.1+build.1e2b3c4;589EC6123456"
+UA_N610 = "Gigaset N610 IP PRO/83.V2.39.0+build.0c1d2e3;7C2F80A1B2C3"
+UA_NO_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91"
+UA_QUOTED = '"Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"'
+UA_DOUBLE_SPACE = "Gigaset  N870  IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"
+UA_LOWER_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7c2f80e0d605"
+UA_COLON_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C:2F:80:E0:D6:05"
+
+UA_SNOM = "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 000413922D24 x)"
+UA_YEALINK = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:aa:bb:cc"
+
+MODELS = sorted(ADAPTER.models.values(), key=lambda m: m.name)
+
+
+@pytest.fixture
+def templates() -> Templates:
+    return Templates("gigaset")
+
+
+def parse(body: bytes) -> ET.Element:
+    # Our own rendered output, not untrusted input: the stdlib parser is what the brief asks for.
+    return ET.fromstring(body)  # noqa: S314
+
+
+def params(body: bytes) -> dict[str, str]:
+    root = parse(body)
+    return {p.attrib["name"]: p.attrib["value"] for p in root.iter("param")}
+
+
+def handset_keys(body: bytes) -> list[str]:
+    root = parse(body)
+    return [o.attrib["value"] for o in root.iter("oper") if o.attrib["name"] == "add_hs"]
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+def test_models_capacities() -> None:
+    assert {m.name: m.slots for m in MODELS} == {"N610": 8, "N670": 20, "N870": 250, "N870E": 250}
+    assert all(m.kind == "dect" and m.family == "e2" for m in MODELS)
+    assert ADAPTER.model(" n870e ") is ADAPTER.models["N870E"]
+
+
+# --- identify ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["7C2F80E0D605.xml", "7c2f80e0d605.xml", "/7C2F80E0D605.xml"])
+def test_identify_mac_file_either_case(path: str) -> None:
+    req = ADAPTER.identify(path, UA_N870)
+    assert req is not None
+    assert req.file == "7C2F80E0D605.xml"
+    assert req.mac == MAC
+    assert req.user_agent_mac == MAC
+    assert req.model == "N870"
+    assert not req.shared
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "model", "mac"),
+    [
+        (UA_N870, "N870", MAC),
+        (UA_N870_HANDSET, "N870", MAC),
+        (UA_N670, "N670", MAC),
+        (UA_N870E, "N870E", "589ec6123456"),
+        (UA_N610, "N610", "7c2f80a1b2c3"),
+        (UA_QUOTED, "N870", MAC),
+        (UA_DOUBLE_SPACE, "N870", MAC),
+        (UA_LOWER_MAC, "N870", MAC),
+        (UA_COLON_MAC, "N870", MAC),
+    ],
+)
+def test_identify_folder_file_takes_mac_from_user_agent(
+    user_agent: str, model: str, mac: str
+) -> None:
+    req = ADAPTER.identify("provisioning.xml", user_agent)
+    assert req is not None
+    assert req.file == "provisioning.xml"
+    assert req.mac == mac
+    assert req.user_agent_mac == mac
+    assert req.model == model
+
+
+def test_identify_folder_file_without_mac_in_user_agent() -> None:
+    req = ADAPTER.identify("provisioning.xml", UA_NO_MAC)
+    assert req is not None
+    assert req.mac is None
+    assert req.user_agent_mac is None
+
+
+def test_identify_mac_file_without_mac_in_user_agent() -> None:
+    req = ADAPTER.identify("7C2F80E0D605.xml", UA_NO_MAC)
+    assert req is not None
+    assert (req.mac, req.user_agent_mac) == (MAC, None)
+
+
+def test_identify_reports_mac_mismatch() -> None:
+    req = ADAPTER.identify("7C2F80AAAAAA.xml", UA_N870)
+    assert req is not None
+    assert req.mac == "7c2f80aaaaaa"
+    assert req.user_agent_mac == MAC
+    assert req.user_agent_mac != req.mac
+
+
+@pytest.mark.parametrize("user_agent", ["", "Wget/1.21", "python-requests/2.31"])
+def test_identify_unknown_user_agent_needs_gigaset_oui(user_agent: str) -> None:
+    gigaset = ADAPTER.identify("7C2F80E0D605.xml", user_agent)
+    assert gigaset is not None
+    assert gigaset.mac == MAC
+    assert gigaset.user_agent_mac is None
+    assert ADAPTER.identify("000413AABBCC.xml", user_agent) is None
+    # provisioning.xml names no device; only a Gigaset User-Agent can.
+    assert ADAPTER.identify("provisioning.xml", user_agent) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "user_agent"),
+    [
+        ("000413922D24.xml", UA_SNOM),  # Snom's <MAC>.xml from its setting-files list
+        ("7C2F80E0D605.xml", UA_SNOM),  # even with a Gigaset OUI: the UA names Snom
+        ("snomD785-000413922D24.htm", UA_SNOM),
+        ("805ec0aabbcc.cfg", UA_YEALINK),
+        ("y000000000096.cfg", UA_YEALINK),
+        ("provisioning.xml", UA_YEALINK),
+    ],
+)
+def test_identify_other_vendors(path: str, user_agent: str) -> None:
+    assert ADAPTER.identify(path, user_agent) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "7C2F80E0D605.cfg",
+        "7C2F80E0D605.xml.bak",
+        "cfg7c2f80e0d605.xml",
+        "7C2F80E0D60.xml",
+        "sub/7C2F80E0D605.xml",
+        "ipdect.cfg",
+        "",
+    ],
+)
+def test_identify_foreign_paths(path: str) -> None:
+    assert ADAPTER.identify(path, UA_N870) is None
+
+
+# --- render ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_render_files_and_structure(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(model, mac=MAC, lines=min(4, model.slots))
+    files = ADAPTER.render(ctx, templates)
+
+    assert set(files) == {"7C2F80E0D605.xml", "provisioning.xml"}
+    assert files["7C2F80E0D605.xml"] == files["provisioning.xml"]
+    body = files["provisioning.xml"]
+    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
+    text = body.decode("utf-8")
+    for leftover in ("{{", "}}", "{%", "%}", "{#", "#}"):
+        assert leftover not in text
+
+    root = parse(body)
+    assert root.tag == "provisioning"
+    assert root.attrib == {"version": "1.1", "productID": "e2"}
+    nvm = root.find("nvm")
+    assert nvm is not None
+    first = nvm[0]
+    assert (first.tag, first.attrib) == ("oper", {"name": "DeleteNotProvisionedHS"})
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_render_sip_accounts_and_access_codes(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(model, mac=MAC, lines=min(4, model.slots))
+    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
+    values = params(body)
+
+    assert handset_keys(body) == [f"{line.slot:05d}" for line in ctx.lines]
+    for line in ctx.lines:
+        key = f"{line.slot:05d}"
+        assert values[f"hs.{key}.DECT_AC"] == line.pin
+        assert values[f"SipAccount.{key}.UserName"] == line.sip_user
+        assert values[f"SipAccount.{key}.AuthName"] == line.sip_auth_user
+        assert values[f"SipAccount.{key}.AuthPassword"] == line.sip_password
+        assert values[f"SipAccount.{key}.DisplayName"] == line.display_name
+        assert values[f"SipAccount.{key}.ProviderId"] == "0"
+    assert {values[f"SipAccount.{line.slot:05d}.DisplayName"] for line in ctx.lines} <= set(NAMES)
+
+
+def test_render_add_hs_registers(make_context: ContextFactory, templates: Templates) -> None:
+    body = ADAPTER.render(make_context(ADAPTER.models["N870"], lines=2), templates)[
+        "provisioning.xml"
+    ]
+    root = parse(body)
+    for oper in root.iter("oper"):
+        if oper.attrib["name"] == "add_hs":
+            (reg,) = list(oper)
+            assert reg.attrib == {"name": "hs.RegStatus", "value": "ToReg"}
+
+
+def test_render_uses_ipui_as_handset_key(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["N870"], lines=2, ipui=True)
+    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
+    values = params(body)
+    assert handset_keys(body) == ["0000112345", "0000212345"]
+    assert values["hs.0000112345.DECT_AC"] == ctx.lines[0].pin
+    assert values["SipAccount.0000212345.AuthName"] == ctx.lines[1].sip_auth_user
+    assert not any(name.startswith("SipAccount.0000") and ".00001." in name for name in values)
+
+
+def test_render_site_settings(make_context: ContextFactory, templates: Templates) -> None:
+    site = Site(
+        registrar_host="sip.example.org",
+        registrar_port=5061,
+        transport="tls",
+        timezone="Europe/Vienna",
+        ntp_server="ntp.example.org",
+    )
+    ctx = make_context(ADAPTER.models["N670"], mac=MAC, site=site)
+    values = params(ADAPTER.render(ctx, templates)["provisioning.xml"])
+    assert values["SipProvider.0.Domain"] == "sip.example.org"
+    assert values["SipProvider.0.ProxyServerAddress"] == "sip.example.org"
+    assert values["SipProvider.0.ProxyServerPort"] == "5061"
+    assert values["SipProvider.0.RegServerAddress"] == "sip.example.org"
+    assert values["SipProvider.0.RegServerPort"] == "5061"
+    assert values["SipProvider.0.TransportProtocol"] == "3"
+    assert values["DmGlobal.0.TimeZone"] == "Europe/Vienna"
+    assert values["DmGlobal.0.NtpServer"] == "ntp.example.org"
+
+
+@pytest.mark.parametrize(("transport", "value"), [("udp", "1"), ("tcp", "2"), ("tls", "3")])
+def test_render_transport(
+    transport: str, value: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    site = Site(registrar_host="pbx.example.net", transport=transport)  # type: ignore[arg-type]
+    ctx = make_context(ADAPTER.models["N870"], site=site)
+    values = params(ADAPTER.render(ctx, templates)["provisioning.xml"])
+    assert values["SipProvider.0.TransportProtocol"] == value
+
+
+def test_render_provisioning_server_and_credential(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["N870"], mac=MAC)
+    values = params(ADAPTER.render(ctx, templates)["provisioning.xml"])
+    url = urlsplit(values["Provisioning.global.ProvisioningServer"])
+    assert (url.scheme, url.hostname) == ("https", "prov.example.net")
+    assert url.path == "/provisioning/7C2F80E0D605.xml"
+    assert unquote(url.username or "") == ctx.provisioning_user
+    assert unquote(url.password or "") == ctx.provisioning_password
+
+
+def test_render_handset_without_pin(make_context: ContextFactory, templates: Templates) -> None:
+    ctx = make_context(ADAPTER.models["N870"], lines=3)
+    no_pin = replace(ctx.lines[1], pin=None)
+    bound = replace(ctx.lines[2], pin=None, ipui="02b6ec8aa5")
+    ctx = replace(ctx, lines=(ctx.lines[0], no_pin, bound))
+    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
+    values = params(body)
+    # A placeholder without an access code would let any handset take the account.
+    assert handset_keys(body) == ["00001", "02b6ec8aa5"]
+    assert "SipAccount.00002.AuthPassword" not in values
+    assert "hs.02b6ec8aa5.DECT_AC" not in values
+    assert values["SipAccount.02b6ec8aa5.AuthName"] == bound.sip_auth_user
+
+
+@pytest.mark.parametrize("pin", ["123456789", "12ab", "", "12 34"])
+def test_render_rejects_pin_that_is_no_access_code(
+    pin: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["N870"], lines=1)
+    ctx = replace(ctx, lines=(replace(ctx.lines[0], pin=pin),))
+    with pytest.raises(RenderError) as excinfo:
+        ADAPTER.render(ctx, templates)
+    if pin:
+        assert pin not in str(excinfo.value)
+
+
+def test_render_rejects_bad_ipui(make_context: ContextFactory, templates: Templates) -> None:
+    ctx = make_context(ADAPTER.models["N870"], lines=1)
+    ctx = replace(ctx, lines=(replace(ctx.lines[0], ipui='02b6"/><x a="'),))
+    with pytest.raises(RenderError):
+        ADAPTER.render(ctx, templates)
+
+
+def test_render_rejects_slot_beyond_capacity(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["N610"], lines=1)
+    ctx = replace(ctx, lines=(replace(ctx.lines[0], slot=9),))
+    with pytest.raises(RenderError):
+        ADAPTER.render(ctx, templates)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_render_too_many_lines(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ADAPTER.render(make_context(model, lines=model.slots), templates)
+    with pytest.raises(RenderError):
+        ADAPTER.render(make_context(model, lines=model.slots + 1), templates)
+
+
+def test_render_control_characters_cannot_break_out(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["N870"], lines=1)
+    evil = replace(ctx.lines[0], display_name='Eve\n"/><param name="x" value="\x00')
+    body = ADAPTER.render(replace(ctx, lines=(evil,)), templates)["provisioning.xml"]
+    values = params(body)
+    assert values["SipAccount.00001.DisplayName"] == 'Eve"/><param name="x" value="'
+    assert "x" not in values
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_render_is_deterministic(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(model, lines=min(4, model.slots))
+    reordered = replace(ctx, lines=tuple(reversed(ctx.lines)))
+    assert ADAPTER.render(ctx, templates) == ADAPTER.render(ctx, templates)
+    assert ADAPTER.render(ctx, templates) == ADAPTER.render(reordered, templates)
+
+
+def test_render_full_system(make_context: ContextFactory, templates: Templates) -> None:
+    model = ADAPTER.models["N870"]
+    body = ADAPTER.render(make_context(model, lines=model.slots), templates)["provisioning.xml"]
+    assert len(handset_keys(body)) == model.slots
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_sip_event(model: ModelInfo) -> None:
+    assert ADAPTER.sip_event(model) == "check-sync;reboot=false"
+
+
+def test_user_fields() -> None:
+    assert "pin" in ADAPTER.user_fields
+    assert "sip_credentials" in ADAPTER.user_fields
+    assert ADAPTER.vendor == "gigaset"

@@ -1,0 +1,462 @@
+"""Snom adapter: request identification and rendering of D-series and M-series configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from provisioner.devices.base import FileRequest, RenderContext, RenderError, Site, Templates
+from provisioner.devices.snom import ADAPTER
+from tests.devices.conftest import ContextFactory
+
+MAC = "000413aabbcc"
+DESK_MODELS = ["D712", "D713", "D715", "D717", "D725", "D735", "D745", "D765", "D785", "D815",
+               "D862", "D865"]  # fmt: skip
+DECT_MODELS = ["M300", "M400", "M700", "M900"]
+
+# Recorded HTTP User-Agents: (header, model it names, MAC it carries).
+USER_AGENTS = [
+    # VENDORS.md
+    ("Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 1.1.5-IFX-05.01.12 000413922D24)",
+     "D785", "000413922d24"),
+    # provisioning-server sources quoting phones in the field
+    ("Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 2010.12-00004-g9ba52f5 000413922D24"
+     " SXM:0 UXM:0)", "D785", "000413922d24"),
+    ("Mozilla/4.0 (compatible; snomD785-SIP 10.1.169.16 2010.12-00001-gd311851f1"
+     " (Feb 25 2019 - 14:19:43) 00041396D9B4 SXM:0 UXM:0 UXMC:0)", "D785", "00041396d9b4"),
+    ("Mozilla/4.0 (compatible; Snom M900 05.20.0001 000413b60680)", "M900", "000413b60680"),
+    # older firmware: no MAC at all
+    ("Mozilla/4.0 (compatible; snom720 8.7.5.35)", "720", None),
+    ("Mozilla/4.0 (compatible; snom870-SIP 8.4.35 SPEAr300 SNOM 1.4)", "870", None),
+    ("Mozilla/4.0 (compatible; snom320-SIP 8.4.35 1.1.3-n)", "320", None),
+    # M700/M300 provisioning guide (its SIP User-Agent; the guide masks the MAC's last digits)
+    ("snomM700/03.23.0005 (MAC=000413AABBCC; SER= 00000; HW=255)", "M700", "000413aabbcc"),
+]  # fmt: skip
+D785_UA = USER_AGENTS[0][0]
+M900_UA = USER_AGENTS[3][0]
+
+OTHER_VENDORS = [
+    ("001565aabbcc.cfg", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
+    ("y000000000000.boot", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
+    ("7C2F80AABBCC.xml", "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"),
+    ("7C2F80AABBCC.xml", ""),
+    ("0004f2aabbcc-user.cfg", "FileTransport PolycomVVX-VVX_450-UA/6.4.0.1234 Type/Application"),
+    ("000000000000.cfg", "FileTransport PolycomVVX-VVX_450-UA/6.4.0.1234 Type/Updater"),
+    ("cfg000b82aabbcc.xml", "Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 000b82aabbcc"),
+    ("Config0080F0C8C381.cfg", "Panasonic_KX-UT113/01.133 (0080f0c8c381)"),
+    # a Snom-looking name requested by another vendor's phone
+    ("snomD785.htm", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
+]
+
+
+@pytest.fixture
+def templates() -> Templates:
+    return Templates("snom")
+
+
+def settings_of(xml: bytes) -> dict[tuple[str, str | None], str]:
+    """``<phone-settings>`` as {(tag, idx): text}; the document must parse."""
+    root = ET.fromstring(xml)  # noqa: S314 - our own rendered output
+    assert root.tag == "settings"
+    phone_settings = root.find("phone-settings")
+    assert phone_settings is not None
+    return {(el.tag, el.get("idx")): el.text or "" for el in phone_settings}
+
+
+def file_urls(htm: bytes) -> list[str]:
+    root = ET.fromstring(htm)  # noqa: S314 - our own rendered output
+    assert root.tag == "setting-files"
+    return [el.attrib["url"] for el in root.findall("file")]
+
+
+def render(ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
+    out = ADAPTER.render(ctx, templates)
+    for name, body in out.items():
+        text = body.decode("utf-8")
+        for leftover in ("{{", "{%", "}}", "{#"):
+            assert leftover not in text, (name, leftover)
+    return out
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "slots"),
+    [("D712", "desk", 4), ("D713", "desk", 6), ("D717", "desk", 6), ("D785", "desk", 12),
+     ("D862", "desk", 8), ("D865", "desk", 12), ("M400", "dect", 20), ("M700", "dect", 1000),
+     ("M900", "dect", 1000)],
+)  # fmt: skip
+def test_model_capacities(name: str, kind: str, slots: int) -> None:
+    model = ADAPTER.model(name.lower())
+    assert model is not None
+    assert (model.kind, model.slots) == (kind, slots)
+
+
+def test_every_required_model_is_declared() -> None:
+    for name in DESK_MODELS + DECT_MODELS:
+        assert ADAPTER.model(name) is not None, name
+
+
+def test_user_fields_include_the_pin() -> None:
+    assert "pin" in ADAPTER.user_fields
+    assert "sip_credentials" in ADAPTER.user_fields
+
+
+@pytest.mark.parametrize(
+    ("name", "event"),
+    [("D785", "check-sync;reboot=false"), ("M900", "check-sync;reboot=true")],
+)
+def test_sip_event(name: str, event: str) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    assert ADAPTER.sip_event(model) == event
+
+
+# --- identify -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("user_agent", "model", "ua_mac"), USER_AGENTS)
+def test_user_agent_facts(user_agent: str, model: str, ua_mac: str | None) -> None:
+    request = ADAPTER.identify(f"snom{model}.htm", user_agent)
+    assert request == FileRequest(
+        file=f"snom{model}.htm", mac=ua_mac, user_agent_mac=ua_mac, model=model, shared=True
+    )
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(lambda ua: ua.replace("000413922D24", "00:04:13:92:2D:24"), id="colons"),
+        pytest.param(lambda ua: ua.replace("000413922D24", "00-04-13-92-2d-24"), id="dashes"),
+        pytest.param(str.lower, id="lower-case"),
+        pytest.param(lambda ua: ua.replace(" ", "  "), id="double-spaces"),
+    ],
+)
+def test_user_agent_mac_forms(variant: Callable[[str], str]) -> None:
+    request = ADAPTER.identify("snomD785-000413922D24.htm", variant(D785_UA))
+    assert request is not None
+    assert request.user_agent_mac == "000413922d24"
+    assert request.mac == request.user_agent_mac
+    assert request.model == "D785"
+
+
+@pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
+def test_every_boot_file_is_identified(name: str) -> None:
+    ua = M900_UA if name.startswith("M") else D785_UA
+    ua = ua.replace("000413b60680", "000413AABBCC").replace("000413922D24", "000413AABBCC")
+    shared = ADAPTER.identify(f"snom{name}.htm", ua)
+    device_list = ADAPTER.identify(f"snom{name}-000413AABBCC.htm", ua)
+    settings = ADAPTER.identify("000413AABBCC.xml", ua)
+    assert shared == FileRequest(f"snom{name}.htm", MAC, MAC, name, shared=True)
+    assert device_list == FileRequest(f"snom{name}-000413AABBCC.htm", MAC, MAC, name)
+    assert settings is not None
+    assert (settings.file, settings.mac, settings.shared) == ("000413AABBCC.xml", MAC, False)
+
+
+@pytest.mark.parametrize(
+    ("path", "file"),
+    [
+        ("snomd785.htm", "snomD785.htm"),
+        ("SNOMD785.HTM", "snomD785.htm"),
+        ("snomd785-000413aabbcc.htm", "snomD785-000413AABBCC.htm"),
+        ("000413aabbcc.xml", "000413AABBCC.xml"),
+    ],
+)
+def test_file_names_are_canonical_whatever_the_case(path: str, file: str) -> None:
+    request = ADAPTER.identify(path, D785_UA)
+    assert request is not None
+    assert request.file == file
+
+
+@pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
+def test_identified_names_are_the_rendered_names(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    rendered = render(make_context(model, mac=MAC, lines=1), templates)
+    paths = [f"snom{name.lower()}.htm", f"snom{name}-000413aabbcc.htm", "000413aabbcc.xml"]
+    identified = {ADAPTER.identify(path, "") for path in paths}
+    assert {request.file for request in identified if request} == set(rendered)
+
+
+def test_mac_mismatch_is_reported() -> None:
+    request = ADAPTER.identify("snomD785-000413AABBCC.htm", D785_UA)
+    assert request is not None
+    assert request.mac == MAC
+    assert request.user_agent_mac == "000413922d24"
+    assert request.mac != request.user_agent_mac
+
+
+def test_no_mac_in_user_agent_takes_the_path() -> None:
+    request = ADAPTER.identify(
+        "snomD785-000413AABBCC.htm", "Mozilla/4.0 (compatible; snom720 8.7.5.35)"
+    )
+    assert request is not None
+    assert (request.mac, request.user_agent_mac) == (MAC, None)
+
+
+def test_shared_file_without_any_mac() -> None:
+    request = ADAPTER.identify("snomD785.htm", "")
+    assert request == FileRequest("snomD785.htm", None, None, "D785", shared=True)
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "claimed"),
+    [
+        ("", True),  # Snom OUI decides
+        ("curl/8.5.0", True),
+        (D785_UA, True),
+        ("Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605", False),
+    ],
+)
+def test_mac_xml_with_snom_oui(user_agent: str, claimed: bool) -> None:
+    assert (ADAPTER.identify("000413AABBCC.xml", user_agent) is not None) is claimed
+
+
+def test_mac_xml_with_foreign_oui_needs_a_snom_user_agent() -> None:
+    assert ADAPTER.identify("7C2F80AABBCC.xml", "") is None
+    assert ADAPTER.identify("7C2F80AABBCC.xml", "curl/8.5.0") is None
+    request = ADAPTER.identify("7C2F80AABBCC.xml", D785_UA)
+    assert request is not None
+    assert request.mac != request.user_agent_mac
+
+
+@pytest.mark.parametrize(("path", "user_agent"), OTHER_VENDORS)
+def test_other_vendors_requests_are_not_snoms(path: str, user_agent: str) -> None:
+    assert ADAPTER.identify(path, user_agent) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "snom.htm", "snomD785-000413AABBC.htm", "x/snomD785.htm", "../000413AABBCC.xml",
+     "000413AABBCC.xml.bak", "snomD785-firmware.htm", "000413AABBCC.cfg"],
+)  # fmt: skip
+def test_unrelated_paths(path: str) -> None:
+    assert ADAPTER.identify(path, D785_UA) is None
+
+
+# --- render -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
+def test_render_files_and_setting_lists(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=min(model.slots, 3))
+    out = render(ctx, templates)
+    assert set(out) == {f"snom{name}.htm", f"snom{name}-000413AABBCC.htm", "000413AABBCC.xml"}
+
+    (shared_url,) = file_urls(out[f"snom{name}.htm"])
+    assert shared_url == f"https://prov.example.net/provisioning/snom{name}-{{mac}}.htm"
+    assert b"Pr0v" not in out[f"snom{name}.htm"]
+
+    (settings_url,) = file_urls(out[f"snom{name}-000413AABBCC.htm"])
+    url = urlsplit(settings_url)
+    assert (url.scheme, url.hostname, url.path) == (
+        "https",
+        "prov.example.net",
+        "/provisioning/000413AABBCC.xml",
+    )
+    assert unquote(url.username or "") == ctx.provisioning_user
+    assert unquote(url.password or "") == ctx.provisioning_password
+
+
+@pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
+def test_render_accounts(name: str, make_context: ContextFactory, templates: Templates) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=min(model.slots, 4), ipui=True)
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+
+    for line in ctx.lines:
+        idx = str(line.slot)
+        assert settings["user_active", idx] == "on"
+        assert settings["user_name", idx] == line.sip_user
+        assert settings["user_pname", idx] == line.sip_auth_user
+        assert settings["user_pass", idx] == line.sip_password
+        assert settings["user_realname", idx] == line.display_name
+    for slot in range(len(ctx.lines) + 1, model.slots + 1):
+        assert settings["user_active", str(slot)] == "off"
+        assert settings["user_pass", str(slot)] == ""
+
+    server = urlsplit(settings["setting_server", None])
+    assert server.path == f"/provisioning/snom{name}-000413AABBCC.htm"
+    assert unquote(server.username or "") == ctx.provisioning_user
+    assert unquote(server.password or "") == ctx.provisioning_password
+    assert settings["language", None] == "Deutsch"
+    assert settings["timezone", None] == "GER+1"
+    assert settings["ntp_server", None] == "pool.ntp.org"
+
+
+@pytest.mark.parametrize("name", DESK_MODELS)
+def test_desk_registrar_and_keyboard_lock(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    site = Site(registrar_host="pbx.example.net", registrar_port=5061, transport="tls")
+    ctx = make_context(model, mac=MAC, lines=2, site=site)
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+    assert settings["user_host", "1"] == "pbx.example.net:5061"
+    assert settings["user_outbound", "2"] == "pbx.example.net:5061;transport=tls"
+    assert ctx.lines[0].pin
+    assert settings["keyboard_lock_pw", None] == ctx.lines[0].pin
+    assert settings["enable_keyboard_lock", None] == "on"
+    assert settings["keyboard_lock_timeout", None] == "0"
+
+
+def test_desk_without_pin_clears_the_lock_pin(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model("D785")
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=1)
+    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], pin=None),))
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+    assert settings["keyboard_lock_pw", None] == ""
+
+
+@pytest.mark.parametrize("name", DECT_MODELS)
+def test_dect_handsets(name: str, make_context: ContextFactory, templates: Templates) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    site = Site(registrar_host="pbx.example.net", registrar_port=5080, transport="tcp")
+    ctx = make_context(model, mac=MAC, lines=3, ipui=True, site=site)
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+    assert settings["user_host", "1"] == "pbx.example.net:5080"
+    assert settings["srv_sip_transport", "1"] == "tcp"
+    for line in ctx.lines:
+        idx = str(line.slot)
+        assert settings["subscr_sip_hs_idx", idx] == idx
+        assert settings["subscr_sip_ua_data_server_id", idx] == "1"
+        assert settings["subscr_dect_ac_code", idx] == line.pin
+        assert settings["subscr_dect_ipui", idx] == line.ipui
+    assert ("keyboard_lock_pw", None) not in settings
+    assert settings["subscr_dect_ac_code", "4"] == ""
+
+
+def test_dect_handset_without_pin_or_ipui(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model("M900")
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=1)
+    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], pin=None),))
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+    assert settings["subscr_dect_ac_code", "1"] == ""
+    assert ("subscr_dect_ipui", "1") not in settings
+
+
+@pytest.mark.parametrize("pin", ["123", "123456789", "12a4"])
+def test_dect_pin_that_is_no_access_code(
+    pin: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model("M700")
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=1)
+    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], pin=pin),))
+    with pytest.raises(RenderError):
+        ADAPTER.render(ctx, templates)
+
+
+@pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
+def test_too_many_lines(name: str, make_context: ContextFactory, templates: Templates) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    with pytest.raises(RenderError):
+        ADAPTER.render(make_context(model, mac=MAC, lines=model.slots + 1), templates)
+
+
+@pytest.mark.parametrize("slots", [(1, 1), (0,), (13,)])
+def test_bad_slots(
+    slots: tuple[int, ...], make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model("D785")
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=1)
+    lines = tuple(dataclasses.replace(ctx.lines[0], slot=slot) for slot in slots)
+    with pytest.raises(RenderError):
+        ADAPTER.render(dataclasses.replace(ctx, lines=lines), templates)
+
+
+@pytest.mark.parametrize("name", ["D785", "M900"])
+def test_render_is_deterministic(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model(name)
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=4, ipui=True)
+    assert ADAPTER.render(ctx, templates) == ADAPTER.render(ctx, Templates("snom"))
+
+
+def test_control_characters_cannot_inject_settings(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model("D785")
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=1)
+    line = dataclasses.replace(
+        ctx.lines[0], display_name='Eve\r\n</user_realname><user_pass idx="1">x', sip_user="2\x0001"
+    )
+    settings = settings_of(
+        render(dataclasses.replace(ctx, lines=(line,)), templates)["000413AABBCC.xml"]
+    )
+    assert settings["user_realname", "1"] == 'Eve</user_realname><user_pass idx="1">x'
+    assert settings["user_pass", "1"] == line.sip_password
+    assert settings["user_name", "1"] == "201"
+
+
+@pytest.mark.parametrize(
+    ("zone", "language", "expected_zone", "expected_language"),
+    [
+        ("America/New_York", "en", "USA-5", "English"),
+        ("Europe/London", "fr", "GBR-0", "Français"),
+        ("Mars/Olympus_Mons", "xx", "GER+1", "English"),  # documented fallbacks
+    ],
+)
+def test_timezone_and_language(
+    zone: str,
+    language: str,
+    expected_zone: str,
+    expected_language: str,
+    make_context: ContextFactory,
+    templates: Templates,
+) -> None:
+    model = ADAPTER.model("D735")
+    assert model is not None
+    site = Site(registrar_host="pbx.example.net", timezone=zone, language=language)
+    ctx = make_context(model, mac=MAC, lines=0, site=site)
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+    assert settings["timezone", None] == expected_zone
+    assert settings["language", None] == expected_language
+
+
+def test_line_language_wins_over_site(make_context: ContextFactory, templates: Templates) -> None:
+    model = ADAPTER.model("D735")
+    assert model is not None
+    ctx = make_context(model, mac=MAC, lines=1)
+    lines = (dataclasses.replace(ctx.lines[0], language="en"),)
+    settings = settings_of(
+        render(dataclasses.replace(ctx, lines=lines), templates)["000413AABBCC.xml"]
+    )
+    assert settings["language", None] == "English"
+
+
+def test_provisioning_url_without_trailing_slash(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.model("D785")
+    assert model is not None
+    ctx = dataclasses.replace(
+        make_context(model, mac=MAC), provisioning_url="http://10.0.0.1:8080/provisioning"
+    )
+    (url,) = file_urls(render(ctx, templates)["snomD785.htm"])
+    assert url == "http://10.0.0.1:8080/provisioning/snomD785-{mac}.htm"
