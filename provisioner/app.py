@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+import ssl
 from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
+from provisioner import store
 from provisioner.core import open_core
+from provisioner.metrics import METRICS
+from provisioner.push import PushWorker, default_notifier
 from provisioner.settings import Settings
+from provisioner.web import phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import error_response, json_errors
+from provisioner.web.hooks import create_hooks_app
 from provisioner.web.keys import CORE, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -26,6 +36,25 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    core = app[CORE]
+    notifier = default_notifier(core)
+    task = asyncio.create_task(PushWorker(core, notifier).run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await notifier.close()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    async with request.config_dict[CORE].pool.acquire() as conn:
+        jobs = await store.count_push_jobs_by_state(conn)
+    return web.Response(
+        text=METRICS.render(jobs), content_type="text/plain", headers={"X-Content-Version": "0.0.4"}
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     try:
         async with request.config_dict[CORE].pool.acquire(timeout=5) as conn:
@@ -36,11 +65,71 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the whole service; ``settings.database_url`` must already be resolved."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+def _phones_listener_guard(phones_port: int) -> Middleware:
+    """On the phones' own listener, answer nothing but ``/provisioning/``."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if (
+            sockname
+            and sockname[1] == phones_port
+            and not request.path.startswith("/provisioning/")
+        ):
+            return error_response(404, "not_found", "There is nothing at this address.")
+        return await handler(request)
+
+    return guard
+
+
+def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
+    """Build the whole service; ``settings.database_url`` must already be resolved.
+
+    ``worker`` also runs a push worker in this process (``provisioner serve`` does, unless
+    ``--no-worker``).
+    """
+    middlewares: list[Middleware] = [json_errors]
+    if settings.phones_listen is not None and settings.phones_listen != settings.listen:
+        middlewares.insert(0, _phones_listener_guard(settings.phones_listen.port))
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_core_ctx)
+    if worker:
+        app.cleanup_ctx.append(_worker_ctx)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.add_subapp("/api/v1", create_api_app())
+    app.add_subapp("/hooks/pbx", create_hooks_app())
+    phones.install(app)
     return app
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Run ``app`` on the main listener (and the phones' listener) until SIGINT or SIGTERM."""
+    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs')
+    await runner.setup()
+    try:
+        context = _ssl_context(settings)
+        scheme = "https" if context else "http"
+        listeners = [settings.listen]
+        if settings.phones_listen is not None and settings.phones_listen != settings.listen:
+            listeners.append(settings.phones_listen)
+        for listener in listeners:
+            await web.TCPSite(runner, listener.host, listener.port, ssl_context=context).start()
+            log.info("listening on %s://%s", scheme, listener)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()

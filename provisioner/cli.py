@@ -7,25 +7,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import NoReturn
 
 import asyncpg
+import jinja2
 from aiohttp import web
 
-from provisioner import passwords, pins, users
+from provisioner import devices_service, passwords, pins, provisioning, sites, users
 from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.db import create_pool, migrate
+from provisioner.devices import ADAPTERS
+from provisioner.devices.base import RenderError
 from provisioner.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from provisioner.errors import Kind, ProvisionerError
 from provisioner.settings import Settings, SettingsError, parse_host_port
+from provisioner.vault import VaultError
 
 log = logging.getLogger("provisioner")
 
@@ -50,6 +57,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides PROVISIONER_LISTEN")
     serve.add_argument("--no-worker", action="store_true", help="do not run the push worker")
     serve.set_defaults(handler=cmd_serve)
+
+    sub.add_parser("worker", help="run a push worker only (for scale-out)").set_defaults(
+        handler=cmd_worker
+    )
+
+    reprovision = sub.add_parser(
+        "reprovision", help="re-render devices and make them fetch now, with a progress bar"
+    )
+    which = reprovision.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device", metavar="MAC")
+    which.add_argument("--user", metavar="USERNAME")
+    which.add_argument("--all", action="store_true")
+    reprovision.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to follow delivery (0: queue and return)",
+    )
+    reprovision.set_defaults(handler=cmd_reprovision)
 
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
         handler=cmd_migrate
@@ -86,6 +113,47 @@ def _parser() -> argparse.ArgumentParser:
         help="do not ask the user to choose a new password at next login",
     )
     set_password.set_defaults(handler=cmd_user_set_password)
+
+    device = sub.add_parser("device", help="manage devices").add_subparsers(
+        dest="device_command", required=True, metavar="ACTION"
+    )
+    device_add = device.add_parser("add", help="add a device")
+    device_add.add_argument("mac")
+    device_add.add_argument("--vendor", required=True, choices=sorted(ADAPTERS))
+    device_add.add_argument("--model", required=True)
+    device_add.add_argument("--label", default="")
+    device_add.add_argument("--site", default="default")
+    device_add.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="USERNAME[:SLOT]",
+        help="put a user on a line or handset (slot 1 by default); repeatable",
+    )
+    device_add.set_defaults(handler=cmd_device_add)
+    device_import = device.add_parser(
+        "import", help="import devices from CSV (mac,vendor,model[,label,site,user,slot])"
+    )
+    device_import.add_argument("file", metavar="FILE.csv")
+    device_import.set_defaults(handler=cmd_device_import)
+    device_render = device.add_parser("render", help="print what the device would get now")
+    device_render.add_argument("mac")
+    device_render.add_argument("file", nargs="?")
+    device_render.add_argument("--mask", action="store_true", help="hide PINs and passwords")
+    device_render.set_defaults(handler=cmd_device_render)
+
+    site = sub.add_parser("site", help="manage sites").add_subparsers(
+        dest="site_command", required=True, metavar="ACTION"
+    )
+    site_set = site.add_parser("set", help="create or change a site")
+    site_set.add_argument("name", nargs="?", default="default")
+    site_set.add_argument("--registrar", dest="registrar_host", metavar="HOST")
+    site_set.add_argument("--port", dest="registrar_port", type=int, metavar="PORT")
+    site_set.add_argument("--transport", choices=sites.TRANSPORTS)
+    site_set.add_argument("--timezone", metavar="AREA/CITY")
+    site_set.add_argument("--language", choices=users.LANGUAGES)
+    site_set.add_argument("--ntp", dest="ntp_server", metavar="HOST")
+    site_set.set_defaults(handler=cmd_site_set)
     return parser
 
 
@@ -171,12 +239,33 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     described = settings.describe()
-    if settings.provisioning_user is None:
-        described["provisioning_credential"] = "generated on first start"
+    described["phones_bootstrap"] = _bootstrap_description(settings)
     width = max(len(k) for k in described)
     for key, value in described.items():
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _bootstrap_description(settings: Settings) -> str:
+    """The phones' bootstrap credential: configured, generated (shown: phones need it) or none."""
+    if settings.provisioning_user and settings.provisioning_password:
+        return f"{settings.provisioning_user} / *** (PROVISIONER_PROVISIONING_PASSWORD)"
+    not_yet = "generated on first start"
+    if not settings.secret_key_file.exists():
+        return not_yet
+    if settings.database_url is None and not settings.data_dir.exists():
+        return not_yet
+
+    async def read(resolved: Settings) -> str:
+        async with open_core(resolved, run_migrations=False) as core:
+            async with core.pool.acquire() as conn:
+                if not await conn.fetchval("SELECT to_regclass('generated_secrets') IS NOT NULL"):
+                    return not_yet
+            user, password = await provisioning.bootstrap_credential(core)
+            return f"{user} / {password}"
+
+    with resolved_database(settings) as resolved:
+        return asyncio.run(read(resolved))
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -228,8 +317,157 @@ def cmd_user_set_password(args: argparse.Namespace, settings: Settings) -> int:
     return _run_with_core(settings, work)
 
 
+def _parse_user_slot(text: str) -> devices_service.Assignment:
+    username, _, slot = text.partition(":")
+    if slot and not slot.isdigit():
+        raise CliError(f"--user {text}: the slot must be a number", EXIT_BAD_INPUT)
+    return devices_service.Assignment(int(slot or 1), username)
+
+
+def cmd_device_add(args: argparse.Namespace, settings: Settings) -> int:
+    new = devices_service.NewDevice(
+        mac=args.mac, vendor=args.vendor, model=args.model, label=args.label, site=args.site
+    )
+    assignments = [_parse_user_slot(u) for u in args.user]
+
+    async def work(core: Core) -> int:
+        row = await devices_service.create_device(core, Actor.cli(), new, assignments)
+        print(f"added {row['vendor']} {row['model']} {row['mac']}")
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_device_import(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        with open(args.file, encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{args.file}: {exc}", EXIT_BAD_INPUT) from None
+
+    async def work(core: Core) -> int:
+        report = await devices_service.import_csv(core, Actor.cli(), text)
+        for line, message in report.errors:
+            where = f"{args.file}:{line}" if line else args.file
+            print(f"{where}: {message}", file=sys.stderr)
+        if report.errors:
+            print(f"nothing imported: {len(report.errors)} row(s) refused", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"imported {report.imported} device(s)")
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_device_render(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(core: Core) -> int:
+        mac = devices_service.parse_mac(args.mac)
+        async with core.pool.acquire() as conn:
+            await devices_service.get_device_row(conn, mac)
+        try:
+            files = await provisioning.preview(core, mac)
+            if args.mask:
+                shown = provisioning.masked(files, await provisioning.device_secrets(core, mac))
+                files = {name: text.encode() for name, text in shown.items()}
+        except (RenderError, jinja2.TemplateError, VaultError) as exc:
+            raise CliError(f"{mac} cannot be rendered: {exc}") from None
+        if args.file:
+            if args.file not in files:
+                raise CliError(
+                    f"{mac} has no file {args.file}; it has: {', '.join(sorted(files))}",
+                    EXIT_BAD_INPUT,
+                )
+            sys.stdout.buffer.write(files[args.file])
+            return 0
+        for name in sorted(files):
+            sys.stdout.buffer.write(f"==> {name} <==\n".encode() + files[name] + b"\n")
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
+    changes = {
+        name: getattr(args, name) for name in sites.FIELDS if getattr(args, name, None) is not None
+    }
+
+    async def work(core: Core) -> int:
+        row = await sites.set_site(core, Actor.cli(), args.name, changes)
+        print(", ".join(f"{k}={v}" for k, v in sites.site_view(row).items()))
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioner.push import PushWorker, default_notifier
+
+    async def work(core: Core) -> int:
+        notifier = default_notifier(core)
+        task = asyncio.create_task(PushWorker(core, notifier).run())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("push worker running")
+        await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await notifier.close()
+        return 0
+
+    _install_uvloop()
+    return _run_with_core(settings, work)
+
+
+def cmd_reprovision(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(core: Core) -> int:
+        actor = Actor.cli()
+        if args.device:
+            jobs = await devices_service.reprovision_device(core, actor, args.device)
+        elif args.user:
+            jobs = await devices_service.reprovision_user(core, actor, args.user)
+        else:
+            jobs = await devices_service.reprovision_all(core, actor)
+        print(f"queued {len(jobs)} push job(s)", file=sys.stderr)
+        if not jobs or args.wait <= 0:
+            return 0
+        states = await _follow(core, jobs, args.wait)
+        print(
+            f"notified {states.get('notified', 0)}, fetched {states.get('fetched', 0)}, "
+            f"failed {states.get('failed', 0)}, still pending {states.get('pending', 0)}"
+        )
+        return 0 if not states.get("failed") and not states.get("pending") else EXIT_FAILURE
+
+    return _run_with_core(settings, work)
+
+
+async def _follow(core: Core, jobs: list[int], wait: float) -> dict[str, int]:
+    """Show a progress bar until every job is fetched or failed, or ``wait`` runs out."""
+    deadline = time.monotonic() + wait
+    tty = sys.stderr.isatty()
+    while True:
+        states = await devices_service.job_states(core, jobs)
+        done = states.get("fetched", 0) + states.get("failed", 0)
+        reached = done + states.get("notified", 0)
+        width = 30
+        filled = int(width * reached / len(jobs))
+        bar = "#" * filled + "." * (width - filled)
+        line = (
+            f"[{bar}] {reached}/{len(jobs)} notified or better "
+            f"(fetched {states.get('fetched', 0)}, failed {states.get('failed', 0)})"
+        )
+        print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        if done == len(jobs) or time.monotonic() >= deadline:
+            if tty:
+                print(file=sys.stderr)
+            return states
+        await asyncio.sleep(0.5)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from provisioner.app import create_app
+    from provisioner.app import create_app, serve
 
     if args.listen:
         listen = parse_host_port("--listen", args.listen)
@@ -241,15 +479,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         )
     _install_uvloop()
     with resolved_database(settings) as resolved:
-        app = create_app(resolved)
+        app = create_app(resolved, worker=not args.no_worker)
         app.on_startup.append(_announce_admin)
-        web.run_app(
-            app,
-            host=resolved.listen.host,
-            port=resolved.listen.port,
-            print=lambda *a: log.info("listening on http://%s", resolved.listen),
-            access_log_format='%a "%r" %s %b %Tfs',
-        )
+        asyncio.run(serve(app, resolved))
     return 0
 
 

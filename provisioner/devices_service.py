@@ -29,6 +29,7 @@ from provisioner.vault import device_credential_purpose, sip_password_purpose
 _LABEL_MAX = 128
 _IPUI = re.compile(r"[0-9A-F]{10}")
 _SITE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MAC_SEPARATOR = re.compile(r"[:\-.]")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class ImportReport:
 
 def parse_mac(text: str) -> str:
     mac = normalise_mac(text)
-    if mac is None:
+    # normalise_mac takes any mix of separators; an address typed by a person uses one kind.
+    if mac is None or len(set(_MAC_SEPARATOR.findall(text))) > 1:
         raise unprocessable(
             "mac_invalid", "A MAC address is 12 hex digits, e.g. 00:15:65:aa:bb:cc or 001565aabbcc."
         )
@@ -117,20 +119,24 @@ async def _insert_device(core: Core, conn: Connection, new: NewDevice) -> Any:
     )
 
 
-async def create_device(core: Core, actor: Actor, new: NewDevice) -> Any:
+async def create_device(
+    core: Core, actor: Actor, new: NewDevice, assignments: Sequence[Assignment] = ()
+) -> Any:
+    """Add a device, with its first assignments when given: all of it, or (refused) nothing."""
     require_admin(actor)
     async with core.pool.acquire() as conn, conn.transaction():
         try:
             row = await _insert_device(core, conn, new)
         except asyncpg.UniqueViolationError:  # a concurrent add of the same MAC
             raise conflict("device_exists", "A device with this MAC address exists.") from None
-        await audit.record(
-            conn,
-            actor,
-            "device.create",
-            None,
-            {"mac": row["mac"], "vendor": row["vendor"], "model": row["model"]},
-        )
+        details: dict[str, Any] = {
+            "mac": row["mac"],
+            "vendor": row["vendor"],
+            "model": row["model"],
+        }
+        if assignments:
+            details["slots"] = await _write_assignments(core, conn, row, assignments)
+        await audit.record(conn, actor, "device.create", None, details)
     await provisioning.render_device(core, row["mac"])
     return row
 
@@ -223,8 +229,11 @@ def _check_assignments(
 
 
 def sip_account_name(extension: str, mac: str, slot: int) -> str:
-    """One SIP account per line: the extension, the device and the slot, so it is unique."""
-    return f"{extension}-{mac[6:]}-{slot}"
+    """One SIP account per line: the extension, the device and the slot, so it is unique.
+
+    The whole MAC: devices of different vendors may share the last six digits.
+    """
+    return f"{extension}-{mac}-{slot}"
 
 
 async def _write_assignments(
@@ -304,6 +313,24 @@ async def reprovision_user(core: Core, actor: Actor, username: str) -> list[int]
         await audit.record(conn, actor, "device.reprovision", username, {"push_jobs": jobs})
     await provisioning.render_devices(core, macs)
     return jobs
+
+
+async def reprovision_all(core: Core, actor: Actor) -> list[int]:
+    require_admin(actor)
+    async with core.pool.acquire() as conn, conn.transaction():
+        macs = await store.list_all_device_macs(conn)
+        jobs = await store.enqueue_push_jobs(conn, macs, "reprovision")
+        await audit.record(
+            conn, actor, "device.reprovision", None, {"all": True, "push_jobs": len(jobs)}
+        )
+    await provisioning.render_devices(core, macs)
+    return jobs
+
+
+async def job_states(core: Core, job_ids: Sequence[int]) -> dict[str, int]:
+    """How many of ``job_ids`` are in each state now."""
+    async with core.pool.acquire() as conn:
+        return await store.count_push_jobs_by_state(conn, job_ids)
 
 
 async def list_push_jobs(

@@ -25,6 +25,7 @@ import asyncpg
 
 from provisioner import store
 from provisioner.db import Connection
+from provisioner.provisioning import DEVICE_CHANNEL
 from provisioner.vault import Vault, VaultError, device_credential_purpose
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class DeviceListener:
         self._channel = channel
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set once the cache is loaded and changes are being listened for."""
 
     def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
         self._pending.add(str(payload))
@@ -163,8 +166,9 @@ class DeviceListener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
-                # Anything that changed while we were not listening.
+                # Load after LISTEN, so no change can fall between the load and the listening.
                 await self._cache.load(conn)
+                self.ready.set()
                 while not lost.is_set():
                     waiter = asyncio.create_task(self._wake.wait())
                     lost_waiter = asyncio.create_task(lost.wait())
@@ -191,11 +195,12 @@ class FetchRecorder:
     """Buffers fetch records; :meth:`flush` writes them in one round trip per batch."""
 
     pool: asyncpg.Pool
-    fetches: list[tuple[str, str, int, datetime, str]] = field(default_factory=list)
+    fetches: list[tuple[str, str, int, datetime, str, bool]] = field(default_factory=list)
     retired: set[str] = field(default_factory=set)
 
-    def record(self, mac: str, file: str, revision: int, source: str) -> None:
-        self.fetches.append((mac, file, revision, datetime.now(UTC), source))
+    def record(self, mac: str, file: str, revision: int, source: str, *, personal: bool) -> None:
+        """Queue a fetch; ``personal``: the device's own file (not one shared by all)."""
+        self.fetches.append((mac, file, revision, datetime.now(UTC), source, personal))
 
     def retire_bootstrap(self, mac: str) -> None:
         self.retired.add(mac)
@@ -209,6 +214,10 @@ class FetchRecorder:
             async with self.pool.acquire() as conn, conn.transaction():
                 if retired:
                     await store.retire_bootstrap(conn, sorted(retired))
+                    # Every process's cache must stop accepting the bootstrap credential too.
+                    await conn.executemany(
+                        "SELECT pg_notify($1, $2)", [(DEVICE_CHANNEL, m) for m in sorted(retired)]
+                    )
                 if fetches:
                     await store.insert_fetches(conn, fetches)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

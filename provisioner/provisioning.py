@@ -155,22 +155,25 @@ async def preview(core: Core, mac: str) -> dict[str, bytes]:
 async def render_device(core: Core, mac: str) -> RenderOutcome:
     """Render ``mac`` and store a new revision when its files changed.
 
-    Idempotent: rendering twice without a change in between keeps the revision. Never raises
-    for a device that cannot be rendered: the error is recorded on the device and returned.
+    Idempotent: rendering twice without a change in between keeps the revision. Renders of one
+    device are serialised (an advisory lock held from reading its data to storing the files),
+    so an older render can never overwrite a newer one. Never raises for a device that cannot
+    be rendered: the error is recorded on the device and returned.
     """
-    try:
-        async with core.pool.acquire() as conn:
-            adapter, ctx = await load_context(core, conn, mac)
-        files, problems = await asyncio.to_thread(render_files, core, adapter, ctx)
-    except (RenderError, jinja2.TemplateError, VaultError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        log.warning("device %s not rendered, previous revision stays in service: %s", mac, error)
-        async with core.pool.acquire() as conn:
-            revision = await store.set_device_render_error(conn, mac, error)
-        return RenderOutcome(mac, revision or 0, changed=False, error=error)
-    new_hash = content_hash(files)
-    problem = "; ".join(problems) or None
     async with core.pool.acquire() as conn, conn.transaction():
+        await store.lock_device_render(conn, mac)
+        try:
+            adapter, ctx = await load_context(core, conn, mac)
+            files, problems = await asyncio.to_thread(render_files, core, adapter, ctx)
+        except (RenderError, jinja2.TemplateError, VaultError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "device %s not rendered, previous revision stays in service: %s", mac, error
+            )
+            revision = await store.set_device_render_error(conn, mac, error)
+            return RenderOutcome(mac, revision or 0, changed=False, error=error)
+        new_hash = content_hash(files)
+        problem = "; ".join(problems) or None
         current = await store.lock_device_revision(conn, mac)
         if current is None:
             return RenderOutcome(mac, 0, changed=False, error="the device no longer exists")
@@ -214,6 +217,18 @@ async def bootstrap_credential(core: Core) -> tuple[str, str]:
             row = await store.get_generated_secret(conn, BOOTSTRAP_SECRET_NAME)
     assert row is not None
     return row["username"], core.vault.decrypt(row["secret_encrypted"], BOOTSTRAP_SECRET_NAME)
+
+
+async def device_secrets(core: Core, mac: str) -> list[str]:
+    """Every secret the device's files may carry: for masking previews."""
+    async with core.pool.acquire() as conn:
+        _, ctx = await load_context(core, conn, mac)
+    found = [ctx.provisioning_password]
+    for line in ctx.lines:
+        found.append(line.sip_password)
+        if line.pin:
+            found.append(line.pin)
+    return found
 
 
 def masked(files: dict[str, bytes], secrets_to_mask: Sequence[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ Every bad value stops the start with one line naming the variable (:class:`Setti
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -42,6 +43,9 @@ class SmtpSettings:
         return f"{scheme}://{user}{self.host}:{self.port}"
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -59,6 +63,12 @@ class Settings:
     phones_listen: HostPort | None
     admin_password: str | None
     template_dir: Path | None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    """Proxies whose ``X-Forwarded-For`` is believed (``PROVISIONER_TRUSTED_PROXIES``)."""
+    phones_allow: tuple[IPNetwork, ...] = ()
+    """When set, only these networks may fetch configs (``PROVISIONER_PHONES_ALLOW``)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -94,7 +104,13 @@ class Settings:
             ),
             admin_password=get("ADMIN_PASSWORD"),
             template_dir=Path(value).absolute() if (value := get("TEMPLATE_DIR")) else None,
+            trusted_proxies=_parse_networks("PROVISIONER_TRUSTED_PROXIES", get("TRUSTED_PROXIES")),
+            phones_allow=_parse_networks("PROVISIONER_PHONES_ALLOW", get("PHONES_ALLOW")),
+            tls_cert=_parse_file("PROVISIONER_TLS_CERT", get("TLS_CERT")),
+            tls_key=_parse_file("PROVISIONER_TLS_KEY", get("TLS_KEY")),
         )
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise SettingsError("PROVISIONER_TLS_CERT: set together with PROVISIONER_TLS_KEY")
         if settings.template_dir is not None and not settings.template_dir.is_dir():
             raise SettingsError(
                 f"PROVISIONER_TEMPLATE_DIR: {settings.template_dir} is no directory"
@@ -120,6 +136,9 @@ class Settings:
             "pin_min_length": str(self.pin_min_length),
             "phones_listen": str(self.phones_listen) if self.phones_listen else "(main listener)",
             "template_dir": str(self.template_dir) if self.template_dir else "(built-in only)",
+            "trusted_proxies": ", ".join(map(str, self.trusted_proxies)) or "(none)",
+            "phones_allow": ", ".join(map(str, self.phones_allow)) or "(any address)",
+            "tls": f"{self.tls_cert} / {self.tls_key}" if self.tls_cert else "(plain HTTP)",
         }
 
 
@@ -196,6 +215,28 @@ def _parse_pin_min_length(value: str | None) -> int:
     if not value.isdigit() or not low <= int(value) <= high:
         raise SettingsError(f"PROVISIONER_PIN_MIN_LENGTH: expected a number from {low} to {high}")
     return int(value)
+
+
+def _parse_networks(name: str, value: str | None) -> tuple[IPNetwork, ...]:
+    if value is None:
+        return ()
+    try:
+        return tuple(
+            ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip()
+        )
+    except ValueError:
+        raise SettingsError(
+            f"{name}: expected comma-separated addresses or CIDR networks"
+        ) from None
+
+
+def _parse_file(name: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).absolute()
+    if not path.is_file():
+        raise SettingsError(f"{name}: {path} is not a readable file")
+    return path
 
 
 def _mask_url(url: str) -> str:

@@ -46,6 +46,40 @@ async def lock_user_bootstrap(conn: Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('provisioner.bootstrap'))")
 
 
+async def get_user_by_extension(conn: Connection, extension: str) -> Record | None:
+    return await conn.fetchrow("SELECT * FROM users WHERE extension = $1", extension)
+
+
+async def reset_pin_failures(conn: Connection, user_id: int) -> None:
+    await conn.execute(
+        "UPDATE users SET pin_failures = 0 WHERE id = $1 AND pin_failures <> 0", user_id
+    )
+
+
+async def record_pin_failure(
+    conn: Connection, user_id: int, *, threshold: int, base_seconds: int, max_seconds: int
+) -> Record:
+    """Count a wrong PIN; the ``threshold``-th in a row locks, each lock twice as long."""
+    row = await conn.fetchrow(
+        """UPDATE users SET
+                  pin_lockouts = CASE WHEN pin_failures + 1 >= $2 THEN pin_lockouts + 1
+                                      ELSE pin_lockouts END,
+                  pin_locked_until = CASE WHEN pin_failures + 1 >= $2
+                      THEN now() + make_interval(secs => least($4::float8,
+                               $3::float8 * power(2, pin_lockouts)))
+                      ELSE pin_locked_until END,
+                  pin_failures = CASE WHEN pin_failures + 1 >= $2 THEN 0
+                                      ELSE pin_failures + 1 END
+           WHERE id = $1 RETURNING pin_failures, pin_lockouts, pin_locked_until""",
+        user_id,
+        threshold,
+        base_seconds,
+        max_seconds,
+    )
+    assert row is not None
+    return row
+
+
 async def count_users(conn: Connection, search: str | None = None) -> int:
     value = await conn.fetchval(
         """SELECT count(*) FROM users
@@ -307,20 +341,130 @@ async def list_device_macs_for_user(conn: Connection, user_id: int) -> list[str]
 
 
 async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) -> list[int]:
-    """Open a push job per device, folding into the device's open job when it has one."""
+    """Open a push job per device, folding into the device's open job when it has one.
+
+    A new job waits :data:`PUSH_DEBOUNCE` so a burst of changes to one device (many handsets of
+    a DECT base) ends in one notification. Folding into a pending job keeps its start time;
+    folding into a notified job makes it pending again (a newer revision must be fetched).
+    Workers are woken when the transaction commits.
+    """
     if not macs:
         return []
     rows = await conn.fetch(
-        """INSERT INTO push_jobs (mac, reason)
-           SELECT unnest($1::text[]), $2
+        """INSERT INTO push_jobs (mac, reason, not_before)
+           SELECT unnest($1::text[]), $2, now() + $3::float8 * interval '1 second'
            ON CONFLICT (mac) WHERE state IN ('pending', 'notified')
-           DO UPDATE SET state = 'pending', reason = EXCLUDED.reason, attempts = 0,
-                         last_error = NULL, not_before = now(), updated_at = now()
+           DO UPDATE SET reason = EXCLUDED.reason, attempts = 0, last_error = NULL,
+                         not_before = CASE WHEN push_jobs.state = 'pending'
+                                           THEN push_jobs.not_before
+                                           ELSE EXCLUDED.not_before END,
+                         state = 'pending', lease_until = NULL, worker = NULL,
+                         updated_at = now()
            RETURNING id""",
         list(macs),
         reason,
+        PUSH_DEBOUNCE,
     )
+    await conn.execute("SELECT pg_notify('provisioner_push', '')")
     return [r["id"] for r in rows]
+
+
+#: Seconds a new push job waits for further changes to the same device.
+PUSH_DEBOUNCE = 0.3
+
+
+async def claim_push_jobs(
+    conn: Connection, *, worker: str, limit: int, lease_seconds: float
+) -> list[Record]:
+    """Lease up to ``limit`` due jobs; rows other workers hold are skipped, not waited for."""
+    return await conn.fetch(
+        """UPDATE push_jobs j SET lease_until = now() + $3::float8 * interval '1 second',
+                  worker = $1, attempts = j.attempts + 1, updated_at = now()
+           FROM (SELECT id FROM push_jobs
+                 WHERE state = 'pending' AND not_before <= now()
+                   AND (lease_until IS NULL OR lease_until < now())
+                 ORDER BY not_before, id LIMIT $2
+                 FOR UPDATE SKIP LOCKED) due
+           WHERE j.id = due.id
+           RETURNING j.*""",
+        worker,
+        limit,
+        lease_seconds,
+    )
+
+
+async def next_push_due(conn: Connection) -> float | None:
+    """Seconds until the next pending job is due (0 when one is due now), None when none."""
+    value = await conn.fetchval(
+        """SELECT greatest(0, extract(epoch FROM min(greatest(not_before,
+                      coalesce(lease_until, not_before))) - now()))
+           FROM push_jobs WHERE state = 'pending'"""
+    )
+    return None if value is None else float(value)
+
+
+async def finish_push_job(
+    conn: Connection,
+    job_id: int,
+    *,
+    worker: str,
+    lease_until: datetime,
+    state: str,
+    revision: int | None,
+    transport: str | None,
+    error: str | None,
+    retry_in: float | None = None,
+) -> bool:
+    """Record an attempt's outcome, unless a newer change folded into the job meanwhile."""
+    status = await conn.execute(
+        """UPDATE push_jobs SET state = $4, revision = coalesce($5, revision),
+                  transport = coalesce($6, transport), last_error = $7,
+                  not_before = CASE WHEN $8::float8 IS NULL THEN not_before
+                                    ELSE now() + $8::float8 * interval '1 second' END,
+                  notified_at = CASE WHEN $4 = 'notified' THEN now() ELSE notified_at END,
+                  fetched_at = CASE WHEN $4 = 'fetched' THEN now() ELSE fetched_at END,
+                  lease_until = NULL, updated_at = now()
+           WHERE id = $1 AND worker = $2 AND lease_until = $3""",
+        job_id,
+        worker,
+        lease_until,
+        state,
+        revision,
+        transport,
+        error,
+        retry_in,
+    )
+    return status.endswith(" 1")
+
+
+async def release_push_jobs(conn: Connection, worker: str) -> int:
+    """Hand back jobs this worker leased but did not finish (graceful shutdown)."""
+    status = await conn.execute(
+        """UPDATE push_jobs SET lease_until = NULL, worker = NULL,
+                  attempts = greatest(attempts - 1, 0)
+           WHERE worker = $1 AND state = 'pending' AND lease_until IS NOT NULL""",
+        worker,
+    )
+    return int(status.split()[-1])
+
+
+async def set_device_notify_result(conn: Connection, mac: str, result: str) -> None:
+    await conn.execute(
+        "UPDATE devices SET last_notify_at = now(), last_notify_result = $2 WHERE mac = $1",
+        mac,
+        result,
+    )
+
+
+async def count_push_jobs_by_state(
+    conn: Connection, job_ids: Sequence[int] | None = None
+) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT state, count(*) AS n FROM push_jobs
+           WHERE $1::bigint[] IS NULL OR id = ANY($1::bigint[]) GROUP BY state""",
+        None if job_ids is None else list(job_ids),
+    )
+    return {r["state"]: int(r["n"]) for r in rows}
 
 
 # --- sites -------------------------------------------------------------------------------------
@@ -352,6 +496,10 @@ async def upsert_site(conn: Connection, name: str, changes: Mapping[str, Any]) -
     )
     assert row is not None
     return row
+
+
+async def list_all_device_macs(conn: Connection) -> list[str]:
+    return [r["mac"] for r in await conn.fetch("SELECT mac FROM devices ORDER BY mac")]
 
 
 async def list_site_device_macs(conn: Connection, site: str) -> list[str]:
@@ -496,11 +644,12 @@ async def insert_assignment(
     sip_user: str,
     sip_auth_user: str,
     sip_password_encrypted: bytes,
+    hotdesk: bool = False,
 ) -> None:
     await conn.execute(
         """INSERT INTO device_assignments
-               (mac, slot, user_id, ipui, sip_user, sip_auth_user, sip_password_encrypted)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+               (mac, slot, user_id, ipui, sip_user, sip_auth_user, sip_password_encrypted, hotdesk)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
         mac,
         slot,
         user_id,
@@ -508,6 +657,64 @@ async def insert_assignment(
         sip_user,
         sip_auth_user,
         sip_password_encrypted,
+        hotdesk,
+    )
+
+
+async def get_assignment(conn: Connection, mac: str, slot: int) -> Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM device_assignments WHERE mac = $1 AND slot = $2", mac, slot
+    )
+
+
+async def delete_assignment(conn: Connection, mac: str, slot: int) -> None:
+    await conn.execute("DELETE FROM device_assignments WHERE mac = $1 AND slot = $2", mac, slot)
+
+
+async def remove_hotdesk_assignments(
+    conn: Connection, user_id: int, *, except_mac: str
+) -> list[str]:
+    """Log the user out of every other phone they were hot-desked at; return those MACs."""
+    rows = await conn.fetch(
+        """DELETE FROM device_assignments WHERE user_id = $1 AND hotdesk AND mac <> $2
+           RETURNING mac""",
+        user_id,
+        except_mac,
+    )
+    return sorted({r["mac"] for r in rows})
+
+
+async def remove_device_hotdesk(conn: Connection, mac: str) -> list[str]:
+    """Remove the device's hot-desk assignments; return the usernames logged out."""
+    rows = await conn.fetch(
+        """DELETE FROM device_assignments a USING users u
+           WHERE a.mac = $1 AND a.hotdesk AND u.id = a.user_id RETURNING u.username""",
+        mac,
+    )
+    return [r["username"] for r in rows]
+
+
+async def find_devices_by_line(conn: Connection, extension: str) -> list[str]:
+    """Devices with a line whose SIP account is ``extension`` or whose user has that extension."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT a.mac FROM device_assignments a JOIN users u ON u.id = a.user_id
+           WHERE a.sip_user = $1 OR u.extension = $1 ORDER BY a.mac""",
+        extension,
+    )
+    return [r["mac"] for r in rows]
+
+
+async def set_device_contact(
+    conn: Connection, mac: str, contact: str, contact_user: str, user_agent: str
+) -> None:
+    await conn.execute(
+        """UPDATE devices SET sip_contact = $2, sip_contact_user = $3, sip_user_agent = $4,
+                  registered_at = now()
+           WHERE mac = $1""",
+        mac,
+        contact,
+        contact_user,
+        user_agent,
     )
 
 
@@ -523,6 +730,11 @@ async def list_lines_for_render(conn: Connection, mac: str) -> list[Record]:
 
 
 # --- revisions ---------------------------------------------------------------------------------
+
+
+async def lock_device_render(conn: Connection, mac: str) -> None:
+    """Serialise renders of one device until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('render:' || $1))", mac)
 
 
 async def lock_device_revision(conn: Connection, mac: str) -> Record | None:
@@ -588,23 +800,36 @@ async def retire_bootstrap(conn: Connection, macs: Sequence[str]) -> None:
 
 
 async def insert_fetches(
-    conn: Connection, fetches: Sequence[tuple[str, str, int, datetime, str]]
+    conn: Connection, fetches: Sequence[tuple[str, str, int, datetime, str, bool]]
 ) -> None:
-    """Record fetches (mac, file, revision, at, source) and each device's latest one."""
+    """Record fetches (mac, file, revision, at, source, personal) and each device's latest.
+
+    A fetch of a device's personal file (not a shared one) at a revision at least the one a
+    notified push job was made for completes that job.
+    """
     await conn.executemany(
         """INSERT INTO device_fetches (mac, file, revision, at, source)
            SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM devices WHERE mac = $1)""",
-        fetches,
+        [fetch[:5] for fetch in fetches],
     )
-    latest: dict[str, tuple[str, str, int, datetime, str]] = {}
+    latest: dict[str, tuple[str, str, int, datetime, str, bool]] = {}
+    personal: dict[str, tuple[datetime, int]] = {}
     for fetch in fetches:
-        if fetch[0] not in latest or latest[fetch[0]][3] <= fetch[3]:
-            latest[fetch[0]] = fetch
+        mac, _, revision, at, _, is_personal = fetch
+        if mac not in latest or latest[mac][3] <= at:
+            latest[mac] = fetch
+        if is_personal and (mac not in personal or personal[mac][1] <= revision):
+            personal[mac] = (at, revision)
     await conn.executemany(
         """UPDATE devices SET last_fetch_file = $2, last_fetch_revision = $3, last_fetch_at = $4,
                   last_fetch_source = $5
            WHERE mac = $1 AND (last_fetch_at IS NULL OR last_fetch_at <= $4)""",
-        list(latest.values()),
+        [fetch[:5] for fetch in latest.values()],
+    )
+    await conn.executemany(
+        """UPDATE push_jobs SET state = 'fetched', fetched_at = $2, updated_at = now()
+           WHERE mac = $1 AND state = 'notified' AND revision <= $3""",
+        [(mac, at, revision) for mac, (at, revision) in personal.items()],
     )
 
 
@@ -622,3 +847,18 @@ async def list_push_jobs(
         mac,
         limit,
     )
+
+
+# --- hooks -------------------------------------------------------------------------------------
+
+
+async def remember_hook_signature(conn: Connection, signature: str, expires_epoch: int) -> bool:
+    """Store a used signature; False when it was seen before (a replay)."""
+    await conn.execute("DELETE FROM hook_signatures WHERE expires_at < now()")
+    inserted = await conn.fetchval(
+        """INSERT INTO hook_signatures (signature, expires_at) VALUES ($1, to_timestamp($2))
+           ON CONFLICT DO NOTHING RETURNING true""",
+        signature,
+        expires_epoch,
+    )
+    return bool(inserted)

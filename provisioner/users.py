@@ -147,15 +147,21 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
         changed = {k: v for k, v in fields.items() if user[k] != v}
         if not changed:
             return user
+        macs = await store.list_device_macs_for_user(conn, user["id"])
+        if "extension" in changed and changed["extension"] is None and macs:
+            raise conflict(
+                "extension_in_use",
+                "The user has lines on devices; remove them before the extension.",
+            )
         try:
             row = await store.update_user(conn, user["id"], changed)
         except asyncpg.UniqueViolationError as exc:
             raise _unique_violation(exc) from None
         jobs: list[int] = []
-        macs: list[str] = []
         if _DEVICE_FIELDS & changed.keys():
-            macs = await store.list_device_macs_for_user(conn, user["id"])
             jobs = await store.enqueue_push_jobs(conn, macs, "user.update")
+        else:
+            macs = []
         await audit.record(
             conn, actor, "user.update", username, {"fields": sorted(changed), "push_jobs": jobs}
         )

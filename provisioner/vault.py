@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -27,6 +29,7 @@ class Vault:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise VaultError("the secret key must be 32 bytes")
+        self._key = key
         self._aead = AESGCM(key)
 
     @classmethod
@@ -37,15 +40,23 @@ class Vault:
         except FileNotFoundError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
-        encoded = base64.b64encode(secrets.token_bytes(32)) + b"\n"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            # Another process created it between our read and our create: use theirs.
-            return cls(_read_key(path))
+        # Written whole under a temporary name, then linked into place: a concurrent reader
+        # sees no file or the complete key, never a partial one; a concurrent creator loses.
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded)
+            handle.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        finally:
+            temporary.unlink()
         return cls(_read_key(path))
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (e.g. signing nonces) that every process derives alike."""
+        return hmac.new(self._key, b"derive:" + purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, plaintext: str, purpose: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE_BYTES)

@@ -256,33 +256,54 @@ async def test_required_fields_match_server(admin: Api) -> None:
         schema = body_schema(doc, op)
         examples = schema["examples"]
         assert examples, f"{op['operationId']}: add an example body"
-        assert set().union(*examples) == set(schema["properties"]), op["operationId"]
+        # A JSON array body (of objects) is checked item by item, each sent as a one-item array.
+        is_array = schema["type"] == "array"
+        fields = resolve(doc, schema["items"]) if is_array else schema
+        objects = [item for example in examples for item in example] if is_array else examples
+        assert set().union(*objects) == set(fields["properties"]), op["operationId"]
+
+        def wrap(obj: dict[str, Any], is_array: bool = is_array) -> Any:
+            return [obj] if is_array else obj
+
         for example in examples:
             assert schema_errors(doc, schema, example) == [], op["operationId"]
             status, data = await admin.call(method, concrete(path), example)
             refused = status == 400 and data["error"]["code"] in BODY_CODES | FIELD_CODES
             assert not refused, (op["operationId"], example, data)
-        full = examples[0]
+        full = objects[0]
         # Only the documented required fields: the server must not demand more.
-        minimal = {name: full[name] for name in schema["required"]}
-        status, data = await admin.call(method, concrete(path), minimal)
+        minimal = {name: full[name] for name in fields["required"]}
+        status, data = await admin.call(method, concrete(path), wrap(minimal))
         assert not (status == 400 and data["error"]["code"] in FIELD_CODES), (
             op["operationId"],
             data,
         )
-        for name in schema["required"]:
+        for name in fields["required"]:
             body = {k: v for k, v in full.items() if k != name}
-            status, data = await admin.call(method, concrete(path), body)
+            status, data = await admin.call(method, concrete(path), wrap(body))
             assert (status, data["error"]["code"]) == (400, "field_missing"), (
                 op["operationId"],
                 name,
                 data,
             )
             assert name in data["error"]["message"]
-        status, data = await admin.call(method, concrete(path), {**full, "surplus": 1})
-        assert (status, data["error"]["code"]) == (400, "field_unknown"), op["operationId"]
+        status, data = await admin.call(method, concrete(path), wrap({**full, "surplus": 1}))
+        # An array item with an unknown field is refused as a whole (the document says so).
+        unknown = "body_invalid" if is_array else "field_unknown"
+        assert (status, data["error"]["code"]) == (400, unknown), op["operationId"]
+        assert unknown in op["x-error-codes"]["400"], op["operationId"]
         checked.add(op["operationId"])
-    assert {"login", "createUser", "setUserPin", "setUserPassword", "changeMyPassword"} <= checked
+    assert {
+        "login",
+        "createUser",
+        "setUserPin",
+        "setUserPassword",
+        "changeMyPassword",
+        "createDevice",
+        "updateDevice",
+        "setDeviceAssignments",
+        "putSite",
+    } <= checked
 
 
 class Checker:
@@ -291,6 +312,29 @@ class Checker:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.doc = openapi_document()
+        self.seen: set[tuple[str, int, str | None]] = set()
+        """(operationId, status, error code or None) of every answer so far."""
+
+    def template_of(self, method: str, path: str) -> str:
+        """The documented path ``path`` (a concrete one, maybe with a query) is an instance of."""
+        bare = path.partition("?")[0]
+        found = [
+            template
+            for m, template, _ in operations(self.doc)
+            if m == method and re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), bare)
+        ]
+        assert len(found) == 1, (method, path, found)
+        return found[0]
+
+    async def expect(
+        self, status: int, code: str | None, method: str, path: str, body: Any = None
+    ) -> Any:
+        """Call, check against the document, and insist on ``status`` (and error ``code``)."""
+        got, data = await self(method, path, self.template_of(method, path), body)
+        assert got == status, (method, path, body, data)
+        if code is not None:
+            assert data["error"]["code"] == code, (method, path, body, data)
+        return data
 
     async def __call__(
         self, method: str, path: str, template: str, body: Any = None, *, token: str | None = None
@@ -298,6 +342,8 @@ class Checker:
         status, data = await self.api.call(method, path, body, token=token)
         op = self.doc["paths"][template][method.lower()]
         where = f"{op['operationId']} → {status}"
+        code = data["error"]["code"] if status >= 400 and isinstance(data, dict) else None
+        self.seen.add((op["operationId"], status, code))
         assert str(status) in op["responses"], f"{where} is not documented: {data}"
         response = resolve(self.doc, op["responses"][str(status)])
         if "content" not in response:
@@ -436,3 +482,198 @@ async def test_responses_match_schemas(admin: Api) -> None:
     assert (await check("GET", "/audit?since=2026-01-01T00:00:00", "/audit"))[0] == 400
     assert (await check("DELETE", "/users/admin", "/users/{username}"))[0] == 409
     assert (await check("DELETE", "/users/alice", "/users/{username}"))[0] == 204
+
+
+# Operations whose every documented outcome the device scenario below reaches.
+DEVICE_TAGS = {"devices", "sites", "push-jobs"}
+# Codes every request (or every body) can get; covered by the tests above and elsewhere.
+GENERIC_CODES = BODY_CODES | FIELD_CODES | {"unauthenticated", "token_invalid", "body_too_large"}
+GENERIC_CODES |= {"forbidden", "password_change_required"}
+
+
+async def test_device_responses_match_schemas(admin: Api) -> None:
+    """Sites, devices, assignments, re-provisioning and push jobs answer as documented; every
+    status and error code the document lists for them is reached."""
+    doc = openapi_document()
+    check = Checker(admin)
+    expect = check.expect
+
+    sites = await expect(200, None, "GET", "/sites")
+    assert [s["name"] for s in sites["sites"]] == ["default"]
+    assert set(sites["sites"][0]) == properties_of(doc, "Site")
+    site = await expect(
+        200,
+        None,
+        "PUT",
+        "/sites/main",
+        {"registrar_host": "pbx.example.net", "transport": "tls", "language": "en"},
+    )
+    assert set(site) == properties_of(doc, "Site")
+    assert (site["registrar_port"], site["ntp_server"]) == (5060, "pool.ntp.org")  # defaults
+    await expect(400, "site_invalid", "PUT", "/sites/Main!", {})
+    for name, value in [
+        ("registrar_host", "pbx example"),
+        ("registrar_port", 0),
+        ("transport", "sctp"),
+        ("timezone", "Mars/Olympus_Mons"),
+        ("language", "xx"),
+        ("ntp_server", ""),
+    ]:
+        await expect(400, f"{name}_invalid", "PUT", "/sites/main", {name: value})
+    await expect(400, "field_type", "PUT", "/sites/main", {"registrar_port": "5060"})
+
+    for username, extension in [("alice", "201"), ("bob", None)]:
+        status, _ = await check(
+            "POST",
+            "/users",
+            "/users",
+            {"username": username, "display_name": username.title(), "extension": extension},
+        )
+        assert status == 201
+
+    model_text = resolve(doc, {"$ref": "#/components/schemas/DeviceCreate"})["properties"]["model"][
+        "description"
+    ]
+    assert "- `yealink`:" in model_text
+    assert "T54W (desk, 16)" in model_text
+    desk = await expect(
+        201,
+        None,
+        "POST",
+        "/devices",
+        {"mac": "00:15:65:AA:BB:CC", "vendor": "yealink", "model": "t54w", "site": "main"},
+    )
+    assert set(desk) == properties_of(doc, "DeviceDetail")
+    assert (desk["mac"], desk["model"], desk["kind"], desk["label"]) == (
+        "001565aabbcc",
+        "T54W",
+        "desk",
+        "",
+    )
+    assert desk["assignments"] == []
+    assert desk["render_error"] is None
+    mac = desk["mac"]
+    dect = await expect(
+        201,
+        None,
+        "POST",
+        "/devices",
+        {"mac": "7c2f80000001", "vendor": "gigaset", "model": "N610", "label": "Hall"},
+    )
+    assert dect["site"] == "default"
+    assert dect["render_error"]  # the default site has no registrar yet
+
+    device = {"mac": "001565000001", "vendor": "yealink", "model": "T54W"}
+    await expect(409, "device_exists", "POST", "/devices", {**device, "mac": "0015.65aa.bbcc"})
+    await expect(422, "mac_invalid", "POST", "/devices", {**device, "mac": "00:15:65"})
+    await expect(422, "mac_invalid", "POST", "/devices", {**device, "mac": "00:15:65-00-00-01"})
+    await expect(422, "vendor_unknown", "POST", "/devices", {**device, "vendor": "acme"})
+    await expect(422, "model_unknown", "POST", "/devices", {**device, "model": "M300"})
+    await expect(422, "site_unknown", "POST", "/devices", {**device, "site": "nowhere"})
+    max_label = resolve(doc, {"$ref": "#/components/schemas/DeviceCreate"})["properties"]["label"][
+        "maxLength"
+    ]
+    too_long = "x" * (max_label + 1)
+    await expect(400, "label_invalid", "POST", "/devices", {**device, "label": too_long})
+    await expect(400, "label_invalid", "POST", "/devices", {**device, "label": "a\nb"})
+
+    put = f"/devices/{mac}/assignments"
+    assigned = await expect(200, None, "PUT", put, [{"slot": 1, "username": "alice"}])
+    assert [set(a) for a in assigned] == [properties_of(doc, "Assignment")]
+    assert (assigned[0]["username"], assigned[0]["extension"]) == ("alice", "201")
+    await expect(422, "slot_invalid", "PUT", put, [{"slot": 17, "username": "alice"}])
+    await expect(
+        422,
+        "slot_duplicate",
+        "PUT",
+        put,
+        [{"slot": 2, "username": "alice"}, {"slot": 2, "username": "alice"}],
+    )
+    await expect(
+        422, "ipui_not_dect", "PUT", put, [{"slot": 1, "username": "alice", "ipui": "0328D3C8A1"}]
+    )
+    await expect(422, "extension_missing", "PUT", put, [{"slot": 1, "username": "bob"}])
+    await expect(404, "user_not_found", "PUT", put, [{"slot": 1, "username": "nobody"}])
+    await expect(404, "device_not_found", "PUT", "/devices/001565000000/assignments", [])
+    await expect(422, "mac_invalid", "PUT", "/devices/nobody/assignments", [])
+    await expect(400, "body_invalid", "PUT", put, {"slot": 1, "username": "alice"})
+    await expect(400, "body_invalid", "PUT", put, [{"slot": 1, "user": "alice"}])
+    await expect(400, "field_type", "PUT", put, [{"slot": "1", "username": "alice"}])
+    put_dect = f"/devices/{dect['mac']}/assignments"
+    await expect(
+        422, "ipui_invalid", "PUT", put_dect, [{"slot": 1, "username": "alice", "ipui": "xyz"}]
+    )
+    handsets = await expect(
+        200, None, "PUT", put_dect, [{"slot": 1, "username": "alice", "ipui": "0328d3c8a1"}]
+    )
+    assert handsets[0]["ipui"] == "0328D3C8A1"
+
+    got = await expect(200, None, "GET", f"/devices/{mac.upper()}")
+    assert set(got) == properties_of(doc, "DeviceDetail")
+    assert [a["slot"] for a in got["assignments"]] == [1]
+    assert got["revision"] >= 1
+    await expect(404, "device_not_found", "GET", "/devices/001565000000")
+    await expect(422, "mac_invalid", "GET", "/devices/nobody")
+    page = await expect(200, None, "GET", "/devices?search=aabb&limit=10")
+    assert (page["total"], [d["mac"] for d in page["devices"]]) == (1, [mac])
+    assert set(page["devices"][0]) == properties_of(doc, "DeviceListItem")
+    assert page["devices"][0]["push_state"] == "pending"
+    await expect(400, "query_invalid", "GET", "/devices?limit=0")
+    await expect(400, "query_invalid", "GET", "/devices?offset=-1")
+
+    queued = await expect(202, None, "POST", f"/devices/{mac}/reprovision")
+    assert set(queued) == properties_of(doc, "ReprovisionResult")
+    assert len(queued["jobs"]) == 1
+    await expect(404, "device_not_found", "POST", "/devices/001565000000/reprovision")
+    await expect(422, "mac_invalid", "POST", "/devices/nobody/reprovision")
+    queued = await expect(202, None, "POST", "/users/alice/reprovision")
+    assert len(queued["jobs"]) == 2
+    assert (await expect(202, None, "POST", "/users/bob/reprovision"))["jobs"] == []
+    await expect(404, "user_not_found", "POST", "/users/nobody/reprovision")
+
+    jobs = await expect(200, None, "GET", "/push-jobs?state=pending&device=00-15-65-aa-bb-cc")
+    assert jobs["jobs"]
+    assert all((j["device"], j["state"]) == (mac, "pending") for j in jobs["jobs"])
+    assert set(jobs["jobs"][0]) == properties_of(doc, "PushJob")
+    everything = await expect(200, None, "GET", "/push-jobs?limit=1")
+    assert len(everything["jobs"]) == 1
+    await expect(400, "query_invalid", "GET", "/push-jobs?state=done")
+    await expect(400, "query_invalid", "GET", "/push-jobs?limit=1001")
+    await expect(422, "mac_invalid", "GET", "/push-jobs?device=nobody")
+
+    patch = f"/devices/{mac}"
+    changed = await expect(
+        200, None, "PATCH", patch, {"label": " Front desk ", "model": "t57w", "site": "default"}
+    )
+    assert (changed["label"], changed["model"]) == ("Front desk", "T57W")
+    assert changed["site"] == "default"
+    assert set(changed) == properties_of(doc, "DeviceDetail")
+    assert (await expect(200, None, "PATCH", patch, {}))["label"] == "Front desk"
+    await expect(422, "model_incompatible", "PATCH", patch, {"model": "W70B"})  # DECT
+    await expect(200, None, "PUT", put, [{"slot": 16, "username": "alice"}])
+    await expect(422, "model_incompatible", "PATCH", patch, {"model": "T31G"})  # 2 lines
+    await expect(422, "model_unknown", "PATCH", patch, {"model": "N610"})
+    await expect(422, "site_unknown", "PATCH", patch, {"site": "nowhere"})
+    await expect(400, "label_invalid", "PATCH", patch, {"label": "a\tb"})
+    await expect(400, "field_type", "PATCH", patch, {"label": None})
+    await expect(404, "device_not_found", "PATCH", "/devices/001565000000", {"label": "x"})
+    await expect(422, "mac_invalid", "PATCH", "/devices/nobody", {"label": "x"})
+
+    await expect(204, None, "DELETE", patch)
+    await expect(404, "device_not_found", "DELETE", patch)
+    await expect(422, "mac_invalid", "DELETE", "/devices/nobody")
+    await expect(404, "device_not_found", "GET", patch)
+    assert (await expect(200, None, "GET", "/devices"))["total"] == 1
+
+    # Every documented outcome of these operations was reached (the generic ones aside).
+    for method, path, op in operations(doc):
+        if not DEVICE_TAGS & set(op["tags"]):
+            continue
+        documented = {
+            (op["operationId"], int(status), None if status < "400" else code)
+            for status in op["responses"]
+            for code in op["x-error-codes"].get(status, [None])
+            if code not in GENERIC_CODES
+        }
+        missing = documented - check.seen
+        assert not missing, (method, path, sorted(missing, key=str))

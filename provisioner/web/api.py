@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 from provisioner import audit, auth, passwords, pins, users
 from provisioner.audit import Actor
 from provisioner.errors import forbidden, unauthenticated
+from provisioner.web import devices_api
 from provisioner.web.errors import json_errors
 from provisioner.web.inputs import field, json_body, query_datetime, query_int
 from provisioner.web.keys import ACTOR, CORE, TOKEN
@@ -43,7 +44,8 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         raise forbidden(
             "password_change_required", "Choose a new password first (PUT /api/v1/me/password)."
         )
-    if not actor.is_admin and not request.path.startswith(("/api/v1/me", "/api/v1/auth/")):
+    own = request.path == "/api/v1/me" or request.path.startswith(("/api/v1/me/", "/api/v1/auth/"))
+    if not actor.is_admin and not own:
         raise forbidden("forbidden", "This needs an administrator.")
     request[ACTOR] = actor
     request[TOKEN] = token.strip()
@@ -257,4 +259,5 @@ async def openapi(request: web.Request) -> web.Response:
 def create_api_app() -> web.Application:
     app = web.Application(middlewares=[json_errors, bearer_auth])
     app.add_routes(routes)
+    app.add_routes(devices_api.routes)
     return app

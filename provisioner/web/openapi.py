@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document served at ``GET /api/v1/openapi.json``.
 
-It describes what the handlers in :mod:`provisioner.web.api` do now: every route, which body
-fields are required, the response shapes and, per operation and status, the error codes the
-server can answer with. ``tests/test_openapi.py`` holds it to the router and to the server.
+It describes what the handlers in :mod:`provisioner.web.api` and
+:mod:`provisioner.web.devices_api` do now: every route, which body fields are required, the
+response shapes and, per operation and status, the error codes the server can answer with.
+``tests/test_openapi.py`` holds it to the router and to the server.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from provisioner import passwords, pins, users
+from provisioner import passwords, pins, sites, users
+from provisioner.devices import ADAPTERS
 
 JSON = "application/json"
 
@@ -88,11 +90,16 @@ def _operation(
     body: str | None = None,
     parameters: list[dict[str, Any]] | None = None,
     public: bool = False,
+    body_400: list[str] = _BODY_400,
 ) -> dict[str, Any]:
-    """One operation; ``errors`` maps status → codes beyond the ones every request can get."""
+    """One operation; ``errors`` maps status → codes beyond the ones every request can get.
+
+    ``body_400`` are the codes reading the body can cause (a JSON array body has no
+    ``field_unknown``).
+    """
     errors = {status: list(codes) for status, codes in errors.items()}
     if body is not None:
-        errors[400] = _BODY_400 + [c for c in errors.get(400, []) if c not in _BODY_400]
+        errors[400] = body_400 + [c for c in errors.get(400, []) if c not in body_400]
         errors.setdefault(413, ["body_too_large"])
     if not public:
         errors[401] = _UNAUTHENTICATED_401
@@ -200,17 +207,7 @@ def _paths() -> dict[str, Any]:
                         "schema": {"type": "string"},
                     },
                     _ref("parameters", "Limit"),
-                    {
-                        "name": "offset",
-                        "in": "query",
-                        "description": "How many users to skip.",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": 10_000_000,
-                            "default": 0,
-                        },
-                    },
+                    _ref("parameters", "Offset"),
                 ],
                 responses={200: _ok("UserList", "One page of users and the total count.")},
                 errors={400: ["query_invalid"], 403: _ADMIN_403},
@@ -445,6 +442,7 @@ def _paths() -> dict[str, Any]:
                 errors={400: ["query_invalid"], 403: _ADMIN_403},
             )
         },
+        **_device_paths(),
         "/openapi.json": {
             "get": _operation(
                 operation_id="getOpenApiDocument",
@@ -460,6 +458,249 @@ def _paths() -> dict[str, Any]:
                 errors={},
                 public=True,
             )
+        },
+    }
+
+
+_MAC = _ref("parameters", "Mac")
+_MAC_422 = ["mac_invalid"]
+_PUSH_JOB_STATES = ("pending", "notified", "fetched", "failed")
+_SITE_FIELD_400 = [f"{name}_invalid" for name in sites.FIELDS]
+# Reading a JSON array body: no `field_unknown`, an item with an unknown field is `body_invalid`.
+_ARRAY_BODY_400 = [code for code in _BODY_400 if code != "field_unknown"]
+
+
+def _device_paths() -> dict[str, Any]:
+    return {
+        "/devices": {
+            "get": _operation(
+                operation_id="listDevices",
+                tag="devices",
+                summary="List devices",
+                description=(
+                    "Devices ordered by MAC address, a page at a time, each with the state of "
+                    "its latest push job. Administrators only."
+                ),
+                parameters=[
+                    {
+                        "name": "search",
+                        "in": "query",
+                        "description": (
+                            "Case-insensitive substring of MAC address (12 hex digits, no "
+                            "separators), label, model or vendor; empty means no filter."
+                        ),
+                        "schema": {"type": "string"},
+                    },
+                    _ref("parameters", "Limit"),
+                    _ref("parameters", "Offset"),
+                ],
+                responses={200: _ok("DeviceList", "One page of devices and the total count.")},
+                errors={400: ["query_invalid"], 403: _ADMIN_403},
+            ),
+            "post": _operation(
+                operation_id="createDevice",
+                tag="devices",
+                summary="Add a device",
+                description=(
+                    "Adds a desk phone or DECT system with a fresh provisioning credential and "
+                    "renders its files (a site without a SIP registrar leaves `render_error` "
+                    "set until the site has one). Administrators only."
+                ),
+                body="DeviceCreate",
+                responses={201: _ok("DeviceDetail", "The new device, without assignments.")},
+                errors={
+                    400: ["label_invalid"],
+                    403: _ADMIN_403,
+                    409: ["device_exists"],
+                    422: [*_MAC_422, "vendor_unknown", "model_unknown", "site_unknown"],
+                },
+                notes={422: "`vendor_unknown` and `model_unknown` name the accepted values."},
+            ),
+        },
+        "/devices/{mac}": {
+            "parameters": [_MAC],
+            "get": _operation(
+                operation_id="getDevice",
+                tag="devices",
+                summary="Read a device with its assignments",
+                description="Administrators only.",
+                responses={200: _ok("DeviceDetail", "The device.")},
+                errors={403: _ADMIN_403, 404: ["device_not_found"], 422: _MAC_422},
+            ),
+            "patch": _operation(
+                operation_id="updateDevice",
+                tag="devices",
+                summary="Change a device's label, model or site",
+                description=(
+                    "Changes only the fields sent. The model may change within the vendor, to "
+                    "one of the same kind with enough slots for the current assignments. A "
+                    "change re-renders the device and queues a push; sending the current "
+                    "values changes nothing. Administrators only."
+                ),
+                body="DeviceUpdate",
+                responses={200: _ok("DeviceDetail", "The device after the change.")},
+                errors={
+                    400: ["label_invalid"],
+                    403: _ADMIN_403,
+                    404: ["device_not_found"],
+                    422: [*_MAC_422, "model_unknown", "model_incompatible", "site_unknown"],
+                },
+                notes={
+                    422: (
+                        "`model_incompatible`: the model is of the other kind (desk/DECT) or "
+                        "has fewer slots than the highest assigned one."
+                    )
+                },
+            ),
+            "delete": _operation(
+                operation_id="deleteDevice",
+                tag="devices",
+                summary="Delete a device",
+                description=(
+                    "Deletes the device with its assignments, push jobs and rendered files; "
+                    "from then on its fetches are refused. Administrators only."
+                ),
+                responses={204: _NO_CONTENT},
+                errors={403: _ADMIN_403, 404: ["device_not_found"], 422: _MAC_422},
+            ),
+        },
+        "/devices/{mac}/assignments": {
+            "parameters": [_MAC],
+            "put": _operation(
+                operation_id="setDeviceAssignments",
+                tag="devices",
+                summary="Replace the users on a device's lines or handsets",
+                description=(
+                    "Replaces every assignment of the device (an empty array removes them "
+                    "all). A slot that keeps its user keeps its SIP account and password; "
+                    "every other slot gets a new SIP account with a random password. "
+                    "Re-renders the device and queues a push. Administrators only."
+                ),
+                body="AssignmentsBody",
+                body_400=_ARRAY_BODY_400,
+                responses={
+                    200: {
+                        "description": "The device's assignments, by slot.",
+                        "content": _json({"type": "array", "items": _schema("Assignment")}),
+                    }
+                },
+                errors={
+                    403: _ADMIN_403,
+                    404: ["device_not_found", "user_not_found"],
+                    422: [
+                        *_MAC_422,
+                        "slot_invalid",
+                        "slot_duplicate",
+                        "ipui_not_dect",
+                        "ipui_invalid",
+                        "extension_missing",
+                    ],
+                },
+                notes={
+                    400: (
+                        "`body_invalid` also for an item that is not an object or has a field "
+                        "other than `slot`, `username` and `ipui`."
+                    ),
+                    404: "`user_not_found`: an item names an unknown user.",
+                    422: (
+                        "`slot_invalid`: outside 1 to the model's slot count; `ipui_not_dect`: "
+                        "an IPUI for a desk phone; `extension_missing`: the user has no "
+                        "extension."
+                    ),
+                },
+            ),
+        },
+        "/devices/{mac}/reprovision": {
+            "parameters": [_MAC],
+            "post": _operation(
+                operation_id="reprovisionDevice",
+                tag="devices",
+                summary="Re-render a device and push it",
+                description=(
+                    "Renders the device's files again and queues a push job that makes the "
+                    "device fetch them (folded into the device's open job, if it has one). "
+                    "Administrators only."
+                ),
+                responses={202: _ok("ReprovisionResult", "The push job is queued.")},
+                errors={403: _ADMIN_403, 404: ["device_not_found"], 422: _MAC_422},
+            ),
+        },
+        "/users/{username}/reprovision": {
+            "parameters": [_USERNAME],
+            "post": _operation(
+                operation_id="reprovisionUser",
+                tag="devices",
+                summary="Re-render and push every device that carries a user",
+                description=(
+                    "As `reprovisionDevice`, for each device with the user on a line or "
+                    "handset; `jobs` is empty when there is none. Administrators only."
+                ),
+                responses={202: _ok("ReprovisionResult", "The push jobs are queued.")},
+                errors={403: _ADMIN_403, 404: ["user_not_found"]},
+            ),
+        },
+        "/push-jobs": {
+            "get": _operation(
+                operation_id="listPushJobs",
+                tag="push-jobs",
+                summary="List push jobs",
+                description=(
+                    "Jobs newest first. A device has at most one open (`pending` or "
+                    "`notified`) job; later changes fold into it. Administrators only."
+                ),
+                parameters=[
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "description": "Only jobs in this state; empty means any.",
+                        "schema": {"type": "string", "enum": list(_PUSH_JOB_STATES)},
+                    },
+                    {
+                        "name": "device",
+                        "in": "query",
+                        "description": (
+                            "Only jobs of this device (a MAC address in any form the `mac` "
+                            "path parameter accepts); empty means any."
+                        ),
+                        "schema": {"type": "string"},
+                    },
+                    _ref("parameters", "Limit"),
+                ],
+                responses={200: _ok("PushJobList", "Matching jobs, newest first.")},
+                errors={400: ["query_invalid"], 403: _ADMIN_403, 422: _MAC_422},
+                notes={
+                    400: "`query_invalid`: an unknown `state` or a `limit` out of range.",
+                    422: "`mac_invalid`: `device` is not a MAC address.",
+                },
+            )
+        },
+        "/sites": {
+            "get": _operation(
+                operation_id="listSites",
+                tag="sites",
+                summary="List sites",
+                description="Every site, ordered by name. Administrators only.",
+                responses={200: _ok("SiteList", "The sites.")},
+                errors={403: _ADMIN_403},
+            )
+        },
+        "/sites/{name}": {
+            "parameters": [_ref("parameters", "SiteName")],
+            "put": _operation(
+                operation_id="putSite",
+                tag="sites",
+                summary="Create or change a site",
+                description=(
+                    "Creates the site when it does not exist (fields not sent take their "
+                    "defaults) and applies the fields sent. Every device of the site is "
+                    "re-rendered and gets a push job. Answers `200` whether the site was "
+                    "created or changed. Administrators only."
+                ),
+                body="SiteUpdate",
+                responses={200: _ok("Site", "The site after the change.")},
+                errors={400: ["site_invalid", *_SITE_FIELD_400], 403: _ADMIN_403},
+                notes={400: "`site_invalid`: the name in the path breaks the naming rule."},
+            ),
         },
     }
 
@@ -750,6 +991,326 @@ def _schemas() -> dict[str, Any]:
         "AuditList": _object(
             {"entries": {"type": "array", "items": _schema("AuditEntry")}}, ["entries"]
         ),
+        **_device_schemas(),
+    }
+
+
+_MAC_FORMS = (
+    "12 hex digits in any case, plain or split into equal groups by one kind of separator, "
+    "`:`, `-` or `.` (`00:15:65:AA:BB:CC`, `0015.65aa.bbcc`, `001565aabbcc`); answers use 12 "
+    "lower-case hex digits."
+)
+_SITE_NAME = {
+    "type": "string",
+    "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$",
+    "description": "1-64 lower-case letters, digits and `. _ -`, starting with a letter or digit.",
+}
+_VENDOR = {"type": "string", "enum": list(ADAPTERS)}
+_KIND = {
+    "type": "string",
+    "enum": ["desk", "dect"],
+    "description": "A desk phone (slots are its lines) or a DECT system (slots are handsets).",
+}
+_LABEL = {
+    "type": "string",
+    "maxLength": 128,
+    "description": "Free text, at most 128 characters after trimming, no control characters.",
+}
+
+
+def _models_description() -> str:
+    """The models per vendor, from the adapter registry."""
+    vendors = "\n".join(
+        f"- `{vendor}`: "
+        + ", ".join(f"{m.name} ({m.kind}, {m.slots})" for m in adapter.models.values())
+        for vendor, adapter in ADAPTERS.items()
+    )
+    return (
+        "The vendor's model name, matched case-insensitively (answers use the spelling "
+        "below). Per vendor, each model with its kind and slot count (lines of a desk phone, "
+        f"handsets of a DECT system):\n\n{vendors}"
+    )
+
+
+def _device_schemas() -> dict[str, Any]:
+    device_properties = {
+        "mac": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+        "vendor": _VENDOR,
+        "model": {"type": "string", "description": "As the vendor spells it, e.g. `T54W`."},
+        "kind": _KIND,
+        "label": {"type": "string"},
+        "site": {"type": "string"},
+        "revision": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Grows whenever the rendered files change; 0 before the first render.",
+        },
+        "rendered_at": {
+            **_TIME_OR_NULL,
+            "description": "When the current revision was rendered.",
+        },
+        "render_error": {
+            "type": ["string", "null"],
+            "description": (
+                "Why the last render failed or what it had to work around (the last good "
+                "revision stays in service); null when fine."
+            ),
+        },
+        "bootstrap_allowed": {
+            "type": "boolean",
+            "description": (
+                "The site-wide bootstrap credential still opens this device's files; false "
+                "once the device fetched with its own credential."
+            ),
+        },
+        "last_fetch": {
+            "type": ["object", "null"],
+            "description": "The device's latest fetch of a file; null before the first.",
+            "properties": {
+                "at": _TIME,
+                "revision": {"type": "integer"},
+                "file": {"type": "string"},
+                "source": {"type": "string", "description": "The client address."},
+            },
+            "required": ["at", "revision", "file", "source"],
+        },
+        "created_at": _TIME,
+    }
+    return {
+        "Device": _object(device_properties, list(device_properties)),
+        "DeviceDetail": {
+            "allOf": [
+                _schema("Device"),
+                _object(
+                    {"assignments": {"type": "array", "items": _schema("Assignment")}},
+                    ["assignments"],
+                ),
+            ]
+        },
+        "DeviceListItem": {
+            "allOf": [
+                _schema("Device"),
+                _object(
+                    {
+                        "push_state": {
+                            "type": ["string", "null"],
+                            "enum": [*_PUSH_JOB_STATES, None],
+                            "description": "The state of the latest push job; null for none.",
+                        }
+                    },
+                    ["push_state"],
+                ),
+            ]
+        },
+        "DeviceList": _object(
+            {
+                "devices": {"type": "array", "items": _schema("DeviceListItem")},
+                "total": {"type": "integer", "description": "Matching devices, all pages."},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            },
+            ["devices", "total", "limit", "offset"],
+        ),
+        "DeviceCreate": _object(
+            {
+                "mac": {"type": "string", "description": _MAC_FORMS},
+                "vendor": {
+                    **_VENDOR,
+                    "description": "Matched case-insensitively.",
+                },
+                "model": {"type": "string", "description": _models_description()},
+                "label": {**_LABEL, "default": ""},
+                "site": {
+                    **_SITE_NAME,
+                    "default": "default",
+                    "description": "An existing site.",
+                },
+            },
+            ["mac", "vendor", "model"],
+            closed=True,
+            examples=[
+                {
+                    "mac": "00:15:65:aa:bb:cc",
+                    "vendor": "yealink",
+                    "model": "T54W",
+                    "label": "Reception",
+                    "site": "default",
+                }
+            ],
+        ),
+        "DeviceUpdate": _object(
+            {
+                "label": _LABEL,
+                "model": {
+                    "type": "string",
+                    "description": (
+                        "Another model of the device's vendor and kind, matched "
+                        "case-insensitively, with at least as many slots as the highest "
+                        "assigned one."
+                    ),
+                },
+                "site": {**_SITE_NAME, "description": "An existing site."},
+            },
+            [],
+            closed=True,
+            examples=[{"label": "Front desk", "model": "T57W", "site": "default"}],
+        ),
+        "Assignment": _object(
+            {
+                "slot": {"type": "integer", "minimum": 1},
+                "username": {"type": "string"},
+                "display_name": {"type": "string"},
+                "extension": {
+                    "type": ["string", "null"],
+                    "description": "The user's extension now (null if it was removed since).",
+                },
+                "ipui": {"type": ["string", "null"], "pattern": "^[0-9A-F]{10}$"},
+                "sip_user": {
+                    "type": "string",
+                    "description": "The SIP account of this line or handset.",
+                },
+            },
+            ["slot", "username", "display_name", "extension", "ipui", "sip_user"],
+        ),
+        "AssignmentItem": _object(
+            {
+                "slot": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "1 to the model's slot count; each slot at most once.",
+                },
+                "username": {
+                    "type": "string",
+                    "description": "An existing user with an extension.",
+                },
+                "ipui": {
+                    "type": ["string", "null"],
+                    "pattern": "^[0-9A-Fa-f]{10}$",
+                    "default": None,
+                    "description": (
+                        "DECT systems only: the handset's IPUI, 10 hex digits (stored upper "
+                        "case); null or empty for none."
+                    ),
+                },
+            },
+            ["slot", "username"],
+            closed=True,
+        ),
+        "AssignmentsBody": {
+            "type": "array",
+            "items": _schema("AssignmentItem"),
+            "description": "Every assignment the device is to have.",
+            "examples": [
+                [
+                    {"slot": 1, "username": "alice", "ipui": None},
+                    {"slot": 2, "username": "bob"},
+                ]
+            ],
+        },
+        "ReprovisionResult": _object(
+            {
+                "jobs": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "The ids of the queued push jobs, one per device.",
+                }
+            },
+            ["jobs"],
+        ),
+        "PushJob": _object(
+            {
+                "id": {"type": "integer"},
+                "device": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+                "state": {
+                    "type": "string",
+                    "enum": list(_PUSH_JOB_STATES),
+                    "description": (
+                        "`pending`: to be sent; `notified`: the device was told to fetch; "
+                        "`fetched`: it did; `failed`: gave up."
+                    ),
+                },
+                "reason": {
+                    "type": "string",
+                    "description": "What queued it.",
+                    "examples": ["device.assign", "pin.change", "reprovision", "site.update"],
+                },
+                "attempts": {"type": "integer", "minimum": 0},
+                "last_error": {"type": ["string", "null"]},
+                "created_at": _TIME,
+                "updated_at": _TIME,
+            },
+            [
+                "id",
+                "device",
+                "state",
+                "reason",
+                "attempts",
+                "last_error",
+                "created_at",
+                "updated_at",
+            ],
+        ),
+        "PushJobList": _object({"jobs": {"type": "array", "items": _schema("PushJob")}}, ["jobs"]),
+        "Site": _object(
+            {
+                "name": {"type": "string"},
+                "registrar_host": {
+                    "type": "string",
+                    "description": "Empty until configured; devices are not rendered until then.",
+                },
+                "registrar_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "transport": {"type": "string", "enum": list(sites.TRANSPORTS)},
+                "timezone": {"type": "string"},
+                "language": _LANGUAGE,
+                "ntp_server": {"type": "string"},
+            },
+            ["name", *sites.FIELDS],
+        ),
+        "SiteList": _object({"sites": {"type": "array", "items": _schema("Site")}}, ["sites"]),
+        "SiteUpdate": _object(
+            {
+                "registrar_host": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 253,
+                    "description": (
+                        "The SIP registrar: a host name or IP address (IPv6 in brackets). "
+                        "Default for a new site: empty (devices are not rendered)."
+                    ),
+                },
+                "registrar_port": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 65535,
+                    "default": 5060,
+                },
+                "transport": {"type": "string", "enum": list(sites.TRANSPORTS), "default": "udp"},
+                "timezone": {
+                    "type": "string",
+                    "default": "Europe/Berlin",
+                    "description": "An IANA time zone name.",
+                },
+                "language": {**_LANGUAGE, "default": "de"},
+                "ntp_server": {
+                    "type": "string",
+                    "minLength": 1,
+                    "default": "pool.ntp.org",
+                    "description": "A host name or IP address (IPv6 in brackets).",
+                },
+            },
+            [],
+            closed=True,
+            examples=[
+                {
+                    "registrar_host": "pbx.example.net",
+                    "registrar_port": 5061,
+                    "transport": "tls",
+                    "timezone": "Europe/Berlin",
+                    "language": "en",
+                    "ntp_server": "ntp.example.net",
+                }
+            ],
+        ),
     }
 
 
@@ -770,9 +1331,10 @@ def openapi_document() -> dict[str, Any]:
             "title": "provisioner",
             "version": _version(),
             "description": (
-                "Phone-provisioning service: users, their phone PINs and passwords, the audit "
-                "log. Administrators may use every operation; other users only `/me*` and "
-                '`/auth/logout`. Every error answers `{"error": {"code", "message"}}` '
+                "Phone-provisioning service: users, their phone PINs and passwords, devices and "
+                "the users on their lines, sites, push jobs, the audit log. Administrators may "
+                "use every operation; other users only `/me*` and `/auth/logout`. Every error "
+                'answers `{"error": {"code", "message"}}` '
                 "(plus `reason` for policy refusals); an unexpected failure is `500 "
                 "internal_error` with a reference to the server log."
             ),
@@ -783,6 +1345,20 @@ def openapi_document() -> dict[str, Any]:
             {"name": "auth", "description": "Sessions and impersonation."},
             {"name": "users", "description": "User administration (administrators only)."},
             {"name": "self-service", "description": "The user the token acts as."},
+            {
+                "name": "devices",
+                "description": "Phones and DECT systems, the users on their lines or handsets.",
+            },
+            {
+                "name": "sites",
+                "description": (
+                    "The SIP registrar, time zone, language and NTP server devices share."
+                ),
+            },
+            {
+                "name": "push-jobs",
+                "description": "Making devices fetch their changed files (administrators only).",
+            },
             {"name": "audit", "description": "Who did what to whom, from where."},
             {"name": "meta", "description": "About this API."},
         ],
@@ -808,6 +1384,30 @@ def openapi_document() -> dict[str, Any]:
                     "in": "query",
                     "description": "Page size.",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                },
+                "Offset": {
+                    "name": "offset",
+                    "in": "query",
+                    "description": "How many entries to skip.",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": 10_000_000,
+                        "default": 0,
+                    },
+                },
+                "Mac": {
+                    "name": "mac",
+                    "in": "path",
+                    "required": True,
+                    "description": f"The device's MAC address. {_MAC_FORMS}",
+                    "schema": {"type": "string", "examples": ["001565aabbcc"]},
+                },
+                "SiteName": {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": _SITE_NAME,
                 },
             },
             "headers": {

@@ -1,0 +1,128 @@
+"""Process-local metrics in the Prometheus text exposition format (version 0.0.4).
+
+Small on purpose: counters with labels and one histogram type cover what operators watch here.
+Values describe this process; database-wide figures (jobs by state) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    escaped = [f'{k}="{_escape(v)}"' for k, v in pairs]
+    return "{" + ",".join(escaped) + "}" if escaped else ""
+
+
+@dataclass
+class Counter:
+    name: str
+    help: str
+    values: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        lines += [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
+        return lines
+
+
+@dataclass
+class Histogram:
+    name: str
+    help: str
+    buckets: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self.buckets, value)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        cumulative = 0
+        for bound, n in zip(self.buckets, self.counts, strict=True):
+            cumulative += n
+            lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}')
+        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
+        lines.append(f"{self.name}_sum {self.total:g}")
+        lines.append(f"{self.name}_count {self.count}")
+        return lines
+
+
+@dataclass
+class Metrics:
+    fetches: Counter = field(
+        default_factory=lambda: Counter(
+            "provisioner_fetches_total", "Config files served to phones."
+        )
+    )
+    fetch_refusals: Counter = field(
+        default_factory=lambda: Counter(
+            "provisioner_fetch_refusals_total", "Phone requests refused, by reason."
+        )
+    )
+    notify_attempts: Counter = field(
+        default_factory=lambda: Counter(
+            "provisioner_notify_attempts_total", "Attempts to make a device fetch now."
+        )
+    )
+    notify_seconds: Histogram = field(
+        default_factory=lambda: Histogram(
+            "provisioner_notify_seconds", "Time from sending a notification to its answer."
+        )
+    )
+    jobs_finished: Counter = field(
+        default_factory=lambda: Counter(
+            "provisioner_push_jobs_finished_total", "Push job outcomes recorded by this process."
+        )
+    )
+    auth_failures: Counter = field(
+        default_factory=lambda: Counter(
+            "provisioner_auth_failures_total", "Failed logins and PIN checks, by kind."
+        )
+    )
+    lockouts: Counter = field(
+        default_factory=lambda: Counter(
+            "provisioner_lockouts_total", "Accounts or PINs locked after repeated failures."
+        )
+    )
+
+    def render(self, jobs_by_state: Mapping[str, int]) -> str:
+        lines = [
+            "# HELP provisioner_push_jobs Push jobs in the database, by state.",
+            "# TYPE provisioner_push_jobs gauge",
+        ]
+        for state in ("pending", "notified", "fetched", "failed"):
+            lines.append(f'provisioner_push_jobs{{state="{state}"}} {jobs_by_state.get(state, 0)}')
+        for metric in (
+            self.fetches,
+            self.fetch_refusals,
+            self.notify_attempts,
+            self.notify_seconds,
+            self.jobs_finished,
+            self.auth_failures,
+            self.lockouts,
+        ):
+            lines += metric.render()
+        return "\n".join(lines) + "\n"
+
+
+METRICS = Metrics()

@@ -1,0 +1,213 @@
+"""How phones prove who they are: HTTP Basic and Digest, and throttling of failing sources.
+
+Digest (RFC 7616, MD5 with ``qop=auth``: what phones implement) uses stateless nonces, a
+timestamp signed with a key derived from the installation's secret key, valid for
+:data:`NONCE_LIFETIME` seconds. Every process derives the same key, so a phone may answer a
+challenge of one process to another (processes sharing a port, instances behind a balancer).
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from provisioner.phonecache import REALM, Credential, CredentialHasher, DeviceCache, FetchRecorder
+
+log = logging.getLogger("provisioner.phones")
+
+NONCE_LIFETIME = 300
+_DIGEST_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+@dataclass(frozen=True)
+class Presented:
+    """What the client sent in ``Authorization``."""
+
+    scheme: str  # "basic" | "digest"
+    username: str
+    password: str = ""
+    params: dict[str, str] | None = None
+
+
+def parse_authorization(header: str) -> Presented | None:
+    scheme, _, rest = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "basic":
+        try:
+            decoded = binascii.a2b_base64(rest.strip()).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        username, sep, password = decoded.partition(":")
+        return Presented("basic", username, password) if sep else None
+    if scheme == "digest":
+        params = {
+            m[0].lower(): m[1] if m[1] or not m[2] else m[2] for m in _DIGEST_PARAM.findall(rest)
+        }
+        digest_user = params.get("username")
+        return Presented("digest", digest_user, params=params) if digest_user else None
+    return None
+
+
+class NonceSigner:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def issue(self, now: float | None = None) -> str:
+        stamp = f"{int(now if now is not None else time.time()):x}"
+        return f"{stamp}.{self._sign(stamp)}"
+
+    def _sign(self, stamp: str) -> str:
+        return hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def check(self, nonce: str, now: float | None = None) -> str:
+        """``ok``, ``stale`` (ours but expired) or ``bad``."""
+        stamp, _, signature = nonce.partition(".")
+        if not hmac.compare_digest(signature.encode(), self._sign(stamp).encode()):
+            return "bad"
+        try:
+            issued = int(stamp, 16)
+        except ValueError:
+            return "bad"
+        age = (now if now is not None else time.time()) - issued
+        return "ok" if -5 <= age <= NONCE_LIFETIME else "stale"
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def verify(
+    presented: Presented,
+    credential: Credential,
+    hasher: CredentialHasher,
+    nonces: NonceSigner,
+    method: str,
+    path: str,
+) -> str:
+    """``ok``, ``stale`` (Digest nonce expired: challenge again) or ``bad``.
+
+    A Digest answer is bound to its ``uri`` (RFC 7616 §3.4.6): it must name the requested
+    ``path`` (some phones send the absolute URL), or an answer captured for a shared file would
+    open the device's personal one.
+    """
+    if not hmac.compare_digest(presented.username.encode(), credential.username.encode()):
+        return "bad"
+    if presented.scheme == "basic":
+        return "ok" if hasher.matches(credential, presented.password) else "bad"
+    params = presented.params or {}
+    nonce, uri, response = (
+        params.get("nonce", ""),
+        params.get("uri", ""),
+        params.get("response", ""),
+    )
+    if params.get("realm") != REALM or params.get("algorithm", "MD5").upper() != "MD5":
+        return "bad"
+    if urlsplit(uri)._replace(scheme="", netloc="").geturl() != path:
+        return "bad"
+    ha2 = _md5(f"{method}:{uri}")
+    qop = params.get("qop")
+    if qop == "auth":
+        expected = _md5(
+            f"{credential.ha1}:{nonce}:{params.get('nc', '')}:{params.get('cnonce', '')}:auth:{ha2}"
+        )
+    elif qop is None:
+        expected = _md5(f"{credential.ha1}:{nonce}:{ha2}")
+    else:
+        return "bad"
+    if not hmac.compare_digest(expected.encode(), response.lower().encode()):
+        return "bad"
+    return nonces.check(nonce)
+
+
+def challenges(nonces: NonceSigner, *, stale: bool = False) -> list[tuple[str, str]]:
+    """``WWW-Authenticate`` headers: Digest first (Gigaset needs it), then Basic."""
+    digest = f'Digest realm="{REALM}", qop="auth", algorithm=MD5, nonce="{nonces.issue()}"'
+    if stale:
+        digest += ", stale=true"
+    return [("WWW-Authenticate", digest), ("WWW-Authenticate", f'Basic realm="{REALM}"')]
+
+
+class FailureLimiter:
+    """Counts failures per source address; past ``threshold`` within ``window`` seconds the
+    source is refused for ``cooldown`` seconds.
+
+    Log lines have a fixed shape for fail2ban:
+    ``provisioning auth failure from <HOST>: <reason>`` and
+    ``provisioning source <HOST> blocked for <N>s``.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: int = 10,
+        window: float = 60.0,
+        cooldown: float = 300.0,
+        max_sources: int = 100_000,
+    ) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.cooldown = cooldown
+        self._max_sources = max_sources
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._blocked: dict[str, float] = {}
+
+    def retry_after(self, source: str, now: float | None = None) -> int | None:
+        until = self._blocked.get(source)
+        if until is None:
+            return None
+        now = time.monotonic() if now is None else now
+        if until <= now:
+            del self._blocked[source]
+            return None
+        return max(1, int(until - now + 0.999))
+
+    def fail(self, source: str, reason: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        log.warning("provisioning auth failure from %s: %s", source, reason)
+        recent = [t for t in self._failures.pop(source, []) if now - t < self.window]
+        recent.append(now)
+        self._failures[source] = recent
+        if len(self._failures) > self._max_sources:
+            self._failures.popitem(last=False)
+        if len(recent) >= self.threshold:
+            self._blocked[source] = now + self.cooldown
+            del self._failures[source]
+            log.warning("provisioning source %s blocked for %ds", source, int(self.cooldown))
+
+
+def client_address(
+    peer: str | None,
+    forwarded_for: str | None,
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> str:
+    """The phone's address: the peer, or, behind trusted proxies, the last untrusted hop."""
+    address = peer or "unknown"
+    if not forwarded_for or not trusted:
+        return address
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in [address, *reversed(hops)]:
+        try:
+            ip = ipaddress.ip_address(hop)
+        except ValueError:
+            return hop if hop != address else address
+        if not any(ip in network for network in trusted):
+            return hop
+    return hops[0] if hops else address
+
+
+@dataclass
+class Phones:
+    """Per-process state of the phones' endpoint."""
+
+    cache: DeviceCache
+    recorder: FetchRecorder
+    limiter: FailureLimiter
+    nonces: NonceSigner

@@ -1,0 +1,255 @@
+"""The push worker: claim due jobs, render, notify, retry, and let fetches confirm.
+
+Jobs are an outbox written in the same transaction as the change that causes them. Any number of
+workers (in ``provisioner serve`` and ``provisioner worker`` processes) share the table: a job is
+leased with ``FOR UPDATE SKIP LOCKED``, so two workers never work on it at once, and a job whose
+worker died is taken up again when its lease expires. Workers sleep until PostgreSQL wakes them
+(``LISTEN provisioner_push``), with a slow poll as a safety net.
+
+State machine: ``pending`` → (render; notify) → ``notified`` → (the device fetches the revision
+the job was made for) → ``fetched``; or ``failed`` after :attr:`PushWorker.max_attempts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from provisioner import provisioning, store
+from provisioner.core import Core
+from provisioner.metrics import METRICS
+from provisioner.notify import Notifier, NotifyError, NotifyTarget
+from provisioner.vault import sip_password_purpose
+
+log = logging.getLogger(__name__)
+
+PUSH_CHANNEL = "provisioner_push"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float = 2.0
+    cap: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential with full jitter (attempt 1 → up to ``base`` seconds)."""
+        return random.uniform(0.5, 1.0) * min(self.cap, self.base * 2.0 ** (attempt - 1))
+
+
+class PushWorker:
+    def __init__(
+        self,
+        core: Core,
+        notifier: Notifier,
+        *,
+        name: str | None = None,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 6,
+        backoff: Backoff | None = None,
+        batch: int = 100,
+        concurrency: int = 100,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self.core = core
+        self.notifier = notifier
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff()
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Work until cancelled; then let running jobs finish briefly and release the rest."""
+        listener = await self._listen()
+        try:
+            while True:
+                claimed = await self._claim()
+                if claimed:
+                    continue
+                await self._sleep()
+        finally:
+            await self._shutdown(listener)
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        assert self.core.settings.database_url is not None
+        try:
+            conn = await asyncpg.connect(self.core.settings.database_url)
+            await conn.add_listener(PUSH_CHANNEL, lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("push worker polls only: LISTEN failed (%s)", type(exc).__name__)
+            return None
+        return conn
+
+    async def _sleep(self) -> None:
+        async with self.core.pool.acquire() as conn:
+            due = await store.next_push_due(conn)
+        timeout = self.poll_seconds if due is None else min(self.poll_seconds, due + 0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def _claim(self) -> int:
+        free = self.batch - len(self._inflight)
+        if free <= 0:
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        async with self.core.pool.acquire() as conn:
+            jobs = await store.claim_push_jobs(
+                conn, worker=self.name, limit=free, lease_seconds=self.lease_seconds
+            )
+        for job in jobs:
+            task = asyncio.create_task(self._process(job))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return len(jobs)
+
+    async def _shutdown(self, listener: asyncpg.Connection | None) -> None:
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            async with self.core.pool.acquire() as conn:
+                released = await store.release_push_jobs(conn, self.name)
+            if released:
+                log.info("push worker released %d unfinished job(s)", released)
+        if listener is not None:
+            with contextlib.suppress(OSError, asyncpg.InterfaceError):
+                await listener.close(timeout=2)
+
+    # --- one job -------------------------------------------------------------------------------
+
+    async def _process(self, job: Any) -> None:
+        async with self._slots:
+            try:
+                await self._attempt(job)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # The database hiccupped: the lease runs out and the job is tried again.
+                log.warning("push job %d interrupted: %s", job["id"], type(exc).__name__)
+
+    async def _attempt(self, job: Any) -> None:
+        mac = job["mac"]
+        outcome = await provisioning.render_device(self.core, mac)
+        async with self.core.pool.acquire() as conn:
+            device = await store.get_device(conn, mac)
+        if device is None:
+            return  # deleted; its jobs went with it
+        if outcome.error is not None and device["revision"] == 0:
+            await self._failed_attempt(job, f"cannot render: {outcome.error}")
+            return
+        revision = device["revision"]
+        if (
+            not outcome.changed
+            and job["reason"] != "reprovision"
+            and (device["last_fetch_revision"] or 0) >= revision
+        ):
+            await self._finish(job, "fetched", revision, None, None)
+            return
+        try:
+            target = await self._target(device)
+            started = time.monotonic()
+            result = await self.notifier.notify(target)
+        except NotifyError as exc:
+            METRICS.notify_attempts.inc(result="failed")
+            await self._failed_attempt(job, str(exc))
+            return
+        METRICS.notify_seconds.observe(time.monotonic() - started)
+        METRICS.notify_attempts.inc(result="ok")
+        async with self.core.pool.acquire() as conn:
+            await store.set_device_notify_result(conn, mac, result)
+            fetched = await store.get_device(conn, mac)
+        done = fetched is not None and (fetched["last_fetch_revision"] or 0) >= revision
+        await self._finish(
+            job, "fetched" if done else "notified", revision, type(self.notifier).__name__, None
+        )
+        log.info("device %s notified (%s) for revision %d", mac, result, revision)
+
+    async def _target(self, device: Any) -> NotifyTarget:
+        adapter = provisioning.adapter_for(device["vendor"])
+        model = adapter.model(device["model"])
+        if model is None:
+            raise NotifyError(f"unknown model {device['model']}")
+        event = adapter.sip_event(model)
+        if event is None:
+            raise NotifyError(f"{adapter.vendor} devices are not notified over SIP")
+        async with self.core.pool.acquire() as conn:
+            lines = await store.list_assignments(conn, device["mac"])
+        first = lines[0] if lines else None
+        password = None
+        if first is not None and first["sip_password_encrypted"] is not None:
+            password = self.core.vault.decrypt(
+                first["sip_password_encrypted"], sip_password_purpose(device["mac"], first["slot"])
+            )
+        return NotifyTarget(
+            mac=device["mac"],
+            event=event,
+            contact=device["sip_contact"],
+            sip_user=first["sip_auth_user"] if first is not None else None,
+            sip_password=password,
+        )
+
+    async def _failed_attempt(self, job: Any, error: str) -> None:
+        mac = job["mac"]
+        async with self.core.pool.acquire() as conn:
+            await store.set_device_notify_result(conn, mac, f"failed: {error}")
+        if job["attempts"] >= self.max_attempts:
+            log.warning("push job %d for %s failed for good: %s", job["id"], mac, error)
+            await self._finish(job, "failed", None, None, error)
+            return
+        delay = self.backoff.delay(job["attempts"])
+        log.info("push job %d for %s: %s; retry in %.1f s", job["id"], mac, error, delay)
+        await self._finish(job, "pending", None, None, error, retry_in=delay)
+
+    async def _finish(
+        self,
+        job: Any,
+        state: str,
+        revision: int | None,
+        transport: str | None,
+        error: str | None,
+        *,
+        retry_in: float | None = None,
+    ) -> None:
+        async with self.core.pool.acquire() as conn:
+            recorded = await store.finish_push_job(
+                conn,
+                job["id"],
+                worker=self.name,
+                lease_until=job["lease_until"],
+                state=state,
+                revision=revision,
+                transport=transport,
+                error=error,
+                retry_in=retry_in,
+            )
+        if not recorded:
+            log.debug("push job %d changed while we worked on it; it runs again", job["id"])
+        elif state in ("fetched", "failed", "notified"):
+            METRICS.jobs_finished.inc(state=state)
+
+
+def default_notifier(core: Core) -> Notifier:
+    """Through Asterisk when ``PROVISIONER_AMI_URL`` is set, else SIP NOTIFY to the contact."""
+    if core.settings.ami_url:
+        from provisioner.ami import AmiNotifier
+
+        return AmiNotifier(core.settings.ami_url)
+    from provisioner.sip import SipNotifier
+
+    return SipNotifier()

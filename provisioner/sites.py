@@ -1,0 +1,73 @@
+"""Sites: the SIP registrar, time zone, language and NTP server a group of devices shares."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+from zoneinfo import available_timezones
+
+from provisioner import audit, provisioning, store
+from provisioner.audit import Actor
+from provisioner.core import Core
+from provisioner.errors import invalid
+from provisioner.users import LANGUAGES, require_admin
+
+FIELDS = ("registrar_host", "registrar_port", "transport", "timezone", "language", "ntp_server")
+TRANSPORTS = ("udp", "tcp", "tls")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _validate(changes: Mapping[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in ("registrar_host", "ntp_server") and not _HOST.fullmatch(value):
+            raise invalid(f"{name}_invalid", f"{name} must be a host name or IP address.")
+        if name == "registrar_port" and not 1 <= value <= 65535:
+            raise invalid("registrar_port_invalid", "registrar_port is 1 to 65535.")
+        if name == "transport" and value not in TRANSPORTS:
+            raise invalid("transport_invalid", f"transport is one of {', '.join(TRANSPORTS)}.")
+        if name == "timezone" and value not in _time_zones():
+            raise invalid("timezone_invalid", "timezone is an IANA name such as Europe/Berlin.")
+        if name == "language" and value not in LANGUAGES:
+            raise invalid("language_invalid", f"language is one of {', '.join(LANGUAGES)}.")
+        clean[name] = value
+    return clean
+
+
+async def list_sites(core: Core, actor: Actor) -> list[Any]:
+    require_admin(actor)
+    async with core.pool.acquire() as conn:
+        return await store.list_sites(conn)
+
+
+async def set_site(core: Core, actor: Actor, name: str, changes: Mapping[str, Any]) -> Any:
+    """Create or change a site; its devices are re-rendered and get a push job."""
+    require_admin(actor)
+    if not _NAME.fullmatch(name):
+        raise invalid("site_invalid", "A site name is 1-64 lower-case letters, digits and . _ -.")
+    clean = _validate(changes)
+    async with core.pool.acquire() as conn, conn.transaction():
+        row = await store.upsert_site(conn, name, clean)
+        macs = await store.list_site_device_macs(conn, name)
+        jobs = await store.enqueue_push_jobs(conn, macs, "site.update")
+        await audit.record(
+            conn,
+            actor,
+            "site.update",
+            None,
+            {"site": name, "fields": sorted(clean), "push_jobs": len(jobs)},
+        )
+    await provisioning.render_devices(core, macs)
+    return row
+
+
+def site_view(row: Any) -> dict[str, Any]:
+    return {name: row[name] for name in ("name", *FIELDS)}

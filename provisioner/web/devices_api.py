@@ -1,0 +1,212 @@
+"""The JSON API's device, site and push-job routes (mounted under ``/api/v1``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from provisioner import devices_service, sites
+from provisioner.audit import Actor
+from provisioner.errors import invalid
+from provisioner.web.inputs import field, json_body, json_list, query_int
+from provisioner.web.keys import ACTOR, CORE
+
+routes = web.RouteTableDef()
+
+
+def _actor(request: web.Request) -> Actor:
+    actor: Actor = request[ACTOR]
+    return actor
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())
+
+
+def assignment_view(row: Any) -> dict[str, Any]:
+    return {
+        "slot": row["slot"],
+        "username": row["username"],
+        "display_name": row["display_name"],
+        "extension": row["extension"],
+        "ipui": row["ipui"],
+        "sip_user": row["sip_user"],
+    }
+
+
+def device_view(row: Any, assignments: list[Any] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "mac": row["mac"],
+        "vendor": row["vendor"],
+        "model": row["model"],
+        "kind": row["kind"],
+        "label": row["label"],
+        "site": row["site"],
+        "revision": row["revision"],
+        "rendered_at": _iso(row["rendered_at"]),
+        "render_error": row["render_error"],
+        "bootstrap_allowed": row["bootstrap_allowed"],
+        "last_fetch": None
+        if row["last_fetch_at"] is None
+        else {
+            "at": _iso(row["last_fetch_at"]),
+            "revision": row["last_fetch_revision"],
+            "file": row["last_fetch_file"],
+            "source": row["last_fetch_source"],
+        },
+        "created_at": _iso(row["created_at"]),
+    }
+    if "job_state" in row:
+        view["push_state"] = row["job_state"]
+    if assignments is not None:
+        view["assignments"] = [assignment_view(a) for a in assignments]
+    return view
+
+
+def job_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "device": row["mac"],
+        "state": row["state"],
+        "reason": row["reason"],
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+    }
+
+
+@routes.get("/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 100, 1, 1000)
+    offset = query_int(request, "offset", 0, 0, 10_000_000)
+    rows, total = await devices_service.list_devices(
+        request.config_dict[CORE],
+        _actor(request),
+        search=request.query.get("search") or None,
+        limit=limit,
+        offset=offset,
+    )
+    return web.json_response(
+        {
+            "devices": [device_view(r) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+@routes.post("/devices")
+async def create_device(request: web.Request) -> web.Response:
+    body = await json_body(request, {"mac", "vendor", "model", "label", "site"})
+    new = devices_service.NewDevice(
+        mac=field(body, "mac", str),
+        vendor=field(body, "vendor", str),
+        model=field(body, "model", str),
+        label=field(body, "label", str, ""),
+        site=field(body, "site", str, "default"),
+    )
+    core = request.config_dict[CORE]
+    row = await devices_service.create_device(core, _actor(request), new)
+    device, assignments = await devices_service.find_device(core, _actor(request), row["mac"])
+    return web.json_response(device_view(device, assignments), status=201)
+
+
+@routes.get("/devices/{mac}")
+async def get_device(request: web.Request) -> web.Response:
+    device, assignments = await devices_service.find_device(
+        request.config_dict[CORE], _actor(request), request.match_info["mac"]
+    )
+    return web.json_response(device_view(device, assignments))
+
+
+@routes.patch("/devices/{mac}")
+async def update_device(request: web.Request) -> web.Response:
+    body = await json_body(request, {"label", "model", "site"})
+    changes: dict[str, Any] = {name: field(body, name, str) for name in body}
+    core = request.config_dict[CORE]
+    row = await devices_service.update_device(
+        core, _actor(request), request.match_info["mac"], changes
+    )
+    device, assignments = await devices_service.find_device(core, _actor(request), row["mac"])
+    return web.json_response(device_view(device, assignments))
+
+
+@routes.delete("/devices/{mac}")
+async def delete_device(request: web.Request) -> web.Response:
+    await devices_service.delete_device(
+        request.config_dict[CORE], _actor(request), request.match_info["mac"]
+    )
+    return web.Response(status=204)
+
+
+@routes.put("/devices/{mac}/assignments")
+async def set_assignments(request: web.Request) -> web.Response:
+    items = await json_list(request)
+    assignments = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) - {"slot", "username", "ipui"}:
+            raise invalid(
+                "body_invalid", f"Item {index} must be an object with slot, username and ipui."
+            )
+        assignments.append(
+            devices_service.Assignment(
+                slot=field(item, "slot", int),
+                username=field(item, "username", str),
+                ipui=field(item, "ipui", str, None),
+            )
+        )
+    rows = await devices_service.set_assignments(
+        request.config_dict[CORE], _actor(request), request.match_info["mac"], assignments
+    )
+    return web.json_response([assignment_view(r) for r in rows])
+
+
+@routes.post("/devices/{mac}/reprovision")
+async def reprovision_device(request: web.Request) -> web.Response:
+    jobs = await devices_service.reprovision_device(
+        request.config_dict[CORE], _actor(request), request.match_info["mac"]
+    )
+    return web.json_response({"jobs": jobs}, status=202)
+
+
+@routes.post("/users/{username}/reprovision")
+async def reprovision_user(request: web.Request) -> web.Response:
+    jobs = await devices_service.reprovision_user(
+        request.config_dict[CORE], _actor(request), request.match_info["username"]
+    )
+    return web.json_response({"jobs": jobs}, status=202)
+
+
+@routes.get("/push-jobs")
+async def list_push_jobs(request: web.Request) -> web.Response:
+    rows = await devices_service.list_push_jobs(
+        request.config_dict[CORE],
+        _actor(request),
+        state=request.query.get("state") or None,
+        device=request.query.get("device") or None,
+        limit=query_int(request, "limit", 100, 1, 1000),
+    )
+    return web.json_response({"jobs": [job_view(r) for r in rows]})
+
+
+@routes.get("/sites")
+async def list_sites(request: web.Request) -> web.Response:
+    rows = await sites.list_sites(request.config_dict[CORE], _actor(request))
+    return web.json_response({"sites": [sites.site_view(r) for r in rows]})
+
+
+@routes.put("/sites/{name}")
+async def put_site(request: web.Request) -> web.Response:
+    body = await json_body(request, sites.FIELDS)
+    changes = {
+        name: field(body, name, int if name == "registrar_port" else str)
+        for name in sites.FIELDS
+        if name in body
+    }
+    row = await sites.set_site(
+        request.config_dict[CORE], _actor(request), request.match_info["name"], changes
+    )
+    return web.json_response(sites.site_view(row))
