@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -11,7 +12,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from provisioner import store
 from provisioner.core import open_core
@@ -22,7 +22,8 @@ from provisioner.web import phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import error_response, json_errors
 from provisioner.web.hooks import create_hooks_app
-from provisioner.web.keys import CORE, SETTINGS
+from provisioner.web.keys import CORE, PHONES, SETTINGS
+from provisioner.web.phoneserver import Children, start_phones_site
 
 log = logging.getLogger(__name__)
 
@@ -65,33 +66,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _phones_listener_guard(phones_port: int) -> Middleware:
-    """On the phones' own listener, answer nothing but ``/provisioning/``."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        if (
-            sockname
-            and sockname[1] == phones_port
-            and not request.path.startswith("/provisioning/")
-        ):
-            return error_response(404, "not_found", "There is nothing at this address.")
-        return await handler(request)
-
-    return guard
-
-
 def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     """Build the whole service; ``settings.database_url`` must already be resolved.
 
     ``worker`` also runs a push worker in this process (``provisioner serve`` does, unless
     ``--no-worker``).
     """
-    middlewares: list[Middleware] = [json_errors]
-    if settings.phones_listen is not None and settings.phones_listen != settings.listen:
-        middlewares.insert(0, _phones_listener_guard(settings.phones_listen.port))
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_core_ctx)
     if worker:
@@ -104,7 +85,7 @@ def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     return app
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.tls_cert is None or settings.tls_key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -113,18 +94,33 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def serve(app: web.Application, settings: Settings) -> None:
-    """Run ``app`` on the main listener (and the phones' listener) until SIGINT or SIGTERM."""
-    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs')
+    """Run ``app`` on the main listener, and the lean phones' server on its own listener in
+    ``settings.phones_processes`` processes, until SIGINT or SIGTERM."""
+    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs', handle_signals=False)
     await runner.setup()
+    runners: list[web.BaseRunner] = [runner]
+    children = None
     try:
-        context = _ssl_context(settings)
+        context = ssl_context(settings)
         scheme = "https" if context else "http"
-        listeners = [settings.listen]
-        if settings.phones_listen is not None and settings.phones_listen != settings.listen:
-            listeners.append(settings.phones_listen)
-        for listener in listeners:
-            await web.TCPSite(runner, listener.host, listener.port, ssl_context=context).start()
-            log.info("listening on %s://%s", scheme, listener)
+        await web.TCPSite(
+            runner, settings.listen.host, settings.listen.port, ssl_context=context
+        ).start()
+        log.info("listening on %s://%s", scheme, settings.listen)
+        if settings.phones_listen is not None:
+            runners.append(await start_phones_site(app[PHONES], settings, context))
+            assert settings.database_url is not None
+            children = Children(settings.phones_processes - 1, settings.database_url)
+            children.start()
+            log.info(
+                "phones' listener on %s://%s (%d processes)",
+                scheme,
+                settings.phones_listen,
+                settings.phones_processes,
+            )
+        # What start-up built stays alive; spare the collector rescanning it on every pass.
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -132,4 +128,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
-        await runner.cleanup()
+        if children is not None:
+            await children.stop()
+        for each in reversed(runners):
+            await each.cleanup()

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a push worker only (for scale-out)").set_defaults(
         handler=cmd_worker
     )
+    # Started by `serve` for each extra process on PROVISIONER_PHONES_LISTEN.
+    sub.add_parser("phones-server", help=argparse.SUPPRESS).set_defaults(handler=cmd_phones_server)
 
     reprovision = sub.add_parser(
         "reprovision", help="re-render devices and make them fetch now, with a progress bar"
@@ -421,6 +423,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return _run_with_core(settings, work)
 
 
+def cmd_phones_server(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioner.app import ssl_context
+    from provisioner.web.phoneserver import run_standalone
+
+    if settings.database_url is None or settings.phones_listen is None:
+        raise CliError("phones-server is started by serve", EXIT_BAD_INPUT)
+    _install_uvloop()
+    asyncio.run(run_standalone(settings, ssl_context(settings)))
+    return 0
+
+
 def cmd_reprovision(args: argparse.Namespace, settings: Settings) -> int:
     async def work(core: Core) -> int:
         actor = Actor.cli()
@@ -438,7 +451,8 @@ def cmd_reprovision(args: argparse.Namespace, settings: Settings) -> int:
             f"notified {states.get('notified', 0)}, fetched {states.get('fetched', 0)}, "
             f"failed {states.get('failed', 0)}, still pending {states.get('pending', 0)}"
         )
-        return 0 if not states.get("failed") and not states.get("pending") else EXIT_FAILURE
+        # Success means delivery confirmed: every device fetched its new revision.
+        return 0 if states.get("fetched", 0) == len(jobs) else EXIT_FAILURE
 
     return _run_with_core(settings, work)
 

@@ -35,12 +35,14 @@ class Core:
 
 
 @asynccontextmanager
-async def open_core(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[Core]:
+async def open_core(
+    settings: Settings, *, run_migrations: bool = True, pool_size: tuple[int, int] = (2, 10)
+) -> AsyncIterator[Core]:
     """Connect, migrate and yield a :class:`Core`; ``settings.database_url`` must be resolved."""
     if settings.database_url is None:
         raise RuntimeError("the database URL must be resolved before opening the core")
     vault = Vault.from_key_file(settings.secret_key_file)
-    pool = await create_pool(settings.database_url)
+    pool = await create_pool(settings.database_url, min_size=pool_size[0], max_size=pool_size[1])
     hasher = Hasher()
     try:
         if run_migrations:

@@ -17,9 +17,10 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 import asyncpg
 
@@ -38,6 +39,14 @@ class ServedFile:
     body: bytes
     etag: str
     content_type: str
+    headers: Mapping[str, str]
+    """Response headers, built once per revision rather than per request."""
+
+
+def served_file(name: str, body: bytes, etag: str) -> ServedFile:
+    content_type = content_type_of(name, body)
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Content-Type": content_type}
+    return ServedFile(body, etag, content_type, MappingProxyType(headers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +119,8 @@ class DeviceCache:
                     bootstrap_allowed=row["bootstrap_allowed"],
                 )
             if row["name"] is not None:
-                body = bytes(row["body"])
-                device.files[row["name"]] = ServedFile(
-                    body, row["etag"], content_type_of(row["name"], body)
+                device.files[row["name"]] = served_file(
+                    row["name"], bytes(row["body"]), row["etag"]
                 )
         if macs is None:
             self.devices = fresh

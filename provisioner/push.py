@@ -157,7 +157,7 @@ class PushWorker:
         if (
             not outcome.changed
             and job["reason"] != "reprovision"
-            and (device["last_fetch_revision"] or 0) >= revision
+            and device["fetched_revision"] >= revision
         ):
             await self._finish(job, "fetched", revision, None, None)
             return
@@ -174,7 +174,7 @@ class PushWorker:
         async with self.core.pool.acquire() as conn:
             await store.set_device_notify_result(conn, mac, result)
             fetched = await store.get_device(conn, mac)
-        done = fetched is not None and (fetched["last_fetch_revision"] or 0) >= revision
+        done = fetched is not None and fetched["fetched_revision"] >= revision
         await self._finish(
             job, "fetched" if done else "notified", revision, type(self.notifier).__name__, None
         )
@@ -215,6 +215,9 @@ class PushWorker:
         delay = self.backoff.delay(job["attempts"])
         log.info("push job %d for %s: %s; retry in %.1f s", job["id"], mac, error, delay)
         await self._finish(job, "pending", None, None, error, retry_in=delay)
+        # The loop may be sleeping until the lease of this job would have run out (or the next
+        # poll): have it look at the due times again, so the retry starts after ``delay``.
+        self._wake.set()
 
     async def _finish(
         self,

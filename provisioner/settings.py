@@ -69,6 +69,8 @@ class Settings:
     """When set, only these networks may fetch configs (``PROVISIONER_PHONES_ALLOW``)."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    phones_processes: int = 1
+    """Processes serving ``phones_listen`` (``PROVISIONER_PHONES_PROCESSES``; default: cores)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -108,6 +110,7 @@ class Settings:
             phones_allow=_parse_networks("PROVISIONER_PHONES_ALLOW", get("PHONES_ALLOW")),
             tls_cert=_parse_file("PROVISIONER_TLS_CERT", get("TLS_CERT")),
             tls_key=_parse_file("PROVISIONER_TLS_KEY", get("TLS_KEY")),
+            phones_processes=_parse_processes(get("PHONES_PROCESSES")),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise SettingsError("PROVISIONER_TLS_CERT: set together with PROVISIONER_TLS_KEY")
@@ -134,7 +137,11 @@ class Settings:
             "hook_secret": masked(self.hook_secret),
             "ami_url": _mask_url(self.ami_url) if self.ami_url else "(unset: direct SIP NOTIFY)",
             "pin_min_length": str(self.pin_min_length),
-            "phones_listen": str(self.phones_listen) if self.phones_listen else "(main listener)",
+            "phones_listen": (
+                f"{self.phones_listen} ({self.phones_processes} processes)"
+                if self.phones_listen
+                else "(main listener)"
+            ),
             "template_dir": str(self.template_dir) if self.template_dir else "(built-in only)",
             "trusted_proxies": ", ".join(map(str, self.trusted_proxies)) or "(none)",
             "phones_allow": ", ".join(map(str, self.phones_allow)) or "(any address)",
@@ -214,6 +221,14 @@ def _parse_pin_min_length(value: str | None) -> int:
         return 6
     if not value.isdigit() or not low <= int(value) <= high:
         raise SettingsError(f"PROVISIONER_PIN_MIN_LENGTH: expected a number from {low} to {high}")
+    return int(value)
+
+
+def _parse_processes(value: str | None) -> int:
+    if value is None:
+        return os.cpu_count() or 1
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise SettingsError("PROVISIONER_PHONES_PROCESSES: expected a number from 1 to 64")
     return int(value)
 
 

@@ -415,14 +415,31 @@ async def finish_push_job(
     error: str | None,
     retry_in: float | None = None,
 ) -> bool:
-    """Record an attempt's outcome, unless a newer change folded into the job meanwhile."""
+    """Record an attempt's outcome, unless a newer change folded into the job meanwhile.
+
+    ``notified`` is stored as ``fetched`` when the device has already fetched ``revision``: a
+    fetch record written while the job was still pending (the phone fetched right after its
+    200 OK) found no notified job to complete in :func:`insert_fetches`. The device row is
+    read ``FOR SHARE``, so a fetch record being written concurrently is either seen here or
+    sees this job as notified.
+    """
     status = await conn.execute(
-        """UPDATE push_jobs SET state = $4, revision = coalesce($5, revision),
+        """WITH device AS (
+               SELECT d.fetched_revision >= $5 AS fetched
+               FROM devices d WHERE $4 = 'notified'
+                 AND d.mac = (SELECT mac FROM push_jobs WHERE id = $1)
+               FOR SHARE OF d)
+           UPDATE push_jobs SET
+                  state = CASE WHEN coalesce((SELECT fetched FROM device), false) THEN 'fetched'
+                               ELSE $4 END,
+                  revision = coalesce($5, revision),
                   transport = coalesce($6, transport), last_error = $7,
                   not_before = CASE WHEN $8::float8 IS NULL THEN not_before
                                     ELSE now() + $8::float8 * interval '1 second' END,
                   notified_at = CASE WHEN $4 = 'notified' THEN now() ELSE notified_at END,
-                  fetched_at = CASE WHEN $4 = 'fetched' THEN now() ELSE fetched_at END,
+                  fetched_at = CASE WHEN $4 = 'fetched'
+                                         OR coalesce((SELECT fetched FROM device), false)
+                                    THEN now() ELSE fetched_at END,
                   lease_until = NULL, updated_at = now()
            WHERE id = $1 AND worker = $2 AND lease_until = $3""",
         job_id,
@@ -825,6 +842,11 @@ async def insert_fetches(
                   last_fetch_source = $5
            WHERE mac = $1 AND (last_fetch_at IS NULL OR last_fetch_at <= $4)""",
         [fetch[:5] for fetch in latest.values()],
+    )
+    await conn.executemany(
+        """UPDATE devices SET fetched_revision = $2
+           WHERE mac = $1 AND fetched_revision < $2""",
+        [(mac, revision) for mac, (_, revision) in personal.items()],
     )
     await conn.executemany(
         """UPDATE push_jobs SET state = 'fetched', fetched_at = $2, updated_at = now()

@@ -675,3 +675,65 @@ async def test_serve_and_cli_on_the_embedded_database(
 
     assert await embedded_usernames(data_dir) == ["admin", "carol", "dave"]
     assert_cluster_stopped(data_dir)
+
+
+async def test_serve_with_a_phones_listener_in_several_processes(
+    cli: Cli, db: asyncpg.Connection, start_server: StartServer
+) -> None:
+    """PROVISIONER_PHONES_LISTEN: configs (only) on their own port, served by 2 processes."""
+    phones_port = free_port()
+    env = {
+        **cli.env,
+        "PROVISIONER_PHONES_LISTEN": f"127.0.0.1:{phones_port}",
+        "PROVISIONER_PHONES_PROCESSES": "2",
+        "PROVISIONER_PROVISIONING_USER": "boot",
+        "PROVISIONER_PROVISIONING_PASSWORD": "Boot-Pass-123",
+        "PROVISIONER_ADMIN_PASSWORD": "Chosen-Adm1n-Pass!",
+    }
+    assert_exit(cli.run("site", "set", "--registrar", "pbx.example.net"), 0)
+    assert_exit(cli.run("user", "add", "alice", "--extension", "201"), 0)
+    assert_exit(cli.run("device", "add", "001565aabbcc", "--vendor", "yealink", "--model",
+                        "T54W", "--user", "alice"), 0)  # fmt: skip
+    server = start_server(env)
+    await server.wait_healthy()
+    phones_url = f"http://127.0.0.1:{phones_port}"
+    headers = {
+        "User-Agent": "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc",
+        "Authorization": aiohttp.BasicAuth("boot", "Boot-Pass-123").encode(),
+        # A fresh connection each time, so the kernel spreads them over the processes.
+        "Connection": "close",
+    }
+    timeout = aiohttp.ClientTimeout(total=5)
+    statuses: list[int] = []
+    deadline = time.monotonic() + SERVER_START_DEADLINE
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        # Both processes must answer alike; poll until the extra one is up, then many times.
+        while len(statuses) < 40 and time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with session.get(
+                    f"{phones_url}/provisioning/001565aabbcc.cfg", headers=headers
+                ) as response:
+                    body = await response.read()
+                    statuses.append(response.status)
+                    assert b"account.1.user_name = 201-001565aabbcc-1" in body
+        async with session.get(f"{phones_url}/api/v1/openapi.json") as response:
+            assert response.status == 404, "the phones' listener serves configs only"
+    assert statuses == [200] * 40
+    children = phones_children(server.process.pid)
+    assert len(children) == 1, "serve runs PROVISIONER_PHONES_PROCESSES - 1 extra processes"
+    assert await server.terminate() == 0, server.describe()
+    assert not any(is_running(child) for child in children), "they stop with serve"
+
+
+def phones_children(pid: int) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-P", str(pid), "-f", "phones-server"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [int(p) for p in found.stdout.split()]
+
+
+def is_running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()

@@ -758,8 +758,9 @@ async def test_non_admins_get_403_on_every_device_route(
 async def test_device_view_shape(admin: Api) -> None:
     device = await add_device(admin, YEALINK, label="Empfang")
     assert set(device) == {
-        "mac", "vendor", "model", "kind", "label", "site", "revision", "rendered_at",
-        "render_error", "bootstrap_allowed", "last_fetch", "created_at", "assignments",
+        "mac", "vendor", "model", "kind", "label", "site", "revision", "fetched_revision",
+        "rendered_at", "render_error", "bootstrap_allowed", "last_fetch", "created_at",
+        "assignments",
     }  # fmt: skip
     assert device["bootstrap_allowed"] is True
     assert device["last_fetch"] is None

@@ -7,6 +7,7 @@ line here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from types import MappingProxyType
 
 from provisioner.devices import gigaset, grandstream, mitel, poly, snom, yealink
@@ -27,8 +28,12 @@ ADAPTERS: Mapping[str, Adapter] = MappingProxyType(
 )
 
 
+@lru_cache(maxsize=65_536)
 def identify(path: str, user_agent: str) -> tuple[Adapter, FileRequest] | None:
-    """The adapter that claims a phone's request, and what the request asks for."""
+    """The adapter that claims a phone's request, and what the request asks for.
+
+    Cached: a boot storm repeats the same few requests per device, and adapters are pure.
+    """
     for adapter in ADAPTERS.values():
         request = adapter.identify(path, user_agent)
         if request is not None:

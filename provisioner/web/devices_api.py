@@ -44,6 +44,7 @@ def device_view(row: Any, assignments: list[Any] | None = None) -> dict[str, Any
         "label": row["label"],
         "site": row["site"],
         "revision": row["revision"],
+        "fetched_revision": row["fetched_revision"],
         "rendered_at": _iso(row["rendered_at"]),
         "render_error": row["render_error"],
         "bootstrap_allowed": row["bootstrap_allowed"],

@@ -1045,6 +1045,14 @@ def _device_schemas() -> dict[str, Any]:
             "minimum": 0,
             "description": "Grows whenever the rendered files change; 0 before the first render.",
         },
+        "fetched_revision": {
+            "type": "integer",
+            "minimum": 0,
+            "description": (
+                "The newest revision the device fetched of its own files; equal to `revision` "
+                "when the device is up to date."
+            ),
+        },
         "rendered_at": {
             **_TIME_OR_NULL,
             "description": "When the current revision was rendered.",
