@@ -18,7 +18,7 @@ from provisioner.core import open_core
 from provisioner.metrics import METRICS
 from provisioner.push import PushWorker, default_notifier
 from provisioner.settings import Settings
-from provisioner.web import phones
+from provisioner.web import admin, phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import error_response, json_errors
 from provisioner.web.hooks import create_hooks_app
@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.add_subapp("/api/v1", create_api_app())
     app.add_subapp("/hooks/pbx", create_hooks_app())
+    admin.install(app)
     phones.install(app)
     return app
 

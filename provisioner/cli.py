@@ -138,6 +138,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     device_import.add_argument("file", metavar="FILE.csv")
     device_import.set_defaults(handler=cmd_device_import)
+    device_api = device.add_parser(
+        "api-access",
+        help="how to reach the device's management API (Mitel OMM: OM AXI); password on stdin",
+    )
+    device_api.add_argument("mac")
+    device_api.add_argument("--host", required=True)
+    device_api.add_argument("--port", type=int)
+    device_api.add_argument("--username", required=True)
+    device_api.add_argument(
+        "--fingerprint", help="SHA-256 of the device's TLS certificate (pins it)"
+    )
+    device_api.set_defaults(handler=cmd_device_api_access)
     device_render = device.add_parser("render", help="print what the device would get now")
     device_render.add_argument("mac")
     device_render.add_argument("file", nargs="?")
@@ -356,6 +368,23 @@ def cmd_device_import(args: argparse.Namespace, settings: Settings) -> int:
             print(f"nothing imported: {len(report.errors)} row(s) refused", file=sys.stderr)
             return EXIT_BAD_INPUT
         print(f"imported {report.imported} device(s)")
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_device_api_access(args: argparse.Namespace, settings: Settings) -> int:
+    access = devices_service.ApiAccessInput(
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=_read_secret("API password: "),
+        fingerprint=args.fingerprint,
+    )
+
+    async def work(core: Core) -> int:
+        await devices_service.set_api_access(core, Actor.cli(), args.mac, access)
+        print(f"API access of {devices_service.parse_mac(args.mac)} stored")
         return 0
 
     return _run_with_core(settings, work)

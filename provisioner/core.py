@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -12,6 +12,7 @@ from provisioner.db import create_pool, migrate
 from provisioner.errors import Kind, ProvisionerError
 from provisioner.hashing import Hasher
 from provisioner.mail import Mailer
+from provisioner.renderqueue import RenderQueue
 from provisioner.settings import Settings
 from provisioner.vault import Vault
 
@@ -23,6 +24,7 @@ class Core:
     vault: Vault
     hasher: Hasher
     mailer: Mailer | None
+    renders: RenderQueue = field(default_factory=RenderQueue)
 
     def require_mailer(self) -> Mailer:
         if self.mailer is None:
@@ -49,7 +51,11 @@ async def open_core(
             async with pool.acquire() as conn:
                 await migrate(conn)
         mailer = Mailer(settings.smtp, settings.mail_from) if settings.smtp else None
-        yield Core(settings=settings, pool=pool, vault=vault, hasher=hasher, mailer=mailer)
+        core = Core(settings=settings, pool=pool, vault=vault, hasher=hasher, mailer=mailer)
+        try:
+            yield core
+        finally:
+            await core.renders.close()
     finally:
         hasher.close()
         await pool.close()

@@ -24,7 +24,11 @@ from provisioner.devices import ADAPTERS
 from provisioner.devices.base import Adapter, ModelInfo, normalise_mac
 from provisioner.errors import ProvisionerError, conflict, invalid, not_found, unprocessable
 from provisioner.users import get_user, require_admin
-from provisioner.vault import device_credential_purpose, sip_password_purpose
+from provisioner.vault import (
+    device_api_password_purpose,
+    device_credential_purpose,
+    sip_password_purpose,
+)
 
 _LABEL_MAX = 128
 _IPUI = re.compile(r"[0-9A-F]{10}")
@@ -293,6 +297,66 @@ async def set_assignments(
     return rows
 
 
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ApiAccessInput:
+    host: str
+    username: str
+    password: str
+    port: int | None = None
+    fingerprint: str | None = None
+
+
+async def set_api_access(core: Core, actor: Actor, mac_text: str, access: ApiAccessInput) -> None:
+    """Store how to reach the device's management API (e.g. a Mitel OMM's OM AXI).
+
+    Only for vendors pushed through such an API; the password is stored encrypted and never
+    shown again.
+    """
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    if not _HOST.fullmatch(access.host):
+        raise invalid("host_invalid", "host must be a host name or IP address.")
+    port = access.port if access.port is not None else 12622
+    if not 1 <= port <= 65535:
+        raise invalid("port_invalid", "port is 1 to 65535.")
+    if not access.username or len(access.username) > 64 or not access.password:
+        raise invalid("credentials_invalid", "username and password are required.")
+    fingerprint = None
+    if access.fingerprint:
+        fingerprint = access.fingerprint.replace(":", "").strip().lower()
+        if not _FINGERPRINT.fullmatch(fingerprint):
+            raise invalid("fingerprint_invalid", "fingerprint is a SHA-256 in hex (64 digits).")
+    async with core.pool.acquire() as conn, conn.transaction():
+        device = await get_device_row(conn, mac, for_update=True)
+        adapter, model = resolve_model(device["vendor"], device["model"])
+        if adapter.sip_event(model) is not None:
+            raise unprocessable(
+                "api_access_unused", f"{adapter.vendor} devices are notified over SIP, not an API."
+            )
+        await store.set_device_api_access(
+            conn,
+            mac,
+            host=access.host,
+            port=port,
+            username=access.username,
+            password_encrypted=core.vault.encrypt(
+                access.password, device_api_password_purpose(mac)
+            ),
+            fingerprint=fingerprint,
+        )
+        await audit.record(
+            conn,
+            actor,
+            "device.api_access",
+            None,
+            {"mac": mac, "host": access.host, "port": port, "pinned": fingerprint is not None},
+        )
+
+
 async def reprovision_device(core: Core, actor: Actor, mac_text: str) -> list[int]:
     require_admin(actor)
     mac = parse_mac(mac_text)
@@ -311,7 +375,7 @@ async def reprovision_user(core: Core, actor: Actor, username: str) -> list[int]
         macs = await store.list_device_macs_for_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "reprovision")
         await audit.record(conn, actor, "device.reprovision", username, {"push_jobs": jobs})
-    await provisioning.render_devices(core, macs)
+    provisioning.schedule_renders(core, macs)
     return jobs
 
 

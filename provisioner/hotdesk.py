@@ -134,7 +134,7 @@ async def pin_login(
             user["username"],
             {"mac": mac, "left": left, "push_jobs": jobs},
         )
-    await provisioning.render_devices(core, [mac, *left])
+    provisioning.schedule_renders(core, [mac, *left])
     return user["username"], mac
 
 
@@ -235,5 +235,5 @@ async def reprovision(
         await audit.record(
             conn, actor, "device.reprovision", None, {"macs": macs, "push_jobs": jobs}
         )
-    await provisioning.render_devices(core, macs)
+    provisioning.schedule_renders(core, macs)
     return jobs

@@ -7,7 +7,10 @@ refused connection) into :class:`NotifyError` with a message an admin can act on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from provisioner.devices.base import RenderContext
 
 
 class NotifyError(Exception):
@@ -39,4 +42,30 @@ class Notifier(Protocol):
 
     async def close(self) -> None:
         """Release connections and sockets."""
+        ...
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """How to reach a device's own management API (stored per device, password decrypted)."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    fingerprint: str | None
+    """SHA-256 of the device's TLS certificate to pin, lower-case hex; None: CA verification."""
+
+
+@runtime_checkable
+class ApiPusher(Protocol):
+    """An adapter whose devices take changes through their management API (a Mitel OMM's OM
+    AXI) instead of being told to fetch."""
+
+    async def push(self, ctx: RenderContext, access: ApiAccess) -> str:
+        """Apply ``ctx`` to the device; return a short result or raise :class:`NotifyError`.
+
+        Called by the push worker after the device's files were rendered; may block on the
+        network up to its own timeout; idempotent (pushing the same context twice is harmless).
+        """
         ...

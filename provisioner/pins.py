@@ -76,5 +76,5 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
         macs = await store.list_device_macs_for_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "pin.change")
         await audit.record(conn, actor, "pin.change", username, {"push_jobs": jobs})
-    await provisioning.render_devices(core, macs)
+    provisioning.schedule_renders(core, macs)
     return PinChange(push_jobs=jobs)

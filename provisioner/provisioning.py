@@ -8,6 +8,7 @@ failed render keeps the previous revision in service and records the error on th
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -194,6 +195,11 @@ async def render_device(core: Core, mac: str) -> RenderOutcome:
 
 async def render_devices(core: Core, macs: Iterable[str]) -> list[RenderOutcome]:
     return [await render_device(core, mac) for mac in dict.fromkeys(macs)]
+
+
+def schedule_renders(core: Core, macs: Iterable[str]) -> None:
+    """Render ``macs`` in the background, coalesced (see :class:`RenderQueue`)."""
+    core.renders.schedule(functools.partial(render_device, core), macs)
 
 
 async def bootstrap_credential(core: Core) -> tuple[str, str]:

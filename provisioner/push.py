@@ -26,9 +26,10 @@ import asyncpg
 
 from provisioner import provisioning, store
 from provisioner.core import Core
+from provisioner.devices.base import Adapter, RenderError
 from provisioner.metrics import METRICS
-from provisioner.notify import Notifier, NotifyError, NotifyTarget
-from provisioner.vault import sip_password_purpose
+from provisioner.notify import ApiAccess, ApiPusher, Notifier, NotifyError, NotifyTarget
+from provisioner.vault import device_api_password_purpose, sip_password_purpose
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,17 @@ class PushWorker:
         ):
             await self._finish(job, "fetched", revision, None, None)
             return
+        adapter = provisioning.adapter_for(device["vendor"])
+        model = adapter.model(device["model"])
+        through_api = model is not None and adapter.sip_event(model) is None
+        started = time.monotonic()
         try:
-            target = await self._target(device)
-            started = time.monotonic()
-            result = await self.notifier.notify(target)
+            if through_api:
+                transport = f"{adapter.vendor} API"
+                result = await self._push_through_api(adapter, device)
+            else:
+                transport = type(self.notifier).__name__
+                result = await self.notifier.notify(await self._target(device))
         except NotifyError as exc:
             METRICS.notify_attempts.inc(result="failed")
             await self._failed_attempt(job, str(exc))
@@ -174,11 +182,36 @@ class PushWorker:
         async with self.core.pool.acquire() as conn:
             await store.set_device_notify_result(conn, mac, result)
             fetched = await store.get_device(conn, mac)
-        done = fetched is not None and fetched["fetched_revision"] >= revision
-        await self._finish(
-            job, "fetched" if done else "notified", revision, type(self.notifier).__name__, None
+        # A vendor API applies the change itself: nothing is left for the device to fetch.
+        done = through_api or (fetched is not None and fetched["fetched_revision"] >= revision)
+        await self._finish(job, "fetched" if done else "notified", revision, transport, None)
+        log.info("device %s: %s (revision %d)", mac, result, revision)
+
+    async def _push_through_api(self, adapter: Adapter, device: Any) -> str:
+        mac = device["mac"]
+        if not isinstance(adapter, ApiPusher):
+            raise NotifyError(f"{adapter.vendor} devices can be neither notified nor pushed")
+        async with self.core.pool.acquire() as conn:
+            row = await store.get_device_api_access(conn, mac)
+            if row is None:
+                raise NotifyError(
+                    "no management API access stored for this device "
+                    "(PUT /api/v1/devices/{mac}/api-access)"
+                )
+            try:
+                _, ctx = await provisioning.load_context(self.core, conn, mac)
+            except RenderError as exc:
+                raise NotifyError(f"cannot build the device's data: {exc}") from None
+        access = ApiAccess(
+            host=row["host"],
+            port=row["port"],
+            username=row["username"],
+            password=self.core.vault.decrypt(
+                row["password_encrypted"], device_api_password_purpose(mac)
+            ),
+            fingerprint=row["fingerprint"],
         )
-        log.info("device %s notified (%s) for revision %d", mac, result, revision)
+        return await adapter.push(ctx, access)
 
     async def _target(self, device: Any) -> NotifyTarget:
         adapter = provisioning.adapter_for(device["vendor"])

@@ -65,7 +65,7 @@ async def set_site(core: Core, actor: Actor, name: str, changes: Mapping[str, An
             None,
             {"site": name, "fields": sorted(clean), "push_jobs": len(jobs)},
         )
-    await provisioning.render_devices(core, macs)
+    provisioning.schedule_renders(core, macs)
     return row
 
 

@@ -344,8 +344,9 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
     """Open a push job per device, folding into the device's open job when it has one.
 
     A new job waits :data:`PUSH_DEBOUNCE` so a burst of changes to one device (many handsets of
-    a DECT base) ends in one notification. Folding into a pending job keeps its start time;
-    folding into a notified job makes it pending again (a newer revision must be fetched).
+    a DECT base) ends in one notification; each change folding into the pending job extends
+    the wait, up to :data:`PUSH_MAX_WAIT` after the job was opened. Folding into a notified
+    job makes it pending again (a newer revision must be fetched).
     Workers are woken when the transaction commits.
     """
     if not macs:
@@ -356,7 +357,10 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
            ON CONFLICT (mac) WHERE state IN ('pending', 'notified')
            DO UPDATE SET reason = EXCLUDED.reason, attempts = 0, last_error = NULL,
                          not_before = CASE WHEN push_jobs.state = 'pending'
-                                           THEN push_jobs.not_before
+                                           THEN least(greatest(push_jobs.not_before,
+                                                               EXCLUDED.not_before),
+                                                      push_jobs.created_at
+                                                      + $4::float8 * interval '1 second')
                                            ELSE EXCLUDED.not_before END,
                          state = 'pending', lease_until = NULL, worker = NULL,
                          updated_at = now()
@@ -364,13 +368,16 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
         list(macs),
         reason,
         PUSH_DEBOUNCE,
+        PUSH_MAX_WAIT,
     )
     await conn.execute("SELECT pg_notify('provisioner_push', '')")
     return [r["id"] for r in rows]
 
 
-#: Seconds a new push job waits for further changes to the same device.
+#: Seconds a push job waits for further changes to the same device: every change within a
+#: burst extends the wait by this much, but never beyond :data:`PUSH_MAX_WAIT` after the first.
 PUSH_DEBOUNCE = 0.3
+PUSH_MAX_WAIT = 2.0
 
 
 async def claim_push_jobs(
@@ -884,3 +891,41 @@ async def remember_hook_signature(conn: Connection, signature: str, expires_epoc
         expires_epoch,
     )
     return bool(inserted)
+
+
+# --- device management API access -------------------------------------------------------------
+
+
+async def get_device_api_access(conn: Connection, mac: str) -> Record | None:
+    return await conn.fetchrow("SELECT * FROM device_api_access WHERE mac = $1", mac)
+
+
+async def set_device_api_access(
+    conn: Connection,
+    mac: str,
+    *,
+    host: str,
+    port: int,
+    username: str,
+    password_encrypted: bytes,
+    fingerprint: str | None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO device_api_access
+               (mac, host, port, username, password_encrypted, fingerprint)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (mac) DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port,
+               username = EXCLUDED.username, password_encrypted = EXCLUDED.password_encrypted,
+               fingerprint = EXCLUDED.fingerprint, updated_at = now()""",
+        mac,
+        host,
+        port,
+        username,
+        password_encrypted,
+        fingerprint,
+    )
+
+
+async def delete_device_api_access(conn: Connection, mac: str) -> bool:
+    status = await conn.execute("DELETE FROM device_api_access WHERE mac = $1", mac)
+    return status.endswith(" 1")

@@ -165,7 +165,7 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
         await audit.record(
             conn, actor, "user.update", username, {"fields": sorted(changed), "push_jobs": jobs}
         )
-    await provisioning.render_devices(core, macs)
+    provisioning.schedule_renders(core, macs)
     return row
 
 
@@ -179,7 +179,7 @@ async def delete_user(core: Core, actor: Actor, username: str) -> None:
         await store.delete_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "user.delete")
         await audit.record(conn, actor, "user.delete", username, {"push_jobs": jobs})
-    await provisioning.render_devices(core, macs)
+    provisioning.schedule_renders(core, macs)
 
 
 async def find_user(core: Core, actor: Actor, username: str) -> Any:

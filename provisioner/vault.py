@@ -98,3 +98,8 @@ def device_credential_purpose(mac: str) -> str:
 def sip_password_purpose(mac: str, slot: int) -> str:
     """The SIP password of one line or handset (``device_assignments``)."""
     return f"sip:{mac}:{slot}"
+
+
+def device_api_password_purpose(mac: str) -> str:
+    """The password of a device's management API (``device_api_access``)."""
+    return f"device-api:{mac}"

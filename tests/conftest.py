@@ -206,7 +206,15 @@ class Api:
             kwargs["json"] = body
         async with self.client.request(method, f"/api/v1{path}", **kwargs) as response:
             data = await response.json() if response.status != 204 else None
-            return response.status, data
+        # Renders a change scheduled run in the background; tests look at their outcome.
+        await self.settled()
+        return response.status, data
+
+    async def settled(self) -> None:
+        """Wait until the renders a change scheduled in the background are done."""
+        from provisioner.web.keys import CORE
+
+        await self.client.app[CORE].renders.settle()
 
     async def login(self, username: str, password: str) -> tuple[int, Any]:
         return await self.call("POST", "/auth/login", {"username": username, "password": password})

@@ -699,7 +699,7 @@ async def test_serve_with_a_phones_listener_in_several_processes(
     phones_url = f"http://127.0.0.1:{phones_port}"
     headers = {
         "User-Agent": "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc",
-        "Authorization": aiohttp.BasicAuth("boot", "Boot-Pass-123").encode(),
+        "Authorization": aiohttp.encode_basic_auth("boot", "Boot-Pass-123"),
         # A fresh connection each time, so the kernel spreads them over the processes.
         "Connection": "close",
     }

@@ -659,6 +659,21 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
     await expect(404, "device_not_found", "PATCH", "/devices/001565000000", {"label": "x"})
     await expect(422, "mac_invalid", "PATCH", "/devices/nobody", {"label": "x"})
 
+    access = f"/devices/{mac}/api-access"
+    omm = {"host": "omm.example.net", "username": "provisioner", "password": "Axi-Secret-1"}
+    await expect(422, "api_access_unused", "PUT", access, omm)  # a Yealink: notified over SIP
+    await expect(201, None, "POST", "/devices", {"mac": "003042aabbcc", "vendor": "mitel",
+                                                 "model": "SIP-DECT"})  # fmt: skip
+    omm_access = "/devices/003042aabbcc/api-access"
+    await expect(204, None, "PUT", omm_access, {**omm, "fingerprint": "ab" * 32})
+    await expect(400, "host_invalid", "PUT", omm_access, {**omm, "host": "a b"})
+    await expect(400, "port_invalid", "PUT", omm_access, {**omm, "port": 70000})
+    await expect(400, "credentials_invalid", "PUT", omm_access, {**omm, "password": ""})
+    await expect(400, "fingerprint_invalid", "PUT", omm_access, {**omm, "fingerprint": "xy"})
+    await expect(404, "device_not_found", "PUT", "/devices/003042000000/api-access", omm)
+    await expect(422, "mac_invalid", "PUT", "/devices/nobody/api-access", omm)
+    await expect(204, None, "DELETE", "/devices/003042aabbcc")
+
     await expect(204, None, "DELETE", patch)
     await expect(404, "device_not_found", "DELETE", patch)
     await expect(422, "mac_invalid", "DELETE", "/devices/nobody")

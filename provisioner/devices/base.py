@@ -3,8 +3,8 @@
 An adapter teaches provisioner one vendor family: which models exist, which files a device asks
 for and how to recognise such a request, how to render those files, and how to make the device
 fetch them now. Adding a vendor means one module in this package, one template folder under
-``provisioner/templates/<vendor>/`` and an entry in the explicit registry in
-:mod:`provisioner.devices`.
+``provisioner/templates/<vendor>/``, an entry in the explicit registry in
+:mod:`provisioner.devices` and the words that name the vendor in :data:`USER_AGENT_VENDORS`.
 
 Adapters are pure: they never touch the database or the network during ``identify`` or
 ``render``. Everything they need arrives in a :class:`RenderContext`.
@@ -12,13 +12,18 @@ Adapters are pure: they never touch the database or the network during ``identif
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import re
+import zoneinfo
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import jinja2
 
@@ -33,7 +38,14 @@ UserField = Literal["pin", "display_name", "extension", "language", "sip_credent
 
 _MAC_SEPARATORS = re.compile(r"[:\-.]")
 _MAC_HEX = re.compile(r"[0-9a-f]{12}")
+#: A MAC written into running text: 12 hex digits, or six pairs joined by ``:`` or ``-``, not
+#: part of a longer run of hex digits.
+_MAC_IN_TEXT = re.compile(
+    r"(?<![0-9A-Fa-f])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{12})(?![0-9A-Fa-f])"
+)
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+#: An IANA zone name as it may be looked up on disk: no ``..``, no leading ``/``.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
 
 
 def normalise_mac(text: str) -> str | None:
@@ -48,6 +60,67 @@ def normalise_mac(text: str) -> str | None:
         return None
     compact = "".join(groups)
     return compact if _MAC_HEX.fullmatch(compact) else None
+
+
+def first_mac(candidates: Iterable[str]) -> str | None:
+    """The first of ``candidates`` that :func:`normalise_mac` accepts, normalised."""
+    for candidate in candidates:
+        if (mac := normalise_mac(candidate)) is not None:
+            return mac
+    return None
+
+
+def last_mac_in(text: str) -> str | None:
+    """The last MAC address written into ``text``, normalised, or None when there is none.
+
+    The last, because User-Agents put the MAC after versions and build ids that may look alike.
+    """
+    found = _MAC_IN_TEXT.findall(text)
+    return normalise_mac(found[-1]) if found else None
+
+
+def has_oui(mac: str, ouis: Collection[str]) -> bool:
+    """Whether the normalised ``mac`` starts with one of ``ouis`` (6 lower-case hex digits each)."""
+    return mac[:6] in ouis
+
+
+#: The words that name each vendor in a User-Agent (case-insensitive regular expressions),
+#: vendors without an adapter included. Vendors share file names (``<mac>.cfg``, ``<MAC>.xml``), so
+#: an adapter declines a request whose User-Agent names another vendor; this is the one list of all.
+USER_AGENT_VENDORS: Mapping[str, str] = MappingProxyType(
+    {
+        "yealink": r"yealink",
+        "snom": r"snom",
+        "gigaset": r"gigaset",
+        "poly": r"polycom|\bpoly",
+        "grandstream": r"grandstream",
+        "mitel": r"mitel|aastra|\bomm\b",
+        "fanvil": r"fanvil",
+        "panasonic": r"panasonic",
+        "cisco": r"cisco",
+        "htek": r"htek",
+    }
+)
+_VENDOR_PATTERNS = {
+    vendor: re.compile(words, re.IGNORECASE) for vendor, words in USER_AGENT_VENDORS.items()
+}
+_OTHER_VENDOR_PATTERNS = {
+    vendor: re.compile(
+        "|".join(words for other, words in USER_AGENT_VENDORS.items() if other != vendor),
+        re.IGNORECASE,
+    )
+    for vendor in USER_AGENT_VENDORS
+}
+
+
+def names_vendor(user_agent: str, vendor: str) -> bool:
+    """Whether ``user_agent`` names ``vendor`` (a key of :data:`USER_AGENT_VENDORS`)."""
+    return _VENDOR_PATTERNS[vendor].search(user_agent) is not None
+
+
+def names_other_vendor(user_agent: str, vendor: str) -> bool:
+    """Whether ``user_agent`` names a vendor other than ``vendor`` (see :func:`names_vendor`)."""
+    return _OTHER_VENDOR_PATTERNS[vendor].search(user_agent) is not None
 
 
 def clean_text(value: str) -> str:
@@ -69,7 +142,12 @@ class ModelInfo:
     slots: int
     """Lines of a desk phone, or handsets a DECT system (base or OMM) can carry."""
     family: str = ""
-    """Vendor-specific grouping used in file names (Yealink firmware family ``96``...)."""
+    """Vendor-specific grouping, e.g. the model number a vendor's common file name carries."""
+
+
+def models_by_name(models: Iterable[ModelInfo]) -> Mapping[str, ModelInfo]:
+    """A vendor's models as :attr:`Adapter.models` holds them: read-only, by upper-case name."""
+    return MappingProxyType({model.name.upper(): model for model in models})
 
 
 @dataclass(frozen=True)
@@ -214,7 +292,7 @@ class Adapter(ABC):
     """One vendor family. Subclasses are stateless; one instance serves every device."""
 
     vendor: ClassVar[str]
-    """Registry key and template folder name, e.g. ``yealink``."""
+    """Registry key and template folder name: the vendor's name in lower case."""
     models: ClassVar[Mapping[str, ModelInfo]]
     """Model name (upper case) to its capabilities."""
     user_fields: ClassVar[frozenset[UserField]]
@@ -223,6 +301,11 @@ class Adapter(ABC):
     def model(self, name: str) -> ModelInfo | None:
         """Look a model up by name, case-insensitively."""
         return self.models.get(name.strip().upper())
+
+    def model_name(self, name: str) -> str:
+        """The vendor's spelling of model ``name`` when it is known, else ``name`` in upper case."""
+        known = self.model(name)
+        return known.name if known else name.upper()
 
     @abstractmethod
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
@@ -254,3 +337,93 @@ class Adapter(ABC):
 
 class RenderError(Exception):
     """The device's data cannot be expressed in its vendor's format (e.g. too many lines)."""
+
+
+# --- helpers for render ---------------------------------------------------------------------
+
+
+def check_slots(
+    lines: Sequence[Line], model: ModelInfo, device: str, *, noun: str = "slots"
+) -> list[Line]:
+    """``lines`` in slot order, once they are known to fit ``model``.
+
+    Raises :class:`RenderError` when there are more lines than the model has slots, or when a
+    slot is taken twice or lies outside ``1..model.slots``. ``device`` (vendor and model) and
+    ``noun`` (the vendor's word for a slot, plural) name them in the message.
+    """
+    if len(lines) > model.slots:
+        raise RenderError(f"{device} has {model.slots} {noun}, {len(lines)} lines were assigned")
+    slots = [line.slot for line in lines]
+    if len(set(slots)) != len(slots) or any(not 1 <= s <= model.slots for s in slots):
+        raise RenderError(f"{device}: {noun} must be distinct and within 1..{model.slots}")
+    return sorted(lines, key=lambda line: line.slot)
+
+
+def slot_table(lines: Iterable[Line], model: ModelInfo) -> list[tuple[int, Line | None]]:
+    """Every slot of ``model`` in order, with its line or None where the slot is free.
+
+    Configs write free slots too (emptied): phones keep provisioned values, so an account left out
+    of the file would stay registered with its old credentials.
+    """
+    by_slot = {line.slot: line for line in lines}
+    return [(slot, by_slot.get(slot)) for slot in range(1, model.slots + 1)]
+
+
+def free_slots(lines: Iterable[Line], model: ModelInfo) -> list[int]:
+    """The slots of ``model`` no line occupies, which configs empty (see :func:`slot_table`)."""
+    return [slot for slot, line in slot_table(lines, model) if line is None]
+
+
+def standard_utc_offset(zone: str) -> timedelta | None:
+    """The UTC offset of IANA ``zone`` outside daylight saving time; None for an unknown zone.
+
+    Standard time is whichever of two fixed dates (mid-January, mid-July) has no DST, so southern
+    zones work too and the result does not depend on today's date.
+    """
+    try:
+        info = zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    winter, summer = datetime(2024, 1, 15, tzinfo=info), datetime(2024, 7, 15, tzinfo=info)
+    standard = winter if not winter.dst() else summer
+    return standard.utcoffset() or timedelta(0)
+
+
+def posix_tz_rule(zone: str) -> str | None:
+    """The POSIX TZ rule of IANA ``zone`` (e.g. ``CET-1CEST,M3.5.0,M10.5.0/3``), or None.
+
+    Taken from the footer of the zone's TZif (version 2+) file, which holds exactly that rule.
+    None when the zone is unknown or its file carries no rule. Reads a file: cache the result
+    where it is called per render.
+    """
+    data = _tzif(zone) if _ZONE_NAME.fullmatch(zone) else None
+    # Version 2+ files end with "\n<rule>\n"; an empty rule means "no rule known".
+    if data and data.startswith(b"TZif") and data[4:5] >= b"2" and data.endswith(b"\n"):
+        rule = data[data.rfind(b"\n", 0, -1) + 1 : -1]
+        if rule and rule.isascii():
+            return rule.decode("ascii")
+    return None
+
+
+def _tzif(zone: str) -> bytes | None:
+    """The TZif file of ``zone`` from the system time zone database or the ``tzdata`` package."""
+    for root in zoneinfo.TZPATH:
+        path = Path(root, zone)
+        if path.is_file():
+            return path.read_bytes()
+    try:
+        resource = importlib.resources.files("tzdata.zoneinfo").joinpath(zone)
+        return resource.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError, IsADirectoryError, OSError):
+        return None
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` (percent-encoded) in place of any userinfo it had.
+
+    RFC 3986 userinfo is how phones that take one provisioning URL learn their credential.
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))

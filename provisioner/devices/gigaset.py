@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from types import MappingProxyType
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from provisioner.devices.base import (
     Adapter,
@@ -29,18 +28,18 @@ from provisioner.devices.base import (
     RenderError,
     Templates,
     UserField,
-    normalise_mac,
+    check_slots,
+    first_mac,
+    has_oui,
+    models_by_name,
+    names_other_vendor,
+    names_vendor,
+    with_credentials,
 )
 
 #: Gigaset's MAC prefixes. A request without a Gigaset User-Agent is only accepted for these.
 GIGASET_OUIS = frozenset({"7c2f80", "002104", "589ec6"})
 
-#: Words that identify other vendors' User-Agents; such requests are never Gigaset's.
-_OTHER_VENDORS = re.compile(
-    r"yealink|snom|polycom|\bpoly\b|grandstream|fanvil|panasonic|cisco|aastra|mitel|\bomm\b",
-    re.IGNORECASE,
-)
-_GIGASET_UA = re.compile(r"gigaset", re.IGNORECASE)
 #: Model token in the UA's product part, e.g. ``Gigaset N870 IP PRO`` or ``Gigaset N870E IP PRO``.
 _UA_MODEL = re.compile(r"gigaset\s+(?P<model>[A-Z]+\d+[A-Z]?)\b", re.IGNORECASE)
 _MAC_FILE = re.compile(r"(?P<mac>[0-9a-fA-F]{12})\.xml")
@@ -77,7 +76,7 @@ class GigasetAdapter(Adapter):
     """Gigaset Nx70 IP PRO single-cell and multicell DECT systems."""
 
     vendor = "gigaset"
-    models = MappingProxyType({m.name.upper(): m for m in _MODELS})
+    models = models_by_name(_MODELS)
     user_fields = frozenset[UserField]({"pin", "display_name", "extension", "sip_credentials"})
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
@@ -86,9 +85,9 @@ class GigasetAdapter(Adapter):
         The Nx70 User-Agent reads ``Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605``,
         sometimes with a ``;Handset=N`` suffix, and old firmware sends no MAC at all.
         """
-        if _OTHER_VENDORS.search(user_agent) and not _GIGASET_UA.search(user_agent):
+        is_gigaset = names_vendor(user_agent, self.vendor)
+        if names_other_vendor(user_agent, self.vendor) and not is_gigaset:
             return None
-        is_gigaset = bool(_GIGASET_UA.search(user_agent))
         ua_mac = _user_agent_mac(user_agent) if is_gigaset else None
         model = _user_agent_model(user_agent)
         name = path.strip().lstrip("/")
@@ -96,7 +95,7 @@ class GigasetAdapter(Adapter):
         match = _MAC_FILE.fullmatch(name)
         if match is not None:
             mac = match.group("mac").lower()
-            if not is_gigaset and mac[:6] not in GIGASET_OUIS:
+            if not is_gigaset and not has_oui(mac, GIGASET_OUIS):
                 return None
             return FileRequest(
                 file=f"{mac.upper()}.xml", mac=mac, user_agent_mac=ua_mac, model=model
@@ -108,10 +107,7 @@ class GigasetAdapter(Adapter):
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
         """Render the system's file once and serve it under both names the base may request."""
         model = ctx.device.model
-        if len(ctx.lines) > model.slots:
-            raise RenderError(
-                f"{model.name} carries at most {model.slots} handsets, got {len(ctx.lines)}"
-            )
+        lines = check_slots(ctx.lines, model, f"Gigaset {model.name}", noun="handsets")
         mac_file = f"{ctx.device.mac.upper()}.xml"
         body = templates.render(
             "provisioning.xml",
@@ -119,11 +115,7 @@ class GigasetAdapter(Adapter):
             provisioning_server=_provisioning_server(ctx, mac_file),
             site=ctx.site,
             transport=_TRANSPORT[ctx.site.transport],
-            handsets=[
-                handset
-                for line in sorted(ctx.lines, key=lambda x: x.slot)
-                if (handset := _handset(line, model)) is not None
-            ],
+            handsets=[handset for line in lines if (handset := _handset(line)) is not None],
         )
         return {mac_file: body, _FOLDER_FILE: body}
 
@@ -134,11 +126,7 @@ class GigasetAdapter(Adapter):
 
 def _user_agent_mac(user_agent: str) -> str | None:
     """The MAC among the UA's ``;``-separated fields, in whatever form the firmware wrote it."""
-    for field in user_agent.strip().strip('"').split(";")[1:]:
-        mac = normalise_mac(field)
-        if mac is not None:
-            return mac
-    return None
+    return first_mac(user_agent.strip().strip('"').split(";")[1:])
 
 
 def _user_agent_model(user_agent: str) -> str | None:
@@ -146,7 +134,7 @@ def _user_agent_model(user_agent: str) -> str | None:
     return match.group("model").upper() if match else None
 
 
-def _handset(line: Line, model: ModelInfo) -> _Handset | None:
+def _handset(line: Line) -> _Handset | None:
     """The handset entry for ``line``, or None when it must not be registrable yet.
 
     The user's PIN is the access code a handset registers with. Without a PIN, a placeholder
@@ -154,8 +142,6 @@ def _handset(line: Line, model: ModelInfo) -> _Handset | None:
     left out (and ``DeleteNotProvisionedHS`` removes it from the base) unless its IPUI binds the
     registration to one physical handset.
     """
-    if not 1 <= line.slot <= model.slots:
-        raise RenderError(f"handset slot {line.slot} is outside 1..{model.slots} of {model.name}")
     if line.ipui is not None and not _IPUI.fullmatch(line.ipui.strip().lower()):
         raise RenderError(f"handset slot {line.slot}: IPUI is not 10 hex digits")
     if line.pin is not None and not _DECT_AC.fullmatch(line.pin):
@@ -177,12 +163,9 @@ def _provisioning_server(ctx: RenderContext, mac_file: str) -> str:
     service hands a base its HTTP digest credential (software 2.53+); the base keeps them.
     """
     parts = urlsplit(ctx.provisioning_url)
-    host = parts.netloc.rpartition("@")[2]
-    userinfo = (
-        f"{quote(ctx.provisioning_user, safe='')}:{quote(ctx.provisioning_password, safe='')}"
-    )
     folder = parts.path if parts.path.endswith("/") else f"{parts.path}/"
-    return urlunsplit((parts.scheme, f"{userinfo}@{host}", f"{folder}{mac_file}", "", ""))
+    url = urlunsplit((parts.scheme, parts.netloc, f"{folder}{mac_file}", "", ""))
+    return with_credentials(url, ctx.provisioning_user, ctx.provisioning_password)
 
 
 ADAPTER = GigasetAdapter()

@@ -21,14 +21,10 @@ cannot carry named items. The adapter therefore does not declare the ``pin`` use
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import logging
 import re
-import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from provisioner.devices.base import (
@@ -40,7 +36,12 @@ from provisioner.devices.base import (
     RenderError,
     Templates,
     UserField,
+    check_slots,
+    models_by_name,
+    names_other_vendor,
     normalise_mac,
+    posix_tz_rule,
+    slot_table,
 )
 
 log = logging.getLogger(__name__)
@@ -113,18 +114,13 @@ _GENERIC_XML = "cfg.xml"
 # "Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 000b82aabbcc"
 _UA_MODEL = re.compile(r"\bHW\s+(?P<model>[A-Za-z]{3}[0-9]{4}[A-Za-z]*)", re.IGNORECASE)
 _UA_MAC = re.compile(r"\bDevId\s+(?P<mac>[0-9A-Fa-f:.\-]{12,17})", re.IGNORECASE)
-_OTHER_VENDORS = re.compile(
-    r"yealink|snom|gigaset|polycom|\bpoly|fanvil|panasonic|cisco|mitel|aastra|htek",
-    re.IGNORECASE,
-)
-_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
 
 
 class GrandstreamAdapter(Adapter):
     """Grandstream GXP21xx and GRP26xx desk phones."""
 
     vendor = "grandstream"
-    models = MappingProxyType({m.name.upper(): m for m in MODELS})
+    models = models_by_name(MODELS)
     user_fields = frozenset[UserField]({"display_name", "language", "sip_credentials"})
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
@@ -133,7 +129,7 @@ class GrandstreamAdapter(Adapter):
         ``cfg<mac>`` / ``cfg<mac>.bin`` (binary format) and model files of unknown models are
         declined, so the phone moves on to the next file of its sequence.
         """
-        if "/" in path or _OTHER_VENDORS.search(user_agent):
+        if "/" in path or names_other_vendor(user_agent, self.vendor):
             return None
         ua_model, ua_mac = self._parse_user_agent(user_agent)
 
@@ -185,10 +181,7 @@ class GrandstreamAdapter(Adapter):
         """The model and the MAC (``DevId``) a Grandstream User-Agent names."""
         model_match = _UA_MODEL.search(user_agent)
         mac_match = _UA_MAC.search(user_agent)
-        model = None
-        if model_match:
-            known = self.model(model_match["model"])
-            model = known.name if known else model_match["model"].upper()
+        model = self.model_name(model_match["model"]) if model_match else None
         return model, normalise_mac(mac_match["mac"]) if mac_match else None
 
 
@@ -198,22 +191,14 @@ def _slots(lines: Sequence[Line], model: ModelInfo) -> list[tuple[AccountKeys, L
     Free accounts are written too (inactive, credentials emptied): the phone keeps provisioned
     values, so an account left out would stay registered with its old credentials.
     """
-    by_slot = {line.slot: line for line in lines}
-    if len(lines) > model.slots:
-        raise RenderError(
-            f"Grandstream {model.name} has {model.slots} accounts, {len(lines)} lines were assigned"
-        )
-    if len(by_slot) != len(lines) or any(not 1 <= s <= model.slots for s in by_slot):
-        raise RenderError(
-            f"Grandstream {model.name}: slots must be distinct and within 1..{model.slots}"
-        )
+    check_slots(lines, model, f"Grandstream {model.name}", noun="accounts")
     known = min(model.slots, len(ACCOUNT_KEYS))
-    if any(slot > known for slot in by_slot):
+    if any(line.slot > known for line in lines):
         raise RenderError(
             f"Grandstream {model.name}: the configuration keys of accounts above {known} are "
             f"unknown; assign lines to accounts 1..{known} only"
         )
-    return [(ACCOUNT_KEYS[slot - 1], by_slot.get(slot)) for slot in range(1, known + 1)]
+    return [(ACCOUNT_KEYS[slot - 1], line) for slot, line in slot_table(lines, model)[:known]]
 
 
 def _config_server(url: str) -> tuple[str, str]:
@@ -233,31 +218,12 @@ def _language(code: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _posix_timezone(zone: str) -> str:
-    """The POSIX TZ rule of ``zone`` (e.g. ``CET-1CEST,M3.5.0,M10.5.0/3``) for P246.
-
-    Taken from the footer of the zone's TZif (version 2+) file, which holds exactly that rule.
-    """
-    data = _tzif(zone) if _ZONE_NAME.fullmatch(zone) else None
-    # Version 2+ files end with "\n<rule>\n"; an empty rule means "no rule known".
-    if data and data.startswith(b"TZif") and data[4:5] >= b"2" and data.endswith(b"\n"):
-        rule = data[data.rfind(b"\n", 0, -1) + 1 : -1]
-        if rule and rule.isascii():
-            return rule.decode("ascii")
-    log.warning("unknown time zone %s, using %s", zone, FALLBACK_TIMEZONE)
-    return FALLBACK_TIMEZONE
-
-
-def _tzif(zone: str) -> bytes | None:
-    """The TZif file of ``zone`` from the system time zone database or the ``tzdata`` package."""
-    for root in zoneinfo.TZPATH:
-        path = Path(root, zone)
-        if path.is_file():
-            return path.read_bytes()
-    try:
-        resource = importlib.resources.files("tzdata.zoneinfo").joinpath(zone)
-        return resource.read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError, IsADirectoryError, OSError):
-        return None
+    """The POSIX TZ rule of ``zone`` (e.g. ``CET-1CEST,M3.5.0,M10.5.0/3``) for P246."""
+    rule = posix_tz_rule(zone)
+    if rule is None:
+        log.warning("unknown time zone %s, using %s", zone, FALLBACK_TIMEZONE)
+        return FALLBACK_TIMEZONE
+    return rule
 
 
 ADAPTER = GrandstreamAdapter()

@@ -28,9 +28,9 @@ go over SIP: the push uses OM AXI, which is a separate transport (``sip_event`` 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
-from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from provisioner.devices.base import (
@@ -39,11 +39,17 @@ from provisioner.devices.base import (
     Line,
     ModelInfo,
     RenderContext,
-    RenderError,
     Templates,
     UserField,
+    check_slots,
+    has_oui,
+    models_by_name,
+    names_other_vendor,
     normalise_mac,
+    slot_table,
 )
+from provisioner.notify import ApiAccess
+from provisioner.omaxi import OmAxiClient
 
 #: MAC prefix of SIP-DECT base stations (RFPs and RFP-hosted OMMs): 00:30:42, DeTeWe, whose DECT
 #: business became Aastra's and then Mitel's. Aastra's own 00:08:5D is deliberately absent: Aastra
@@ -53,10 +59,8 @@ MITEL_OUIS = frozenset({"003042"})
 COMMON_FILE = "ipdect.cfg"
 USER_FILE = "user_common.cfg"
 
-_OTHER_VENDORS = re.compile(
-    r"yealink|snom|polycom|\bpoly\b|grandstream|fanvil|panasonic|cisco|gigaset",
-    re.IGNORECASE,
-)
+#: What marks a User-Agent as Mitel's here. The OMM's own User-Agent is undocumented, so this is
+#: wider than the words that name Mitel to the other adapters.
 _MITEL_UA = re.compile(r"mitel|aastra|sip-dect|\bomm\b|openmobility", re.IGNORECASE)
 _MAC_FILE = re.compile(r"(?P<mac>[0-9a-fA-F]{12})\.cfg")
 
@@ -89,8 +93,42 @@ class MitelAdapter(Adapter):
     """Mitel (formerly Aastra/DeTeWe) SIP-DECT OpenMobility Manager."""
 
     vendor = "mitel"
-    models = MappingProxyType({m.name.upper(): m for m in _MODELS})
+    models = models_by_name(_MODELS)
     user_fields = frozenset[UserField]({"pin", "display_name", "extension", "sip_credentials"})
+
+    async def push(self, ctx: RenderContext, access: ApiAccess) -> str:
+        """Update every PP user that carries a PIN on the OMM over OM AXI (``SetPPUser``).
+
+        The OMM creates its users from ``user_common.cfg``; this applies a change right away
+        instead of waiting for the OMM's next file import. uid = the slot, as in that file.
+        OM AXI failures arrive as :class:`NotifyError` (the push worker retries them).
+        """
+        client = OmAxiClient(
+            access.host,
+            access.port,
+            username=access.username,
+            password=access.password,
+            fingerprint=access.fingerprint,
+        )
+        lines = [line for line in ctx.lines if line.pin]
+        try:
+            for batch in (lines[i : i + 8] for i in range(0, len(lines), 8)):
+                await asyncio.gather(
+                    *(
+                        client.set_pp_user(
+                            line.slot,
+                            num=line.extension,
+                            name=line.display_name,
+                            pin=line.pin,
+                            sip_auth_id=line.sip_auth_user,
+                            sip_password=line.sip_password,
+                        )
+                        for line in batch
+                    )
+                )
+        finally:
+            await client.close()
+        return f"OM AXI: {len(lines)} user(s) updated on {client.address}"
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
         """Recognise ``ipdect.cfg``, ``user_common.cfg`` and ``<MAC>.cfg``.
@@ -100,7 +138,7 @@ class MitelAdapter(Adapter):
         ``user_common.cfg`` name no device: ``mac`` is then None and the caller must know the
         device from its credential.
         """
-        if _OTHER_VENDORS.search(user_agent) and not _MITEL_UA.search(user_agent):
+        if names_other_vendor(user_agent, self.vendor) and not _MITEL_UA.search(user_agent):
             return None
         parts = path.strip().lstrip("/").split("/")
         if len(parts) > 2:
@@ -120,22 +158,14 @@ class MitelAdapter(Adapter):
         mac = match.group("mac").lower()
         if folder_mac is not None and folder_mac != mac:
             return None
-        if mac[:6] not in MITEL_OUIS and not _MITEL_UA.search(user_agent):
+        if not has_oui(mac, MITEL_OUIS) and not _MITEL_UA.search(user_agent):
             return None
         return FileRequest(file=f"{mac.upper()}.cfg", mac=mac)
 
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
         model = ctx.device.model
-        if len(ctx.lines) > model.slots:
-            raise RenderError(
-                f"{model.name} carries at most {model.slots} users, got {len(ctx.lines)}"
-            )
-        by_uid: dict[int, Line] = {}
-        for line in ctx.lines:
-            if not 1 <= line.slot <= model.slots:
-                raise RenderError(f"user slot {line.slot} is outside 1..{model.slots}")
-            by_uid[line.slot] = line
-        slots = [_UserSlot(uid, _with_pin(by_uid.get(uid))) for uid in range(1, model.slots + 1)]
+        lines = check_slots(ctx.lines, model, f"Mitel {model.name}", noun="users")
+        slots = [_UserSlot(uid, _with_pin(line)) for uid, line in slot_table(lines, model)]
         return {
             COMMON_FILE: templates.render(
                 "ipdect.cfg.xml", site=ctx.site, transport=_TRANSPORT[ctx.site.transport]

@@ -24,22 +24,24 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Literal
 from urllib.parse import urlsplit
 
 from provisioner.devices.base import (
     Adapter,
     FileRequest,
-    Line,
     ModelInfo,
     RenderContext,
     RenderError,
     Templates,
     UserField,
-    normalise_mac,
+    check_slots,
+    free_slots,
+    has_oui,
+    last_mac_in,
+    models_by_name,
+    names_other_vendor,
 )
 
 log = logging.getLogger(__name__)
@@ -127,20 +129,13 @@ _USER = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})-user\.cfg", re.IGNORECASE)
 # "FileTransport PolycomVVX-VVX_450-UA/6.4.0.1234 Type/Application",
 # "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602 Type/Application"
 _UA = re.compile(r"FileTransport\s+Poly(?:com)?[A-Za-z]*-(?P<model>[A-Za-z0-9_]+)-UA/", re.I)
-_UA_MAC = re.compile(
-    r"(?<![0-9A-Fa-f])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{12})(?![0-9A-Fa-f])"
-)
-_OTHER_VENDORS = re.compile(
-    r"yealink|snom|gigaset|grandstream|fanvil|panasonic|cisco|mitel|aastra|htek",
-    re.IGNORECASE,
-)
 
 
 class PolyAdapter(Adapter):
     """Poly VVX and Edge E phones."""
 
     vendor = "poly"
-    models = MappingProxyType({m.name.upper(): m for m in MODELS})
+    models = models_by_name(MODELS)
     user_fields = frozenset[UserField](
         {"pin", "display_name", "extension", "language", "sip_credentials"}
     )
@@ -152,9 +147,9 @@ class PolyAdapter(Adapter):
         User-Agent is Poly's, or, with an empty or unknown User-Agent, when the MAC carries one
         of Poly's OUIs. A User-Agent naming another vendor is never claimed.
         """
-        if "/" in path or _OTHER_VENDORS.search(user_agent):
+        if "/" in path or names_other_vendor(user_agent, self.vendor):
             return None
-        ua_mac = _mac_in_user_agent(user_agent)
+        ua_mac = last_mac_in(user_agent)
         ua_model = self._model_in_user_agent(user_agent)
 
         if path == MASTER_FILE:
@@ -168,7 +163,7 @@ class PolyAdapter(Adapter):
             )
         if m := _MASTER.fullmatch(path):
             mac = m["mac"].lower()
-            if ua_model is None and mac[:6] not in POLY_OUIS:
+            if ua_model is None and not has_oui(mac, POLY_OUIS):
                 return None
             return FileRequest(
                 file=f"{mac}.cfg", mac=mac, user_agent_mac=ua_mac, model=ua_model, shared=True
@@ -178,7 +173,7 @@ class PolyAdapter(Adapter):
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
         """Render both master files and ``<mac>-user.cfg``."""
         model = ctx.device.model
-        lines = _checked_lines(ctx.lines, model)
+        lines = check_slots(ctx.lines, model, f"Poly {model.name}", noun="lines")
         mac = ctx.device.mac.lower()
         scheme = urlsplit(ctx.provisioning_url).scheme.upper()
         if scheme not in {"HTTP", "HTTPS"}:
@@ -195,7 +190,7 @@ class PolyAdapter(Adapter):
         user = templates.render(
             "user.xml",
             lines=lines,
-            free_slots=_free_slots(lines, model),
+            free_slots=free_slots(lines, model),
             site=ctx.site,
             transport=TRANSPORTS[ctx.site.transport],
             server_name=ctx.provisioning_url,
@@ -219,31 +214,7 @@ class PolyAdapter(Adapter):
             return None
         raw = m["model"]
         raw = raw.split("_", 1)[1] if raw.lower().startswith("edge_") else raw
-        raw = raw.replace("_", "")
-        known = self.model(raw)
-        return known.name if known else raw.upper()
-
-
-def _mac_in_user_agent(user_agent: str) -> str | None:
-    found = _UA_MAC.findall(user_agent)
-    return normalise_mac(found[-1]) if found else None
-
-
-def _checked_lines(lines: Sequence[Line], model: ModelInfo) -> list[Line]:
-    if len(lines) > model.slots:
-        raise RenderError(
-            f"Poly {model.name} has {model.slots} lines, {len(lines)} lines were assigned"
-        )
-    slots = [line.slot for line in lines]
-    if len(set(slots)) != len(slots) or any(not 1 <= s <= model.slots for s in slots):
-        raise RenderError(f"Poly {model.name}: lines must be distinct and within 1..{model.slots}")
-    return sorted(lines, key=lambda line: line.slot)
-
-
-def _free_slots(lines: Sequence[Line], model: ModelInfo) -> list[int]:
-    """Registrations to blank, so that a line taken off the phone loses its credentials."""
-    used = {line.slot for line in lines}
-    return [slot for slot in range(1, model.slots + 1) if slot not in used]
+        return self.model_name(raw.replace("_", ""))
 
 
 def _zone(name: str) -> Zone:

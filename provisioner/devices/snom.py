@@ -22,8 +22,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from types import MappingProxyType
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from provisioner.devices.base import (
     Adapter,
@@ -34,7 +32,13 @@ from provisioner.devices.base import (
     RenderError,
     Templates,
     UserField,
-    normalise_mac,
+    check_slots,
+    free_slots,
+    has_oui,
+    last_mac_in,
+    models_by_name,
+    names_other_vendor,
+    with_credentials,
 )
 
 log = logging.getLogger(__name__)
@@ -121,20 +125,13 @@ _DEVICE_XML = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.xml", re.IGNORECASE)
 _UA_IS_SNOM = re.compile(r"\bsnom", re.IGNORECASE)
 # "snomD785-SIP 10.1...", "Snom M900 05.20...", "snom720 8.7...", "snomM700/03.23..."
 _UA_MODEL = re.compile(r"\bsnom\s?(?P<model>[A-Z]?[0-9]{3})(?![0-9])", re.IGNORECASE)
-_UA_MAC = re.compile(
-    r"(?<![0-9A-Fa-f])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{12})(?![0-9A-Fa-f])"
-)
-_OTHER_VENDORS = re.compile(
-    r"yealink|gigaset|grandstream|polycom|\bpoly|fanvil|panasonic|cisco|mitel|aastra|htek",
-    re.IGNORECASE,
-)
 
 
 class SnomAdapter(Adapter):
     """Snom D-series desk phones and M-series DECT bases."""
 
     vendor = "snom"
-    models = MappingProxyType({m.name.upper(): m for m in MODELS})
+    models = models_by_name(MODELS)
     user_fields = frozenset[UserField]({"pin", "display_name", "language", "sip_credentials"})
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
@@ -143,9 +140,9 @@ class SnomAdapter(Adapter):
         ``<MAC>.xml`` is also Gigaset's file name: it is claimed when the User-Agent is Snom's,
         or, with an empty or unknown User-Agent, when the MAC carries Snom's OUI.
         """
-        if "/" in path or _OTHER_VENDORS.search(user_agent):
+        if "/" in path or names_other_vendor(user_agent, self.vendor):
             return None
-        ua_mac = _mac_in_user_agent(user_agent)
+        ua_mac = last_mac_in(user_agent)
         ua_model = self._model_in_user_agent(user_agent)
 
         if m := _DEVICE_HTM.fullmatch(path):
@@ -168,7 +165,7 @@ class SnomAdapter(Adapter):
             )
         if m := _DEVICE_XML.fullmatch(path):
             mac = m["mac"].lower()
-            if not _UA_IS_SNOM.search(user_agent) and mac[:6] not in SNOM_OUIS:
+            if not _UA_IS_SNOM.search(user_agent) and not has_oui(mac, SNOM_OUIS):
                 return None
             return FileRequest(
                 file=f"{mac.upper()}.xml", mac=mac, user_agent_mac=ua_mac, model=ua_model
@@ -178,10 +175,10 @@ class SnomAdapter(Adapter):
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
         """Render the two ``<setting-files>`` lists and the device's ``<MAC>.xml``."""
         model = ctx.device.model
-        lines = _checked_lines(ctx.lines, model)
+        lines = check_slots(ctx.lines, model, f"Snom {model.name}")
         mac = ctx.device.mac.upper()
         base_url = ctx.provisioning_url.rstrip("/") + "/"
-        auth_url = _with_credentials(base_url, ctx.provisioning_user, ctx.provisioning_password)
+        auth_url = with_credentials(base_url, ctx.provisioning_user, ctx.provisioning_password)
         device_list = f"snom{model.name}-{mac}.htm"
         settings = f"{mac}.xml"
         language = lines[0].language if lines else ctx.site.language
@@ -189,7 +186,7 @@ class SnomAdapter(Adapter):
         values = {
             "model": model,
             "lines": lines,
-            "free_slots": _free_slots(lines, model),
+            "free_slots": free_slots(lines, model),
             "site": ctx.site,
             "setting_server": auth_url + device_list,
             "language": LANGUAGES.get(language.lower(), FALLBACK_LANGUAGE),
@@ -229,29 +226,6 @@ class SnomAdapter(Adapter):
         return self._canonical_model(m["model"]) if m else None
 
 
-def _mac_in_user_agent(user_agent: str) -> str | None:
-    """The last MAC-shaped token of the User-Agent (Snom puts the MAC after the versions)."""
-    found = _UA_MAC.findall(user_agent)
-    return normalise_mac(found[-1]) if found else None
-
-
-def _checked_lines(lines: Sequence[Line], model: ModelInfo) -> list[Line]:
-    if len(lines) > model.slots:
-        raise RenderError(
-            f"Snom {model.name} has {model.slots} slots, {len(lines)} lines were assigned"
-        )
-    slots = [line.slot for line in lines]
-    if len(set(slots)) != len(slots) or any(not 1 <= s <= model.slots for s in slots):
-        raise RenderError(f"Snom {model.name}: slots must be distinct and within 1..{model.slots}")
-    return sorted(lines, key=lambda line: line.slot)
-
-
-def _free_slots(lines: Sequence[Line], model: ModelInfo) -> list[int]:
-    """Slots to clear: Snom keeps settings in flash, so an omitted account would stay active."""
-    used = {line.slot for line in lines}
-    return [slot for slot in range(1, model.slots + 1) if slot not in used]
-
-
 def _check_access_codes(lines: Sequence[Line]) -> None:
     """A DECT access code (AC) holds 4 to 8 decimal digits; a longer PIN cannot be expressed."""
     for line in lines:
@@ -259,14 +233,6 @@ def _check_access_codes(lines: Sequence[Line]) -> None:
             raise RenderError(
                 f"handset {line.slot}: the PIN cannot be a DECT access code (4 to 8 digits)"
             )
-
-
-def _with_credentials(url: str, user: str, password: str) -> str:
-    """``url`` with ``user:password@`` (percent-encoded) in place of any userinfo it had."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
 def _snom_timezone(zone: str) -> str:

@@ -23,21 +23,22 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from datetime import datetime, timedelta
-from types import MappingProxyType
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import timedelta
 
 from provisioner.devices.base import (
     Adapter,
     FileRequest,
-    Line,
     ModelInfo,
     RenderContext,
-    RenderError,
     Templates,
     UserField,
-    normalise_mac,
+    check_slots,
+    first_mac,
+    has_oui,
+    models_by_name,
+    names_other_vendor,
+    slot_table,
+    standard_utc_offset,
 )
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,10 @@ TIMEZONE_NAMES: dict[str, str] = {
     "America/Denver": "United States-Mountain Time",
     "America/Los_Angeles": "United States-Pacific Time",
 }
-#: Used for a zone the time zone database does not know: the product's default site zone. A wrong
-#: clock is better than refusing to provision SIP credentials.
+#: Used for a zone the time zone database does not know: the product's default site zone and its
+#: standard offset. A wrong clock is better than refusing to provision SIP credentials.
 FALLBACK_TIMEZONE = "Europe/Berlin"
+FALLBACK_OFFSET = timedelta(hours=1)
 
 #: Seconds of inactivity before a desk phone locks itself; 0 means it never locks by itself (the
 #: user locks it, e.g. by holding ``#``) and the PIN unlocks it.
@@ -123,17 +125,13 @@ _DEVICE_CFG = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.cfg")
 _COMMON_CFG = re.compile(r"y(?P<family>[0-9]{12})\.cfg")
 # "Yealink SIP-T54W 96.86.0.70 80:5e:c0:aa:bb:cc", "Yealink W70B 146.85.0.20 ..."
 _UA = re.compile(r"\byealink\s+(?:sip-)?(?P<model>[A-Za-z0-9]+)(?P<rest>.*)", re.IGNORECASE)
-_OTHER_VENDORS = re.compile(
-    r"snom|gigaset|grandstream|polycom|\bpoly|fanvil|panasonic|cisco|mitel|aastra|htek",
-    re.IGNORECASE,
-)
 
 
 class YealinkAdapter(Adapter):
     """Yealink desk phones and DECT bases."""
 
     vendor = "yealink"
-    models = MappingProxyType({m.name.upper(): m for m in MODELS})
+    models = models_by_name(MODELS)
     user_fields = frozenset[UserField]({"pin", "display_name", "language", "sip_credentials"})
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
@@ -141,7 +139,7 @@ class YealinkAdapter(Adapter):
 
         Requests whose User-Agent names another vendor are never Yealink's.
         """
-        if "/" in path or _OTHER_VENDORS.search(user_agent):
+        if "/" in path or names_other_vendor(user_agent, self.vendor):
             return None
         ua_model, ua_mac = self._parse_user_agent(user_agent)
 
@@ -154,7 +152,7 @@ class YealinkAdapter(Adapter):
             return FileRequest(path, ua_mac, ua_mac, ua_model, shared=True)
         if m := _DEVICE_CFG.fullmatch(path):
             mac = m["mac"].lower()
-            if ua_model is None and mac[:6] not in YEALINK_OUIS:
+            if ua_model is None and not has_oui(mac, YEALINK_OUIS):
                 return None
             return FileRequest(f"{mac}.cfg", mac, ua_mac, ua_model)
         return None
@@ -163,7 +161,7 @@ class YealinkAdapter(Adapter):
         """Render both boot files, the model's common file and ``<mac>.cfg``."""
         model = ctx.device.model
         mac = ctx.device.mac
-        slots = _slots(ctx.lines, model)
+        slots = slot_table(check_slots(ctx.lines, model, f"Yealink {model.name}"), model)
         common = common_file_name(model)
         first = slots[0][1]
         site_values = {
@@ -206,35 +204,13 @@ class YealinkAdapter(Adapter):
         m = _UA.search(user_agent)
         if m is None:
             return None, None
-        known = self.model(m["model"])
-        model = known.name if known else m["model"].upper()
-        for token in m["rest"].split():
-            if mac := normalise_mac(token.strip("()[];,")):
-                return model, mac
-        return model, None
+        macs = (token.strip("()[];,") for token in m["rest"].split())
+        return self.model_name(m["model"]), first_mac(macs)
 
 
 def common_file_name(model: ModelInfo) -> str:
     """``y0000000000NN.cfg``: the model's number, zero-padded to twelve digits."""
     return f"y{int(model.family):012d}.cfg"
-
-
-def _slots(lines: Sequence[Line], model: ModelInfo) -> list[tuple[int, Line | None]]:
-    """Every account index of the model with its line, None where the slot is free.
-
-    Free slots are rendered too: the phone keeps provisioned values, so an account left out of
-    the file would stay registered with its old credentials.
-    """
-    by_slot = {line.slot: line for line in lines}
-    if len(lines) > model.slots:
-        raise RenderError(
-            f"Yealink {model.name} has {model.slots} slots, {len(lines)} lines were assigned"
-        )
-    if len(by_slot) != len(lines) or any(not 1 <= s <= model.slots for s in by_slot):
-        raise RenderError(
-            f"Yealink {model.name}: slots must be distinct and within 1..{model.slots}"
-        )
-    return [(slot, by_slot.get(slot)) for slot in range(1, model.slots + 1)]
 
 
 def _language(code: str) -> str:
@@ -243,15 +219,10 @@ def _language(code: str) -> str:
 
 def _timezone(zone: str) -> dict[str, str | None]:
     """``local_time.time_zone`` (standard offset as ``+1``, ``-5``, ``+5:30``) and the name."""
-    try:
-        info = ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    offset = standard_utc_offset(zone)
+    if offset is None:
         log.warning("unknown time zone %s, using %s", zone, FALLBACK_TIMEZONE)
-        zone, info = FALLBACK_TIMEZONE, ZoneInfo(FALLBACK_TIMEZONE)
-    # Standard time is the half of the year without DST; fixed dates keep the output stable.
-    winter, summer = datetime(2024, 1, 15, tzinfo=info), datetime(2024, 7, 15, tzinfo=info)
-    standard = winter if not winter.dst() else summer
-    offset = standard.utcoffset() or timedelta(0)
+        zone, offset = FALLBACK_TIMEZONE, FALLBACK_OFFSET
     minutes = int(offset.total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"
     hours, rest = divmod(abs(minutes), 60)

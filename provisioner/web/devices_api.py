@@ -165,6 +165,22 @@ async def set_assignments(request: web.Request) -> web.Response:
     return web.json_response([assignment_view(r) for r in rows])
 
 
+@routes.put("/devices/{mac}/api-access")
+async def set_api_access(request: web.Request) -> web.Response:
+    body = await json_body(request, {"host", "port", "username", "password", "fingerprint"})
+    access = devices_service.ApiAccessInput(
+        host=field(body, "host", str),
+        port=field(body, "port", int, None),
+        username=field(body, "username", str),
+        password=field(body, "password", str),
+        fingerprint=field(body, "fingerprint", str, None),
+    )
+    await devices_service.set_api_access(
+        request.config_dict[CORE], _actor(request), request.match_info["mac"], access
+    )
+    return web.Response(status=204)
+
+
 @routes.post("/devices/{mac}/reprovision")
 async def reprovision_device(request: web.Request) -> web.Response:
     jobs = await devices_service.reprovision_device(

@@ -610,6 +610,33 @@ def _device_paths() -> dict[str, Any]:
                 },
             ),
         },
+        "/devices/{mac}/api-access": {
+            "parameters": [_MAC],
+            "put": _operation(
+                operation_id="setDeviceApiAccess",
+                tag="devices",
+                summary="Store how to reach the device's management API",
+                description=(
+                    "For devices that take changes through their own management API instead of "
+                    "being told to fetch (Mitel SIP-DECT: the OMM's OM AXI, TLS port 12622). "
+                    "The push worker then applies PIN and SIP changes through it. The password "
+                    "is stored encrypted and never returned. Administrators only."
+                ),
+                body="ApiAccess",
+                responses={204: _NO_CONTENT},
+                errors={
+                    400: [
+                        "host_invalid",
+                        "port_invalid",
+                        "credentials_invalid",
+                        "fingerprint_invalid",
+                    ],
+                    403: _ADMIN_403,
+                    404: ["device_not_found"],
+                    422: [*_MAC_422, "api_access_unused"],
+                },
+            ),
+        },
         "/devices/{mac}/reprovision": {
             "parameters": [_MAC],
             "post": _operation(
@@ -1275,6 +1302,33 @@ def _device_schemas() -> dict[str, Any]:
             ["name", *sites.FIELDS],
         ),
         "SiteList": _object({"sites": {"type": "array", "items": _schema("Site")}}, ["sites"]),
+        "ApiAccess": _object(
+            {
+                "host": {"type": "string", "description": "Host name or IP address."},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 12622},
+                "username": {"type": "string", "minLength": 1, "maxLength": 64},
+                "password": {"type": "string", "minLength": 1, "writeOnly": True},
+                "fingerprint": {
+                    "type": ["string", "null"],
+                    "description": (
+                        "SHA-256 of the device's TLS certificate (hex, colons optional): pins a "
+                        "self-signed certificate. Null: the certificate must verify against "
+                        "the system's CAs."
+                    ),
+                },
+            },
+            ["host", "username", "password"],
+            closed=True,
+            examples=[
+                {
+                    "host": "omm.example.net",
+                    "port": 12622,
+                    "username": "provisioner",
+                    "password": "Axi-Secret-1",
+                    "fingerprint": None,
+                }
+            ],
+        ),
         "SiteUpdate": _object(
             {
                 "registrar_host": {

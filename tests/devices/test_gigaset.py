@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import replace
 from urllib.parse import unquote, urlsplit
 
@@ -10,7 +9,7 @@ import pytest
 
 from provisioner.devices.base import ModelInfo, RenderError, Site, Templates
 from provisioner.devices.gigaset import ADAPTER
-from tests.devices.conftest import NAMES, ContextFactory
+from tests.devices.conftest import NAMES, ContextFactory, assert_no_template_syntax, parse_xml
 
 MAC = "7c2f80e0d605"
 
@@ -32,23 +31,13 @@ UA_YEALINK = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:aa:bb:cc"
 MODELS = sorted(ADAPTER.models.values(), key=lambda m: m.name)
 
 
-@pytest.fixture
-def templates() -> Templates:
-    return Templates("gigaset")
-
-
-def parse(body: bytes) -> ET.Element:
-    # Our own rendered output, not untrusted input: the stdlib parser is what the brief asks for.
-    return ET.fromstring(body)  # noqa: S314
-
-
 def params(body: bytes) -> dict[str, str]:
-    root = parse(body)
+    root = parse_xml(body)
     return {p.attrib["name"]: p.attrib["value"] for p in root.iter("param")}
 
 
 def handset_keys(body: bytes) -> list[str]:
-    root = parse(body)
+    root = parse_xml(body)
     return [o.attrib["value"] for o in root.iter("oper") if o.attrib["name"] == "add_hs"]
 
 
@@ -177,11 +166,9 @@ def test_render_files_and_structure(
     assert files["7C2F80E0D605.xml"] == files["provisioning.xml"]
     body = files["provisioning.xml"]
     assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
-    text = body.decode("utf-8")
-    for leftover in ("{{", "}}", "{%", "%}", "{#", "#}"):
-        assert leftover not in text
+    assert_no_template_syntax(files)
 
-    root = parse(body)
+    root = parse_xml(body)
     assert root.tag == "provisioning"
     assert root.attrib == {"version": "1.1", "productID": "e2"}
     nvm = root.find("nvm")
@@ -214,7 +201,7 @@ def test_render_add_hs_registers(make_context: ContextFactory, templates: Templa
     body = ADAPTER.render(make_context(ADAPTER.models["N870"], lines=2), templates)[
         "provisioning.xml"
     ]
-    root = parse(body)
+    root = parse_xml(body)
     for oper in root.iter("oper"):
         if oper.attrib["name"] == "add_hs":
             (reg,) = list(oper)

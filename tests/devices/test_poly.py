@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import pytest
@@ -17,7 +16,15 @@ from provisioner.devices.base import (
     Templates,
 )
 from provisioner.devices.poly import ADAPTER
-from tests.devices.conftest import ContextFactory
+from tests.devices.conftest import (
+    UA_FANVIL,
+    UA_GIGASET,
+    UA_GRANDSTREAM,
+    UA_YEALINK,
+    ContextFactory,
+    assert_no_template_syntax,
+    parse_xml,
+)
 
 MAC = "0004f2aabbcc"
 MODELS = ["VVX150", "VVX250", "VVX350", "VVX450", "VVX501", "VVX601", "E350", "E450", "E550"]
@@ -41,16 +48,16 @@ VVX_UA = USER_AGENTS[0][0]
 SERIAL_UA = "FileTransport PolyCCX-CCX_600-UA/8.0.2.3267 (SN:482567b5313f) Type/Application"
 
 OTHER_VENDORS = [
-    ("001565aabbcc.cfg", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
+    ("001565aabbcc.cfg", UA_YEALINK),
     ("001565aabbcc.cfg", ""),  # Yealink OUI, no User-Agent
     ("001565aabbcc.cfg", "curl/8.5.0"),
-    ("0004f2aabbcc.cfg", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),  # UA names Yealink
-    ("y000000000000.boot", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
-    ("y000000000096.cfg", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
-    ("0c383e07e16c.cfg", "Fanvil X4 2.10.2.6887 0c383e07e16c"),
+    ("0004f2aabbcc.cfg", UA_YEALINK),  # UA names Yealink
+    ("y000000000000.boot", UA_YEALINK),
+    ("y000000000096.cfg", UA_YEALINK),
+    ("0c383e07e16c.cfg", UA_FANVIL),
     ("snomD785-000413AABBCC.htm", "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 000413AABBCC)"),
-    ("7C2F80AABBCC.xml", "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"),
-    ("cfg000b82aabbcc.xml", "Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 000b82aabbcc"),
+    ("7C2F80AABBCC.xml", UA_GIGASET),
+    ("cfg000b82aabbcc.xml", UA_GRANDSTREAM),
 ]
 NOT_SERVED = [
     "sip.ld",
@@ -69,14 +76,9 @@ NOT_SERVED = [
 ]
 
 
-@pytest.fixture
-def templates() -> Templates:
-    return Templates("poly")
-
-
 def parameters_of(xml: bytes) -> dict[str, str]:
     """Every attribute of every element; the document must parse and keys must be unique."""
-    root = ET.fromstring(xml)  # noqa: S314 - our own rendered output
+    root = parse_xml(xml)
     found: dict[str, str] = {}
     for element in root.iter():
         for key, value in element.attrib.items():
@@ -87,10 +89,7 @@ def parameters_of(xml: bytes) -> dict[str, str]:
 
 def render(ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
     out = ADAPTER.render(ctx, templates)
-    for name, body in out.items():
-        text = body.decode("utf-8")
-        for leftover in ("{{", "{%", "}}", "{#"):
-            assert leftover not in text, (name, leftover)
+    assert_no_template_syntax(out)
     return out
 
 
@@ -220,7 +219,7 @@ def test_master_files(name: str, make_context: ContextFactory, templates: Templa
     out = render(context(make_context, name, lines=2), templates)
     assert set(out) == {"000000000000.cfg", "0004f2aabbcc.cfg", "0004f2aabbcc-user.cfg"}
     assert out["000000000000.cfg"] == out["0004f2aabbcc.cfg"]
-    root = ET.fromstring(out["0004f2aabbcc.cfg"])  # noqa: S314 - our own rendered output
+    root = parse_xml(out["0004f2aabbcc.cfg"])
     assert root.tag == "APPLICATION"
     assert root.attrib["CONFIG_FILES"] == "[PHONE_MAC_ADDRESS]-user.cfg"
     assert root.attrib["APP_FILE_PATH"] == "sip.ld"

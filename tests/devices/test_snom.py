@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
@@ -11,7 +10,14 @@ import pytest
 
 from provisioner.devices.base import FileRequest, RenderContext, RenderError, Site, Templates
 from provisioner.devices.snom import ADAPTER
-from tests.devices.conftest import ContextFactory
+from tests.devices.conftest import (
+    UA_GIGASET,
+    UA_GRANDSTREAM,
+    UA_YEALINK,
+    ContextFactory,
+    assert_no_template_syntax,
+    parse_xml,
+)
 
 MAC = "000413aabbcc"
 DESK_MODELS = ["D712", "D713", "D715", "D717", "D725", "D735", "D745", "D765", "D785", "D815",
@@ -40,27 +46,22 @@ D785_UA = USER_AGENTS[0][0]
 M900_UA = USER_AGENTS[3][0]
 
 OTHER_VENDORS = [
-    ("001565aabbcc.cfg", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
-    ("y000000000000.boot", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
-    ("7C2F80AABBCC.xml", "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"),
+    ("001565aabbcc.cfg", UA_YEALINK),
+    ("y000000000000.boot", UA_YEALINK),
+    ("7C2F80AABBCC.xml", UA_GIGASET),
     ("7C2F80AABBCC.xml", ""),
     ("0004f2aabbcc-user.cfg", "FileTransport PolycomVVX-VVX_450-UA/6.4.0.1234 Type/Application"),
     ("000000000000.cfg", "FileTransport PolycomVVX-VVX_450-UA/6.4.0.1234 Type/Updater"),
-    ("cfg000b82aabbcc.xml", "Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 000b82aabbcc"),
+    ("cfg000b82aabbcc.xml", UA_GRANDSTREAM),
     ("Config0080F0C8C381.cfg", "Panasonic_KX-UT113/01.133 (0080f0c8c381)"),
     # a Snom-looking name requested by another vendor's phone
-    ("snomD785.htm", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
+    ("snomD785.htm", UA_YEALINK),
 ]
-
-
-@pytest.fixture
-def templates() -> Templates:
-    return Templates("snom")
 
 
 def settings_of(xml: bytes) -> dict[tuple[str, str | None], str]:
     """``<phone-settings>`` as {(tag, idx): text}; the document must parse."""
-    root = ET.fromstring(xml)  # noqa: S314 - our own rendered output
+    root = parse_xml(xml)
     assert root.tag == "settings"
     phone_settings = root.find("phone-settings")
     assert phone_settings is not None
@@ -68,17 +69,14 @@ def settings_of(xml: bytes) -> dict[tuple[str, str | None], str]:
 
 
 def file_urls(htm: bytes) -> list[str]:
-    root = ET.fromstring(htm)  # noqa: S314 - our own rendered output
+    root = parse_xml(htm)
     assert root.tag == "setting-files"
     return [el.attrib["url"] for el in root.findall("file")]
 
 
 def render(ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
     out = ADAPTER.render(ctx, templates)
-    for name, body in out.items():
-        text = body.decode("utf-8")
-        for leftover in ("{{", "{%", "}}", "{#"):
-            assert leftover not in text, (name, leftover)
+    assert_no_template_syntax(out)
     return out
 
 
@@ -212,7 +210,7 @@ def test_shared_file_without_any_mac() -> None:
         ("", True),  # Snom OUI decides
         ("curl/8.5.0", True),
         (D785_UA, True),
-        ("Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605", False),
+        (UA_GIGASET, False),
     ],
 )
 def test_mac_xml_with_snom_oui(user_agent: str, claimed: bool) -> None:

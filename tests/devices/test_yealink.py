@@ -9,7 +9,16 @@ import pytest
 
 from provisioner.devices.base import Line, ModelInfo, RenderError, SipTransport, Site, Templates
 from provisioner.devices.yealink import ADAPTER, MODELS, common_file_name
-from tests.devices.conftest import ContextFactory, make_line
+from tests.devices.conftest import (
+    UA_FANVIL,
+    UA_GIGASET,
+    UA_GRANDSTREAM,
+    UA_POLY,
+    UA_SNOM,
+    ContextFactory,
+    assert_no_template_syntax,
+    make_line,
+)
 
 MAC = "001565aabbcc"
 
@@ -21,12 +30,6 @@ UA_W70B = "Yealink W70B 146.85.0.20 80:5e:c0:aa:bb:cc"
 UA_NO_MAC = "Yealink SIP-T46S 66.86.0.15"
 UA_UPPER_COMPACT = "Yealink SIP-T48U 108.86.0.45 001565AABBCC"
 UA_DOUBLE_SPACES = "Yealink  SIP-T33G  124.86.0.75  00:15:65:AA:BB:CC"
-
-UA_POLY = "FileTransport PolycomVVX-VVX_400-UA/4.1.4.7430 Type/Application"
-UA_FANVIL = "Fanvil X4 2.10.2.6887 0c383e07e16c"
-UA_SNOM = "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 000413922D24)"
-UA_GIGASET = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"
-UA_GRANDSTREAM = "Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 000b82aabbcc"
 
 KEY_VALUE = re.compile(r"(?P<key>[a-z0-9_.]+) = (?P<value>.*)")
 
@@ -389,9 +392,7 @@ def test_language_of_line_1_wins_on_the_device(make_context: ContextFactory) -> 
 def test_render_is_clean_and_deterministic(make_context: ContextFactory, model: ModelInfo) -> None:
     first = render(make_context, model)
     assert render(make_context, model) == first
-    for name, data in first.items():
-        text = data.decode("utf-8")
-        assert not [tag for tag in ("{{", "}}", "{%", "%}", "{#", "#}") if tag in text], name
+    assert_no_template_syntax(first)
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)

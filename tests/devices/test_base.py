@@ -1,0 +1,150 @@
+"""The helpers adapters share: MACs and vendors in User-Agents, slots, time zones, URLs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from provisioner.devices import ADAPTERS
+from provisioner.devices.base import (
+    USER_AGENT_VENDORS,
+    ModelInfo,
+    RenderError,
+    check_slots,
+    first_mac,
+    free_slots,
+    has_oui,
+    last_mac_in,
+    models_by_name,
+    names_other_vendor,
+    names_vendor,
+    posix_tz_rule,
+    slot_table,
+    standard_utc_offset,
+    with_credentials,
+)
+from tests.devices.conftest import (
+    UA_GIGASET,
+    UA_GRANDSTREAM,
+    UA_POLY,
+    UA_SNOM,
+    UA_YEALINK,
+    make_line,
+)
+
+MODEL = ModelInfo("X4", "desk", 4)
+
+RECORDED = {
+    "yealink": UA_YEALINK,
+    "snom": UA_SNOM,
+    "poly": UA_POLY,
+    "gigaset": UA_GIGASET,
+    "grandstream": UA_GRANDSTREAM,
+    "mitel": "SIP-DECT OMM 8.3SP1",
+}
+
+
+def test_first_mac_skips_what_is_no_mac() -> None:
+    assert first_mac(["96.86.0.70", "00:15:65:AA:BB:CC", "001565112233"]) == "001565aabbcc"
+    assert first_mac(["Handset=3", ""]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "mac"),
+    [
+        ("snomD785-SIP 10.1.33.33 2010.12-00004 000413922D24 SXM:0", "000413922d24"),
+        ("(SN:48-25-67-b5-31-3f) Type/Application", "482567b5313f"),
+        ("00:04:13:00:00:01 then 000413922d24", "000413922d24"),
+        ("0004139222d24", None),  # 13 hex digits are no MAC
+        ("", None),
+    ],
+)
+def test_last_mac_in(text: str, mac: str | None) -> None:
+    assert last_mac_in(text) == mac
+
+
+def test_has_oui() -> None:
+    assert has_oui("001565aabbcc", {"001565"})
+    assert not has_oui("0004f2aabbcc", {"001565"})
+
+
+def test_every_adapter_has_user_agent_words() -> None:
+    assert set(ADAPTERS) <= set(USER_AGENT_VENDORS)
+
+
+@pytest.mark.parametrize("vendor", RECORDED)
+def test_recorded_user_agents_name_their_vendor_only(vendor: str) -> None:
+    for other, user_agent in RECORDED.items():
+        assert names_vendor(user_agent, vendor) is (other == vendor), other
+        assert names_other_vendor(user_agent, vendor) is (other != vendor), other
+
+
+@pytest.mark.parametrize("user_agent", ["", "curl/8.5.0", "Fanvil X4 2.10.2.6887"])
+def test_user_agents_of_no_recorded_vendor(user_agent: str) -> None:
+    assert not any(names_vendor(user_agent, vendor) for vendor in RECORDED)
+
+
+def test_check_slots_sorts_and_refuses_what_does_not_fit() -> None:
+    lines = (make_line(3), make_line(1))
+    assert [line.slot for line in check_slots(lines, MODEL, "Acme X4")] == [1, 3]
+    with pytest.raises(RenderError, match="Acme X4 has 4 keys, 5 lines were assigned"):
+        check_slots(tuple(make_line(s) for s in range(1, 6)), MODEL, "Acme X4", noun="keys")
+    for slots in [(1, 1), (0,), (5,)]:
+        with pytest.raises(RenderError, match=r"Acme X4: slots must be distinct and within 1\.\.4"):
+            check_slots(tuple(make_line(s) for s in slots), MODEL, "Acme X4")
+
+
+def test_slot_table_and_free_slots() -> None:
+    lines = (make_line(3), make_line(1))
+    assert slot_table(lines, MODEL) == [(1, lines[1]), (2, None), (3, lines[0]), (4, None)]
+    assert free_slots(lines, MODEL) == [2, 4]
+
+
+def test_models_by_name() -> None:
+    models = models_by_name([MODEL, ModelInfo("x5w", "dect", 8)])
+    assert dict(models) == {"X4": MODEL, "X5W": ModelInfo("x5w", "dect", 8)}
+
+
+@pytest.mark.parametrize(
+    ("zone", "offset"),
+    [
+        ("Europe/Berlin", timedelta(hours=1)),
+        ("America/New_York", timedelta(hours=-5)),
+        ("Asia/Kolkata", timedelta(hours=5, minutes=30)),
+        ("Australia/Sydney", timedelta(hours=10)),  # standard time in the northern summer
+        ("UTC", timedelta(0)),
+        ("No/Such_Zone", None),
+        ("../../etc/passwd", None),
+    ],
+)
+def test_standard_utc_offset(zone: str, offset: timedelta | None) -> None:
+    assert standard_utc_offset(zone) == offset
+
+
+@pytest.mark.parametrize(
+    ("zone", "rule"),
+    [
+        ("Europe/Berlin", "CET-1CEST,M3.5.0,M10.5.0/3"),
+        ("Asia/Kolkata", "IST-5:30"),
+        ("No/Such_Zone", None),
+        ("../../etc/passwd", None),
+        ("/etc/localtime", None),
+    ],
+)
+def test_posix_tz_rule(zone: str, rule: str | None) -> None:
+    assert posix_tz_rule(zone) == rule
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://prov.example.net/p/", "https://u%401:p%3Aw%26d@prov.example.net/p/"),
+        (
+            "https://old:pw@prov.example.net:8443/p?x=1",
+            "https://u%401:p%3Aw%26d@prov.example.net:8443/p?x=1",
+        ),
+    ],
+)
+def test_with_credentials(url: str, expected: str) -> None:
+    assert with_credentials(url, "u@1", "p:w&d") == expected
