@@ -78,10 +78,13 @@ class CredentialHasher:
     """HMAC-SHA256 under a per-process random key: fast, and useless outside this process."""
 
     def __init__(self) -> None:
-        self._key = secrets.token_bytes(32)
+        # Keyed once; each digest copies the keyed state instead of re-deriving the key pads.
+        self._keyed = hmac.new(secrets.token_bytes(32), digestmod=hashlib.sha256)
 
     def digest(self, password: str) -> bytes:
-        return hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
+        mac = self._keyed.copy()
+        mac.update(password.encode("utf-8"))
+        return mac.digest()
 
     def credential(self, username: str, password: str) -> Credential:
         ha1 = hashlib.md5(

@@ -189,7 +189,7 @@ async def render_device(core: Core, mac: str) -> RenderOutcome:
             render_error=problem,
         )
         await conn.execute("SELECT pg_notify($1, $2)", DEVICE_CHANNEL, mac)
-    log.info("device %s rendered: revision %d", mac, revision)
+    log.debug("device %s rendered: revision %d", mac, revision)
     return RenderOutcome(mac, revision, changed=True, error=problem)
 
 

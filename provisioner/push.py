@@ -185,7 +185,7 @@ class PushWorker:
         # A vendor API applies the change itself: nothing is left for the device to fetch.
         done = through_api or (fetched is not None and fetched["fetched_revision"] >= revision)
         await self._finish(job, "fetched" if done else "notified", revision, transport, None)
-        log.info("device %s: %s (revision %d)", mac, result, revision)
+        log.debug("device %s: %s (revision %d)", mac, result, revision)
 
     async def _push_through_api(self, adapter: Adapter, device: Any) -> str:
         mac = device["mac"]

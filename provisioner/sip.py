@@ -488,6 +488,9 @@ class _Call:
         return "\r\n".join(lines).encode()
 
 
+_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
 class SipNotifier:
     """Sends check-sync NOTIFYs straight to phones: a :class:`~provisioner.notify.Notifier`.
 
@@ -616,9 +619,14 @@ class SipNotifier:
             if self._endpoint is None or self._endpoint.closed:
                 loop = asyncio.get_running_loop()
                 try:
-                    _, self._endpoint = await loop.create_datagram_endpoint(
+                    transport, self._endpoint = await loop.create_datagram_endpoint(
                         _UdpEndpoint, local_addr=(self._local_host, 0), family=self._family
                     )
+                    # A burst of notifications brings a burst of answers while the loop is
+                    # busy: a larger buffer (the kernel caps it) spares resends for drops.
+                    sock = transport.get_extra_info("socket")
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
                 except OSError as exc:
                     raise NotifyError(
                         f"can't open a UDP socket on {self._local_host}: {exc.strerror}"

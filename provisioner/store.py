@@ -345,8 +345,8 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
 
     A new job waits :data:`PUSH_DEBOUNCE` so a burst of changes to one device (many handsets of
     a DECT base) ends in one notification; each change folding into the pending job extends
-    the wait, up to :data:`PUSH_MAX_WAIT` after the job was opened. Folding into a notified
-    job makes it pending again (a newer revision must be fetched).
+    the wait, up to :data:`PUSH_MAX_WAIT` after the job became pending. Folding into a
+    notified job makes it pending again (a newer revision must be fetched).
     Workers are woken when the transaction commits.
     """
     if not macs:
@@ -359,9 +359,11 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
                          not_before = CASE WHEN push_jobs.state = 'pending'
                                            THEN least(greatest(push_jobs.not_before,
                                                                EXCLUDED.not_before),
-                                                      push_jobs.created_at
+                                                      push_jobs.pending_since
                                                       + $4::float8 * interval '1 second')
                                            ELSE EXCLUDED.not_before END,
+                         pending_since = CASE WHEN push_jobs.state = 'pending'
+                                              THEN push_jobs.pending_since ELSE now() END,
                          state = 'pending', lease_until = NULL, worker = NULL,
                          updated_at = now()
            RETURNING id""",
@@ -829,13 +831,10 @@ async def insert_fetches(
     """Record fetches (mac, file, revision, at, source, personal) and each device's latest.
 
     A fetch of a device's personal file (not a shared one) at a revision at least the one a
-    notified push job was made for completes that job.
+    notified push job was made for completes that job. A boot storm brings thousands of
+    fetches a second, so this is a handful of set-based statements per batch (array
+    parameters, ``unnest``), never a statement per fetch.
     """
-    await conn.executemany(
-        """INSERT INTO device_fetches (mac, file, revision, at, source)
-           SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM devices WHERE mac = $1)""",
-        [fetch[:5] for fetch in fetches],
-    )
     latest: dict[str, tuple[str, str, int, datetime, str, bool]] = {}
     personal: dict[str, tuple[datetime, int]] = {}
     for fetch in fetches:
@@ -844,21 +843,44 @@ async def insert_fetches(
             latest[mac] = fetch
         if is_personal and (mac not in personal or personal[mac][1] <= revision):
             personal[mac] = (at, revision)
-    await conn.executemany(
-        """UPDATE devices SET last_fetch_file = $2, last_fetch_revision = $3, last_fetch_at = $4,
-                  last_fetch_source = $5
-           WHERE mac = $1 AND (last_fetch_at IS NULL OR last_fetch_at <= $4)""",
-        [fetch[:5] for fetch in latest.values()],
+    columns = list(zip(*(fetch[:5] for fetch in fetches), strict=True))
+    # Devices deleted since the fetch are skipped (the join), not an error.
+    await conn.execute(
+        """INSERT INTO device_fetches (mac, file, revision, at, source)
+           SELECT f.mac, f.file, f.revision, f.at, f.source
+           FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
+                AS f (mac, file, revision, at, source)
+           JOIN devices d ON d.mac = f.mac""",
+        *(list(column) for column in columns),
     )
-    await conn.executemany(
-        """UPDATE devices SET fetched_revision = $2
-           WHERE mac = $1 AND fetched_revision < $2""",
-        [(mac, revision) for mac, (_, revision) in personal.items()],
+    last = list(zip(*(fetch[:5] for fetch in latest.values()), strict=True))
+    await conn.execute(
+        """UPDATE devices d SET last_fetch_file = f.file, last_fetch_revision = f.revision,
+                  last_fetch_at = f.at, last_fetch_source = f.source
+           FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
+                AS f (mac, file, revision, at, source)
+           WHERE d.mac = f.mac AND (d.last_fetch_at IS NULL OR d.last_fetch_at <= f.at)""",
+        *(list(column) for column in last),
     )
-    await conn.executemany(
-        """UPDATE push_jobs SET state = 'fetched', fetched_at = $2, updated_at = now()
-           WHERE mac = $1 AND state = 'notified' AND revision <= $3""",
-        [(mac, at, revision) for mac, (at, revision) in personal.items()],
+    if not personal:
+        return
+    macs = list(personal)
+    ats = [at for at, _ in personal.values()]
+    revisions = [revision for _, revision in personal.values()]
+    await conn.execute(
+        """UPDATE devices d SET fetched_revision = f.revision
+           FROM unnest($1::text[], $2::int[]) AS f (mac, revision)
+           WHERE d.mac = f.mac AND d.fetched_revision < f.revision""",
+        macs,
+        revisions,
+    )
+    await conn.execute(
+        """UPDATE push_jobs j SET state = 'fetched', fetched_at = f.at, updated_at = now()
+           FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS f (mac, at, revision)
+           WHERE j.mac = f.mac AND j.state = 'notified' AND j.revision <= f.revision""",
+        macs,
+        ats,
+        revisions,
     )
 
 

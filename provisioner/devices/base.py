@@ -250,7 +250,7 @@ def _render(env: jinja2.Environment, name: str, context: Mapping[str, Any]) -> b
     return env.get_template(name).render(context).encode("utf-8")
 
 
-def _make_environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+def _make_environment(loader: jinja2.BaseLoader, *, auto_reload: bool) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
@@ -260,6 +260,7 @@ def _make_environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=auto_reload,
     )
     env.filters["clean"] = clean_text
     return env
@@ -272,7 +273,11 @@ _override_envs: dict[tuple[Path, str], jinja2.Environment] = {}
 def _builtin_environment(vendor: str) -> jinja2.Environment:
     env = _builtin_envs.get(vendor)
     if env is None:
-        env = _make_environment(jinja2.PackageLoader("provisioner", f"templates/{vendor}"))
+        # Built-in templates change with a deployment, never while running: no stat() per
+        # render. A site's overrides are edited in place, so those are checked.
+        env = _make_environment(
+            jinja2.PackageLoader("provisioner", f"templates/{vendor}"), auto_reload=False
+        )
         _builtin_envs[vendor] = env
     return env
 
@@ -283,7 +288,7 @@ def _override_environment(root: Path | None, vendor: str) -> jinja2.Environment 
     key = (root, vendor)
     env = _override_envs.get(key)
     if env is None:
-        env = _make_environment(jinja2.FileSystemLoader(root / vendor))
+        env = _make_environment(jinja2.FileSystemLoader(root / vendor), auto_reload=True)
         _override_envs[key] = env
     return env
 
