@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import NoReturn
 
 import asyncpg
-import jinja2
 from aiohttp import web
 
 from provisioner import devices_service, passwords, pins, provisioning, sites, users
@@ -28,11 +27,9 @@ from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.db import create_pool, migrate
 from provisioner.devices import ADAPTERS
-from provisioner.devices.base import RenderError
 from provisioner.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from provisioner.errors import Kind, ProvisionerError
 from provisioner.settings import Settings, SettingsError, parse_host_port
-from provisioner.vault import VaultError
 
 log = logging.getLogger("provisioner")
 
@@ -393,15 +390,13 @@ def cmd_device_api_access(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_device_render(args: argparse.Namespace, settings: Settings) -> int:
     async def work(core: Core) -> int:
         mac = devices_service.parse_mac(args.mac)
-        async with core.pool.acquire() as conn:
-            await devices_service.get_device_row(conn, mac)
         try:
-            files = await provisioning.preview(core, mac)
-            if args.mask:
-                shown = provisioning.masked(files, await provisioning.device_secrets(core, mac))
-                files = {name: text.encode() for name, text in shown.items()}
-        except (RenderError, jinja2.TemplateError, VaultError) as exc:
-            raise CliError(f"{mac} cannot be rendered: {exc}") from None
+            files = await devices_service.preview_device(core, Actor.cli(), mac, mask=args.mask)
+        except ProvisionerError as exc:
+            if exc.code != "render_failed":
+                raise
+            # The device's setup, not the command line, is at fault: a failure, not bad input.
+            raise CliError(exc.message) from None
         if args.file:
             if args.file not in files:
                 raise CliError(

@@ -15,16 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import jinja2
 
 from provisioner import audit, provisioning, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
 from provisioner.devices import ADAPTERS
-from provisioner.devices.base import Adapter, ModelInfo, normalise_mac
+from provisioner.devices.base import Adapter, ModelInfo, RenderError, normalise_mac
 from provisioner.errors import ProvisionerError, conflict, invalid, not_found, unprocessable
-from provisioner.users import get_user, require_admin
+from provisioner.users import get_user, require_admin, require_self_or_admin
 from provisioner.vault import (
+    VaultError,
     device_api_password_purpose,
     device_credential_purpose,
     sip_password_purpose,
@@ -196,6 +198,36 @@ async def find_device(core: Core, actor: Actor, mac_text: str) -> tuple[Any, lis
     async with core.pool.acquire() as conn:
         device = await get_device_row(conn, mac)
         return device, await store.list_assignments(conn, mac)
+
+
+async def list_user_devices(core: Core, actor: Actor, username: str) -> list[Any]:
+    """The devices carrying a user, each with its slot and its latest push job's state."""
+    require_self_or_admin(actor, username)
+    async with core.pool.acquire() as conn:
+        user = await get_user(conn, username)
+        return await store.list_user_devices(conn, user["id"])
+
+
+async def preview_device(
+    core: Core, actor: Actor, mac_text: str, *, mask: bool
+) -> dict[str, bytes]:
+    """What the device would get if it were rendered now (nothing is stored).
+
+    With ``mask`` every PIN, SIP password and device credential is replaced, for showing to
+    people. Raises ``render_failed`` when the device cannot be rendered.
+    """
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    async with core.pool.acquire() as conn:
+        await get_device_row(conn, mac)
+    try:
+        files = await provisioning.preview(core, mac)
+        if mask:
+            shown = provisioning.masked(files, await provisioning.device_secrets(core, mac))
+            files = {name: text.encode() for name, text in shown.items()}
+    except (RenderError, jinja2.TemplateError, VaultError) as exc:
+        raise unprocessable("render_failed", f"{mac} cannot be rendered: {exc}") from None
+    return dict(sorted(files.items()))
 
 
 async def list_devices(

@@ -14,14 +14,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import jinja2
 from aiohttp import web
 
-from provisioner import audit, auth, devices_service, passwords, pins, provisioning, store, users
+from provisioner import audit, auth, devices_service, passwords, pins, users
+from provisioner.audit import Actor
 from provisioner.core import Core
-from provisioner.devices.base import RenderError
 from provisioner.errors import Kind, ProvisionerError, invalid
-from provisioner.vault import VaultError
 from provisioner.web import admin_me
 from provisioner.web.admin_render import (
     STATIC_DIR,
@@ -135,15 +133,6 @@ def _device(row: Any, assignments: list[Any] | None = None) -> dict[str, Any]:
         else {"at": notified_at.isoformat(), "result": row["last_notify_result"]}
     )
     return view
-
-
-async def list_user_devices(core: Core, user_id: int) -> list[Any]:
-    """The devices carrying a user, each with its latest push job's state.
-
-    Stands in for a domain function (``devices_service.list_user_devices``) until there is one.
-    """
-    async with core.pool.acquire() as conn:
-        return await store.list_user_devices(conn, user_id)
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -262,9 +251,10 @@ async def _user_page(
     errors: dict[str, str] | None = None,
     page_error: str | None = None,
 ) -> web.Response:
-    core = _core(request)
-    row = await users.find_user(core, actor_of(request), username)
-    devices = [{**_device(d), "slot": d["slot"]} for d in await list_user_devices(core, row["id"])]
+    core, actor = _core(request), actor_of(request)
+    row = await users.find_user(core, actor, username)
+    carried = await devices_service.list_user_devices(core, actor, row["username"])
+    devices = [{**_device(d), "slot": d["slot"]} for d in carried]
     flash = web_session(request).flash
     errors = errors or {}
     return render(
@@ -380,14 +370,15 @@ async def devices_page(request: web.Request) -> web.Response:
     )
 
 
-async def _masked_preview(core: Core, mac: str) -> tuple[dict[str, str], str | None]:
+async def _masked_preview(core: Core, actor: Actor, mac: str) -> tuple[dict[str, str], str | None]:
     """The files the device would get now, secrets masked; or why they cannot be rendered."""
     try:
-        files = await provisioning.preview(core, mac)
-        shown = provisioning.masked(files, await provisioning.device_secrets(core, mac))
-    except (RenderError, jinja2.TemplateError, VaultError) as exc:
-        return {}, str(exc)
-    return dict(sorted(shown.items())), None
+        files = await devices_service.preview_device(core, actor, mac, mask=True)
+    except ProvisionerError as exc:
+        if exc.code != "render_failed":
+            raise
+        return {}, exc.message
+    return {name: body.decode() for name, body in files.items()}, None
 
 
 @routes.get("/devices/{mac}")
@@ -397,7 +388,7 @@ async def device_page(request: web.Request) -> web.Response:
     jobs = await devices_service.list_push_jobs(
         core, actor, state=None, device=row["mac"], limit=DEVICE_JOBS_SHOWN
     )
-    files, preview_error = await _masked_preview(core, row["mac"])
+    files, preview_error = await _masked_preview(core, actor, row["mac"])
     device = _device(row, assignments)
     device["push_state"] = jobs[0]["state"] if jobs else None
     return render(
