@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from provisioner import audit, provisioning, store
@@ -100,11 +100,15 @@ async def check_pin(core: Core, extension: str, pin: str, source: str) -> tuple[
 
 
 async def verify_pin(core: Core, extension: str, pin: str, source: str) -> PinCheck:
+    """The contract's ``{"valid": bool}``: an unknown extension or a locked PIN is not valid
+    (a locked one says until when)."""
     try:
         _, result = await check_pin(core, extension, pin, source)
     except ProvisionerError as exc:
         if exc.code == "user_not_found":
             return PinCheck(False)
+        if exc.code == "pin_locked":
+            return PinCheck(False, datetime.now(UTC) + timedelta(seconds=exc.retry_after or 0))
         raise
     return result
 

@@ -121,7 +121,9 @@ async def test_pin_lockout_and_admin_reset(setup: tuple[Api, Pbx], db: asyncpg.C
     status, data = await pbx.call("pin-login", {**login, "pin": "480913"})
     assert (status, data["error"]["code"]) == (423, "pin_locked")
     status, data = await pbx.call("verify-pin", {"extension": "201", "pin": "480913"})
-    assert status == 423
+    assert status == 200
+    assert data["valid"] is False
+    assert data["locked_until"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'pin.locked'") == 1
     # An admin's PIN change lifts the lock.
     assert (await admin.call("PUT", "/users/alice/pin", {"pin": "603125"}))[0] == 200
