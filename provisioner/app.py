@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import ssl
 from collections.abc import AsyncIterator
 
@@ -18,6 +17,7 @@ from provisioner.core import open_core
 from provisioner.metrics import METRICS
 from provisioner.push import PushWorker, default_notifier
 from provisioner.settings import Settings
+from provisioner.signals import stop_requested
 from provisioner.web import admin, phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import error_response, json_errors
@@ -122,10 +122,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
         # What start-up built stays alive; spare the collector rescanning it on every pass.
         gc.collect()
         gc.freeze()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_requested()
         await stop.wait()
         log.info("shutting down")
     finally:

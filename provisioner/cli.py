@@ -11,7 +11,6 @@ import contextlib
 import getpass
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -30,6 +29,7 @@ from provisioner.devices import ADAPTERS
 from provisioner.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from provisioner.errors import Kind, ProvisionerError
 from provisioner.settings import Settings, SettingsError, parse_host_port
+from provisioner.signals import stop_requested
 
 log = logging.getLogger("provisioner")
 
@@ -431,10 +431,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     async def work(core: Core) -> int:
         notifier = default_notifier(core)
         task = asyncio.create_task(PushWorker(core, notifier).run())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_requested()
         log.info("push worker running")
         await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED")
         task.cancel()

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import jinja2
 
-from provisioner import audit, provisioning, store
+from provisioner import audit, provisioning, sites, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
@@ -34,7 +34,6 @@ from provisioner.vault import (
 
 _LABEL_MAX = 128
 _IPUI = re.compile(r"[0-9A-F]{10}")
-_SITE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MAC_SEPARATOR = re.compile(r"[:\-.]")
 
 
@@ -92,7 +91,7 @@ def _check_label(label: str) -> str:
 
 
 async def _check_site(conn: Connection, site: str) -> str:
-    if not _SITE.fullmatch(site) or await store.get_site(conn, site) is None:
+    if not sites.is_site_name(site) or await store.get_site(conn, site) is None:
         raise unprocessable("site_unknown", "There is no such site.")
     return site
 
@@ -329,7 +328,6 @@ async def set_assignments(
     return rows
 
 
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
@@ -350,7 +348,7 @@ async def set_api_access(core: Core, actor: Actor, mac_text: str, access: ApiAcc
     """
     require_admin(actor)
     mac = parse_mac(mac_text)
-    if not _HOST.fullmatch(access.host):
+    if not sites.is_host(access.host):
         raise invalid("host_invalid", "host must be a host name or IP address.")
     port = access.port if access.port is not None else 12622
     if not 1 <= port <= 65535:

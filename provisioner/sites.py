@@ -20,6 +20,15 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 
 
+def is_site_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
+
+
+def is_host(value: str) -> bool:
+    """A host name or an IP address (IPv6 in brackets), at most 253 characters."""
+    return _HOST.fullmatch(value) is not None
+
+
 @cache
 def _time_zones() -> frozenset[str]:
     return frozenset(available_timezones())
@@ -28,7 +37,7 @@ def _time_zones() -> frozenset[str]:
 def _validate(changes: Mapping[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for name, value in changes.items():
-        if name in ("registrar_host", "ntp_server") and not _HOST.fullmatch(value):
+        if name in ("registrar_host", "ntp_server") and not is_host(value):
             raise invalid(f"{name}_invalid", f"{name} must be a host name or IP address.")
         if name == "registrar_port" and not 1 <= value <= 65535:
             raise invalid("registrar_port_invalid", "registrar_port is 1 to 65535.")
@@ -51,7 +60,7 @@ async def list_sites(core: Core, actor: Actor) -> list[Any]:
 async def set_site(core: Core, actor: Actor, name: str, changes: Mapping[str, Any]) -> Any:
     """Create or change a site; its devices are re-rendered and get a push job."""
     require_admin(actor)
-    if not _NAME.fullmatch(name):
+    if not is_site_name(name):
         raise invalid("site_invalid", "A site name is 1-64 lower-case letters, digits and . _ -.")
     clean = _validate(changes)
     async with core.pool.acquire() as conn, conn.transaction():

@@ -210,15 +210,15 @@ def public_view(user: Any) -> dict[str, Any]:
         "language": user["language"],
         "role": user["role"],
         "pin_set": user["pin_hash"] is not None,
-        "pin_changed_at": _iso(user["pin_changed_at"]),
-        "pin_locked_until": _iso(locked_until),
+        "pin_changed_at": iso_or_none(user["pin_changed_at"]),
+        "pin_locked_until": iso_or_none(locked_until),
         "password_set": user["password_hash"] is not None,
-        "password_changed_at": _iso(user["password_changed_at"]),
+        "password_changed_at": iso_or_none(user["password_changed_at"]),
         "must_change_password": user["must_change_password"],
-        "created_at": _iso(user["created_at"]),
-        "updated_at": _iso(user["updated_at"]),
+        "created_at": iso_or_none(user["created_at"]),
+        "updated_at": iso_or_none(user["updated_at"]),
     }
 
 
-def _iso(value: Any) -> str | None:
+def iso_or_none(value: Any) -> str | None:
     return None if value is None else str(value.isoformat())

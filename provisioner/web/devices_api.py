@@ -9,6 +9,7 @@ from aiohttp import web
 from provisioner import devices_service, sites
 from provisioner.audit import Actor
 from provisioner.errors import invalid
+from provisioner.users import iso_or_none
 from provisioner.web.inputs import field, json_body, json_list, query_int
 from provisioner.web.keys import ACTOR, CORE
 
@@ -18,10 +19,6 @@ routes = web.RouteTableDef()
 def _actor(request: web.Request) -> Actor:
     actor: Actor = request[ACTOR]
     return actor
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else str(value.isoformat())
 
 
 def assignment_view(row: Any) -> dict[str, Any]:
@@ -45,18 +42,18 @@ def device_view(row: Any, assignments: list[Any] | None = None) -> dict[str, Any
         "site": row["site"],
         "revision": row["revision"],
         "fetched_revision": row["fetched_revision"],
-        "rendered_at": _iso(row["rendered_at"]),
+        "rendered_at": iso_or_none(row["rendered_at"]),
         "render_error": row["render_error"],
         "bootstrap_allowed": row["bootstrap_allowed"],
         "last_fetch": None
         if row["last_fetch_at"] is None
         else {
-            "at": _iso(row["last_fetch_at"]),
+            "at": iso_or_none(row["last_fetch_at"]),
             "revision": row["last_fetch_revision"],
             "file": row["last_fetch_file"],
             "source": row["last_fetch_source"],
         },
-        "created_at": _iso(row["created_at"]),
+        "created_at": iso_or_none(row["created_at"]),
     }
     if "job_state" in row:
         view["push_state"] = row["job_state"]
@@ -73,8 +70,8 @@ def job_view(row: Any) -> dict[str, Any]:
         "reason": row["reason"],
         "attempts": row["attempts"],
         "last_error": row["last_error"],
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
+        "created_at": iso_or_none(row["created_at"]),
+        "updated_at": iso_or_none(row["updated_at"]),
     }
 
 

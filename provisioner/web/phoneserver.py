@@ -15,7 +15,6 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import ssl
 import sys
 
@@ -24,6 +23,7 @@ from aiohttp import web
 from provisioner.core import open_core
 from provisioner.phoneauth import Phones
 from provisioner.settings import Settings
+from provisioner.signals import stop_requested
 from provisioner.web.errors import error_response
 from provisioner.web.phones import answer, open_phones
 
@@ -68,10 +68,7 @@ async def run_standalone(settings: Settings, ssl_context: ssl.SSLContext | None)
         # Objects alive after start-up stay; keep the collector from rescanning them.
         gc.collect()
         gc.freeze()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_requested()
         try:
             await stop.wait()
         finally:
