@@ -147,6 +147,15 @@ def _parser() -> argparse.ArgumentParser:
         "--fingerprint", help="SHA-256 of the device's TLS certificate (pins it)"
     )
     device_api.set_defaults(handler=cmd_device_api_access)
+    device_code = device.add_parser(
+        "access-code",
+        help="show or replace a DECT system's access code for subscribing handsets",
+    )
+    device_code.add_argument("mac")
+    code_action = device_code.add_mutually_exclusive_group()
+    code_action.add_argument("--new", action="store_true", help="replace it with a random code")
+    code_action.add_argument("--set", dest="code", metavar="NNNN", help="replace it with NNNN")
+    device_code.set_defaults(handler=cmd_device_access_code)
     device_render = device.add_parser("render", help="print what the device would get now")
     device_render.add_argument("mac")
     device_render.add_argument("file", nargs="?")
@@ -164,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     site_set.add_argument("--timezone", metavar="AREA/CITY")
     site_set.add_argument("--language", choices=users.LANGUAGES)
     site_set.add_argument("--ntp", dest="ntp_server", metavar="HOST")
+    site_set.add_argument(
+        "--maintenance-window",
+        dest="maintenance_window",
+        metavar="HH:MM-HH:MM",
+        help="when devices that restart to apply a change are pushed (site time; 02:00-04:00)",
+    )
     site_set.set_defaults(handler=cmd_site_set)
     return parser
 
@@ -382,6 +397,25 @@ def cmd_device_api_access(args: argparse.Namespace, settings: Settings) -> int:
     async def work(core: Core) -> int:
         await devices_service.set_api_access(core, Actor.cli(), args.mac, access)
         print(f"API access of {devices_service.parse_mac(args.mac)} stored")
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_device_access_code(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(core: Core) -> int:
+        if args.new or args.code is not None:
+            code, _ = await devices_service.set_access_code(core, Actor.cli(), args.mac, args.code)
+        else:
+            details = await devices_service.find_device(core, Actor.cli(), args.mac)
+            if details.access_code is None:
+                raise CliError(
+                    f"{details.device['vendor']} {details.device['model']} has no access code "
+                    "(only DECT systems do)",
+                    EXIT_BAD_INPUT,
+                )
+            code = details.access_code
+        print(code)
         return 0
 
     return _run_with_core(settings, work)

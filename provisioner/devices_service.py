@@ -12,12 +12,12 @@ import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import jinja2
 
-from provisioner import audit, provisioning, sites, store
+from provisioner import access_codes, audit, provisioning, sites, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
@@ -27,6 +27,7 @@ from provisioner.errors import ProvisionerError, conflict, invalid, not_found, u
 from provisioner.users import get_user, require_admin, require_self_or_admin
 from provisioner.vault import (
     VaultError,
+    access_code_purpose,
     device_api_password_purpose,
     device_credential_purpose,
     sip_password_purpose,
@@ -191,12 +192,61 @@ async def delete_device(core: Core, actor: Actor, mac_text: str) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", provisioning.DEVICE_CHANNEL, mac)
 
 
-async def find_device(core: Core, actor: Actor, mac_text: str) -> tuple[Any, list[Any]]:
+class DeviceDetails(NamedTuple):
+    device: Any
+    assignments: list[Any]
+    access_code: str | None
+    """The DECT system's access code for subscribing handsets; None for desk phones."""
+
+
+async def find_device(core: Core, actor: Actor, mac_text: str) -> DeviceDetails:
     require_admin(actor)
     mac = parse_mac(mac_text)
     async with core.pool.acquire() as conn:
         device = await get_device_row(conn, mac)
-        return device, await store.list_assignments(conn, mac)
+        return DeviceDetails(
+            device,
+            await store.list_assignments(conn, mac),
+            await access_codes.ensure(core.vault, conn, device),
+        )
+
+
+async def set_access_code(
+    core: Core, actor: Actor, mac_text: str, code: str | None
+) -> tuple[str, list[int]]:
+    """Replace the DECT system's access code with ``code``, or a new random one when None.
+
+    One transaction: the device row, the audit row (never the code) and the push job; the
+    device is re-rendered. A PIN change never touches the code. Returns the code and the jobs.
+    ``access_code_invalid`` when ``code`` is not exactly the digits the vendor's key takes,
+    ``access_code_unused`` for models without an access code.
+    """
+    require_admin(actor)
+    mac = parse_mac(mac_text)
+    async with core.pool.acquire() as conn, conn.transaction():
+        device = await get_device_row(conn, mac, for_update=True)
+        key = access_codes.key_of(device)
+        if key is None:
+            raise unprocessable(
+                "access_code_unused",
+                "Only DECT systems have an access code for subscribing handsets.",
+            )
+        chosen = (
+            access_codes.generate(key.digits) if code is None else access_codes.check(code, key)
+        )
+        await store.set_device_access_code(
+            conn, mac, core.vault.encrypt(chosen, access_code_purpose(mac))
+        )
+        jobs = await store.enqueue_push_jobs(conn, [mac], "device.access_code")
+        await audit.record(
+            conn,
+            actor,
+            "device.access_code",
+            None,
+            {"mac": mac, "generated": code is None, "push_jobs": jobs},
+        )
+    await provisioning.render_device(core, mac)
+    return chosen, jobs
 
 
 async def list_user_devices(core: Core, actor: Actor, username: str) -> list[Any]:
@@ -431,8 +481,8 @@ async def list_push_jobs(
     core: Core, actor: Actor, *, state: str | None, device: str | None, limit: int
 ) -> list[Any]:
     require_admin(actor)
-    if state is not None and state not in ("pending", "notified", "fetched", "failed"):
-        raise invalid("query_invalid", "state is one of pending, notified, fetched, failed.")
+    if state is not None and state not in store.PUSH_JOB_STATES:
+        raise invalid("query_invalid", f"state is one of {', '.join(store.PUSH_JOB_STATES)}.")
     mac = parse_mac(device) if device else None
     async with core.pool.acquire() as conn:
         return await store.list_push_jobs(conn, state=state, mac=mac, limit=limit)

@@ -10,6 +10,8 @@ import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from provisioner.store import PUSH_JOB_STATES
+
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -110,7 +112,7 @@ class Metrics:
             "# HELP provisioner_push_jobs Push jobs in the database, by state.",
             "# TYPE provisioner_push_jobs gauge",
         ]
-        for state in ("pending", "notified", "fetched", "failed"):
+        for state in PUSH_JOB_STATES:
             lines.append(f'provisioner_push_jobs{{state="{state}"}} {jobs_by_state.get(state, 0)}')
         for metric in (
             self.fetches,

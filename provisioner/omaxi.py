@@ -258,6 +258,7 @@ class OmAxiClient:
         uid: int,
         *,
         num: str,
+        add_id: str | None,
         pin: str | None,
         sip_auth_id: str | None,
         sip_password: str | None,
@@ -265,12 +266,15 @@ class OmAxiClient:
     ) -> Attributes:
         """Update the PP user ``uid`` (``SetPPUser``); attributes passed as None stay as they are.
 
+        ``num`` is the user's number (the SIP user name), ``add_id`` the "User Login Id" a user
+        types with the PIN at an unbound handset when the OMM's login variant is ``ID``.
         ``pin`` and ``sip_password`` are encrypted with the key the OMM announced on this
         connection. Returns the user record the OMM answers with, secrets left out. Raises
-        :class:`OmAxiError` when the OMM refuses (``ENoEnt``: no user ``uid``; it is not created).
+        :class:`OmAxiError` when the OMM refuses (``ENoEnt``: no user ``uid``; it is not created;
+        ``ETooLong`` with ``maxLen``: a value is longer than the OMM takes).
         """
         _check_uid(uid)
-        plain = {"num": num, "sipAuthId": sip_auth_id, "name": name}
+        plain = {"num": num, "addId": add_id, "sipAuthId": sip_auth_id, "name": name}
         for attribute, value in plain.items():
             if value is not None and _NOT_IN_XML.search(value):
                 raise NotifyError(f"the {attribute} of user {uid} contains a control character")
@@ -280,6 +284,8 @@ class OmAxiClient:
             key = connection.public_key
             assert key is not None  # set by the login
             user = {"uid": str(uid), "num": num}
+            if add_id is not None:
+                user["addId"] = add_id
             if pin is not None:
                 user["pin"] = _encrypt(key, pin, f"the PIN of user {uid}")
             if sip_auth_id is not None:

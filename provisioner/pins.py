@@ -9,10 +9,11 @@ from provisioner import audit, provisioning, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.errors import Kind, ProvisionerError
+from provisioner.settings import PIN_MAX_LENGTH
 from provisioner.users import get_user, require_self_or_admin
 from provisioner.vault import pin_purpose
 
-MAX_LENGTH = 12
+MAX_LENGTH = PIN_MAX_LENGTH
 
 # The most chosen PINs in published analyses of leaked PIN sets, beyond the patterns the rules
 # below catch anyway (repeated digits, straight runs).
@@ -56,7 +57,10 @@ def check_pin_policy(pin: str, *, min_length: int, extension: str | None) -> Non
 
 
 async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinChange:
-    """Set ``username``'s PIN and queue a push to every device that carries the user.
+    """Set ``username``'s PIN and queue a push to every device whose config carries it.
+
+    Devices whose vendor has no user-PIN key (most DECT bases) are not touched: the PIN is used
+    there through the PBX's hot-desk login, on the server.
 
     One transaction: the user row (verifier, ciphertext, failure counters reset), the audit row
     and the push jobs commit together or not at all.
@@ -73,7 +77,11 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
         check_pin_policy(pin, extension=user["extension"], **policy_args)
         encrypted = core.vault.encrypt(pin, pin_purpose(user["id"]))
         await store.set_user_pin(conn, user["id"], pin_hash, encrypted)
-        macs = await store.list_device_macs_for_user(conn, user["id"])
+        macs = [
+            row["mac"]
+            for row in await store.list_device_models_for_user(conn, user["id"])
+            if provisioning.carries_pin(row["vendor"], row["model"])
+        ]
         jobs = await store.enqueue_push_jobs(conn, macs, "pin.change")
         await audit.record(conn, actor, "pin.change", username, {"push_jobs": jobs})
     provisioning.schedule_renders(core, macs)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from provisioner import store
+from provisioner import access_codes, store
 from provisioner.core import Core
 from provisioner.db import Connection
 from provisioner.devices import ADAPTERS
@@ -69,6 +69,13 @@ def adapter_for(vendor: str) -> Adapter:
     return adapter
 
 
+def carries_pin(vendor: str, model_name: str) -> bool:
+    """Whether devices of this vendor and model carry their users' PINs in their configs."""
+    adapter = ADAPTERS.get(vendor)
+    model = None if adapter is None else adapter.model(model_name)
+    return adapter is not None and model is not None and adapter.pin_key(model) is not None
+
+
 async def load_context(core: Core, conn: Connection, mac: str) -> tuple[Adapter, RenderContext]:
     """Everything the device's files carry, secrets decrypted (in memory only)."""
     device = await store.get_device(conn, mac)
@@ -90,10 +97,12 @@ async def load_context(core: Core, conn: Connection, mac: str) -> tuple[Adapter,
         language=site_row["language"],
         ntp_server=site_row["ntp_server"],
     )
+    # The PIN reaches only models with a documented user-PIN key (DESIGN, "PIN on devices").
+    carries_pin = adapter.pin_key(model) is not None
     lines = []
     for row in await store.list_lines_for_render(conn, mac):
         pin = None
-        if row["pin_encrypted"] is not None:
+        if carries_pin and row["pin_encrypted"] is not None:
             pin = core.vault.decrypt(row["pin_encrypted"], pin_purpose(row["user_id"]))
         lines.append(
             Line(
@@ -119,6 +128,7 @@ async def load_context(core: Core, conn: Connection, mac: str) -> tuple[Adapter,
         provisioning_url=provisioning_url(core),
         provisioning_user=mac,
         provisioning_password=credential,
+        access_code=await access_codes.ensure(core.vault, conn, device),
     )
     return adapter, ctx
 
@@ -230,6 +240,8 @@ async def device_secrets(core: Core, mac: str) -> list[str]:
     async with core.pool.acquire() as conn:
         _, ctx = await load_context(core, conn, mac)
     found = [ctx.provisioning_password]
+    if ctx.access_code:
+        found.append(ctx.access_code)
     for line in ctx.lines:
         found.append(line.sip_password)
         if line.pin:

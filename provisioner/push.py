@@ -7,7 +7,10 @@ worker died is taken up again when its lease expires. Workers sleep until Postgr
 (``LISTEN provisioner_push``), with a slow poll as a safety net.
 
 State machine: ``pending`` → (render; notify) → ``notified`` → (the device fetches the revision
-the job was made for) → ``fetched``; or ``failed`` after :attr:`PushWorker.max_attempts`.
+the job was made for) → ``fetched``; or ``failed`` after :attr:`PushWorker.max_attempts`. A
+device that restarts to apply a configuration (:meth:`Adapter.needs_maintenance_window`) is
+rendered at once but notified only inside its site's maintenance window: its job waits as
+``scheduled`` until then (a fetch of the new revision in the meantime completes it too).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import random
 import socket
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from provisioner import provisioning, store
+from provisioner import maintenance, provisioning, store
 from provisioner.core import Core
 from provisioner.devices.base import Adapter, RenderError
 from provisioner.metrics import METRICS
@@ -164,6 +168,13 @@ class PushWorker:
             return
         adapter = provisioning.adapter_for(device["vendor"])
         model = adapter.model(device["model"])
+        if model is not None and adapter.needs_maintenance_window(model):
+            opening = await self._window_opening(device)
+            if opening is not None:
+                wait = (opening - datetime.now(UTC)).total_seconds()
+                await self._finish(job, "scheduled", revision, None, None, retry_in=wait)
+                log.debug("device %s: push scheduled for %s", mac, opening.isoformat())
+                return
         through_api = model is not None and adapter.sip_event(model) is None
         started = time.monotonic()
         try:
@@ -186,6 +197,13 @@ class PushWorker:
         done = through_api or (fetched is not None and fetched["fetched_revision"] >= revision)
         await self._finish(job, "fetched" if done else "notified", revision, transport, None)
         log.debug("device %s: %s (revision %d)", mac, result, revision)
+
+    async def _window_opening(self, device: Any) -> datetime | None:
+        """When the device's site next opens its maintenance window; None while it is open."""
+        async with self.core.pool.acquire() as conn:
+            site = await store.get_site(conn, device["site"])
+        assert site is not None  # foreign key
+        return maintenance.next_opening(site["maintenance_window"], site["timezone"])
 
     async def _push_through_api(self, adapter: Adapter, device: Any) -> str:
         mac = device["mac"]
@@ -223,17 +241,21 @@ class PushWorker:
             raise NotifyError(f"{adapter.vendor} devices are not notified over SIP")
         async with self.core.pool.acquire() as conn:
             lines = await store.list_assignments(conn, device["mac"])
-        first = lines[0] if lines else None
+        # The NOTIFY goes to the contact the PBX reported, i.e. to the SIP account registered
+        # there (some bases ignore a check-sync for any other, e.g. Gigaset's); a digest
+        # challenge is answered with that account's credentials.
+        registered = [line for line in lines if line["extension"] == device["sip_contact_user"]]
+        line = next(iter(registered or lines), None)
         password = None
-        if first is not None and first["sip_password_encrypted"] is not None:
+        if line is not None and line["sip_password_encrypted"] is not None:
             password = self.core.vault.decrypt(
-                first["sip_password_encrypted"], sip_password_purpose(device["mac"], first["slot"])
+                line["sip_password_encrypted"], sip_password_purpose(device["mac"], line["slot"])
             )
         return NotifyTarget(
             mac=device["mac"],
             event=event,
             contact=device["sip_contact"],
-            sip_user=first["sip_auth_user"] if first is not None else None,
+            sip_user=line["sip_auth_user"] if line is not None else None,
             sip_password=password,
         )
 

@@ -12,8 +12,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from provisioner.devices import pin_limit_conflicts
+
 PREFIX = "PROVISIONER_"
 PIN_MIN_LENGTH_RANGE = (4, 12)
+#: The longest PIN the policy admits.
+PIN_MAX_LENGTH = 12
 
 
 class SettingsError(ValueError):
@@ -216,11 +220,17 @@ def _parse_ami_url(value: str | None) -> str | None:
 
 
 def _parse_pin_min_length(value: str | None) -> int:
+    """The policy's shortest PIN; the policy must fit every device key that carries the PIN."""
     low, high = PIN_MIN_LENGTH_RANGE
-    if value is None:
-        return 6
+    value = "6" if value is None else value
     if not value.isdigit() or not low <= int(value) <= high:
         raise SettingsError(f"PROVISIONER_PIN_MIN_LENGTH: expected a number from {low} to {high}")
+    conflicts = pin_limit_conflicts(int(value), PIN_MAX_LENGTH)
+    if conflicts:
+        raise SettingsError(
+            f"PROVISIONER_PIN_MIN_LENGTH: PINs of {value} to {PIN_MAX_LENGTH} digits do not fit "
+            f"every device key that carries the PIN ({'; '.join(conflicts)})"
+        )
     return int(value)
 
 

@@ -1,4 +1,5 @@
-"""Sites: the SIP registrar, time zone, language and NTP server a group of devices shares."""
+"""Sites: the SIP registrar, time zone, language, NTP server and maintenance window a group of
+devices shares."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
-from provisioner import audit, provisioning, store
+from provisioner import audit, maintenance, provisioning, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.errors import invalid
 from provisioner.users import LANGUAGES, require_admin
 
-FIELDS = ("registrar_host", "registrar_port", "transport", "timezone", "language", "ntp_server")
+FIELDS = store.SITE_EDITABLE_COLUMNS
+#: Fields no device's configuration carries: changing only these re-renders nothing.
+_NOT_RENDERED = frozenset({"maintenance_window"})
 TRANSPORTS = ("udp", "tcp", "tls")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
@@ -47,6 +50,8 @@ def _validate(changes: Mapping[str, Any]) -> dict[str, Any]:
             raise invalid("timezone_invalid", "timezone is an IANA name such as Europe/Berlin.")
         if name == "language" and value not in LANGUAGES:
             raise invalid("language_invalid", f"language is one of {', '.join(LANGUAGES)}.")
+        if name == "maintenance_window":
+            value = str(maintenance.parse(value))
         clean[name] = value
     return clean
 
@@ -58,14 +63,22 @@ async def list_sites(core: Core, actor: Actor) -> list[Any]:
 
 
 async def set_site(core: Core, actor: Actor, name: str, changes: Mapping[str, Any]) -> Any:
-    """Create or change a site; its devices are re-rendered and get a push job."""
+    """Create or change a site; its devices are re-rendered and get a push job.
+
+    A change of the maintenance window alone renders nothing: the site's jobs that wait for the
+    window are looked at again by the push worker, which times them by the new one.
+    """
     require_admin(actor)
     if not is_site_name(name):
         raise invalid("site_invalid", "A site name is 1-64 lower-case letters, digits and . _ -.")
     clean = _validate(changes)
     async with core.pool.acquire() as conn, conn.transaction():
         row = await store.upsert_site(conn, name, clean)
-        macs = await store.list_site_device_macs(conn, name)
+        macs = []
+        if set(clean) - _NOT_RENDERED:
+            macs = await store.list_site_device_macs(conn, name)
+        if "maintenance_window" in clean or "timezone" in clean:
+            await store.reconsider_scheduled_push_jobs(conn, name)
         jobs = await store.enqueue_push_jobs(conn, macs, "site.update")
         await audit.record(
             conn,

@@ -332,6 +332,9 @@ async def list_audit(
 
 # --- devices and push jobs ---------------------------------------------------------------------
 
+#: Every state of a push job, in the order a job passes through them.
+PUSH_JOB_STATES = ("pending", "scheduled", "notified", "fetched", "failed")
+
 
 async def list_device_macs_for_user(conn: Connection, user_id: int) -> list[str]:
     rows = await conn.fetch(
@@ -340,13 +343,24 @@ async def list_device_macs_for_user(conn: Connection, user_id: int) -> list[str]
     return [r["mac"] for r in rows]
 
 
+async def list_device_models_for_user(conn: Connection, user_id: int) -> list[Record]:
+    """(mac, vendor, model) of every device carrying the user."""
+    return await conn.fetch(
+        """SELECT DISTINCT d.mac, d.vendor, d.model
+           FROM device_assignments a JOIN devices d ON d.mac = a.mac
+           WHERE a.user_id = $1 ORDER BY d.mac""",
+        user_id,
+    )
+
+
 async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) -> list[int]:
     """Open a push job per device, folding into the device's open job when it has one.
 
     A new job waits :data:`PUSH_DEBOUNCE` so a burst of changes to one device (many handsets of
     a DECT base) ends in one notification; each change folding into the pending job extends
     the wait, up to :data:`PUSH_MAX_WAIT` after the job became pending. Folding into a
-    notified job makes it pending again (a newer revision must be fetched).
+    notified or scheduled job makes it pending again (a newer revision must be fetched; the
+    worker schedules it again when the device must wait for its maintenance window).
     Workers are woken when the transaction commits.
     """
     if not macs:
@@ -354,7 +368,7 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
     rows = await conn.fetch(
         """INSERT INTO push_jobs (mac, reason, not_before)
            SELECT unnest($1::text[]), $2, now() + $3::float8 * interval '1 second'
-           ON CONFLICT (mac) WHERE state IN ('pending', 'notified')
+           ON CONFLICT (mac) WHERE state IN ('pending', 'scheduled', 'notified')
            DO UPDATE SET reason = EXCLUDED.reason, attempts = 0, last_error = NULL,
                          not_before = CASE WHEN push_jobs.state = 'pending'
                                            THEN least(greatest(push_jobs.not_before,
@@ -385,12 +399,16 @@ PUSH_MAX_WAIT = 2.0
 async def claim_push_jobs(
     conn: Connection, *, worker: str, limit: int, lease_seconds: float
 ) -> list[Record]:
-    """Lease up to ``limit`` due jobs; rows other workers hold are skipped, not waited for."""
+    """Lease up to ``limit`` due jobs; rows other workers hold are skipped, not waited for.
+
+    Due are pending jobs past their debounce or retry delay, and scheduled jobs whose
+    maintenance window has come.
+    """
     return await conn.fetch(
         """UPDATE push_jobs j SET lease_until = now() + $3::float8 * interval '1 second',
                   worker = $1, attempts = j.attempts + 1, updated_at = now()
            FROM (SELECT id FROM push_jobs
-                 WHERE state = 'pending' AND not_before <= now()
+                 WHERE state IN ('pending', 'scheduled') AND not_before <= now()
                    AND (lease_until IS NULL OR lease_until < now())
                  ORDER BY not_before, id LIMIT $2
                  FOR UPDATE SKIP LOCKED) due
@@ -403,11 +421,11 @@ async def claim_push_jobs(
 
 
 async def next_push_due(conn: Connection) -> float | None:
-    """Seconds until the next pending job is due (0 when one is due now), None when none."""
+    """Seconds until the next pending or scheduled job is due (0: now), None when none."""
     value = await conn.fetchval(
         """SELECT greatest(0, extract(epoch FROM min(greatest(not_before,
                       coalesce(lease_until, not_before))) - now()))
-           FROM push_jobs WHERE state = 'pending'"""
+           FROM push_jobs WHERE state IN ('pending', 'scheduled')"""
     )
     return None if value is None else float(value)
 
@@ -431,6 +449,9 @@ async def finish_push_job(
     200 OK) found no notified job to complete in :func:`insert_fetches`. The device row is
     read ``FOR SHARE``, so a fetch record being written concurrently is either seen here or
     sees this job as notified.
+
+    ``scheduled`` with ``retry_in`` parks the job until the device's maintenance window: its
+    attempts start again from zero there.
     """
     status = await conn.execute(
         """WITH device AS (
@@ -443,6 +464,7 @@ async def finish_push_job(
                                ELSE $4 END,
                   revision = coalesce($5, revision),
                   transport = coalesce($6, transport), last_error = $7,
+                  attempts = CASE WHEN $4 = 'scheduled' THEN 0 ELSE attempts END,
                   not_before = CASE WHEN $8::float8 IS NULL THEN not_before
                                     ELSE now() + $8::float8 * interval '1 second' END,
                   notified_at = CASE WHEN $4 = 'notified' THEN now() ELSE notified_at END,
@@ -468,7 +490,8 @@ async def release_push_jobs(conn: Connection, worker: str) -> int:
     status = await conn.execute(
         """UPDATE push_jobs SET lease_until = NULL, worker = NULL,
                   attempts = greatest(attempts - 1, 0)
-           WHERE worker = $1 AND state = 'pending' AND lease_until IS NOT NULL""",
+           WHERE worker = $1 AND state IN ('pending', 'scheduled')
+             AND lease_until IS NOT NULL""",
         worker,
     )
     return int(status.split()[-1])
@@ -480,6 +503,16 @@ async def set_device_notify_result(conn: Connection, mac: str, result: str) -> N
         mac,
         result,
     )
+
+
+async def reconsider_scheduled_push_jobs(conn: Connection, site: str) -> None:
+    """Make the site's jobs that wait for a maintenance window due now, to be timed anew."""
+    await conn.execute(
+        """UPDATE push_jobs SET not_before = now(), updated_at = now()
+           WHERE state = 'scheduled' AND mac IN (SELECT mac FROM devices WHERE site = $1)""",
+        site,
+    )
+    await conn.execute("SELECT pg_notify('provisioner_push', '')")
 
 
 async def count_push_jobs_by_state(
@@ -495,8 +528,16 @@ async def count_push_jobs_by_state(
 
 # --- sites -------------------------------------------------------------------------------------
 
-SITE_EDITABLE_COLUMNS = frozenset(
-    {"registrar_host", "registrar_port", "transport", "timezone", "language", "ntp_server"}
+#: Columns a caller may change through upsert_site, in the order views show them; the names are
+#: formatted into SQL, so only these literals ever reach it.
+SITE_EDITABLE_COLUMNS = (
+    "registrar_host",
+    "registrar_port",
+    "transport",
+    "timezone",
+    "language",
+    "ntp_server",
+    "maintenance_window",
 )
 
 
@@ -510,7 +551,7 @@ async def list_sites(conn: Connection) -> list[Record]:
 
 async def upsert_site(conn: Connection, name: str, changes: Mapping[str, Any]) -> Record:
     """Create the site if needed and apply ``changes`` (column names from a fixed set)."""
-    unknown = set(changes) - SITE_EDITABLE_COLUMNS
+    unknown = set(changes) - set(SITE_EDITABLE_COLUMNS)
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
     await conn.execute("INSERT INTO sites (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
@@ -587,6 +628,35 @@ async def insert_device(
     )
     assert row is not None
     return row
+
+
+async def replace_device_access_code(
+    conn: Connection, mac: str, *, expected: bytes | None, new: bytes
+) -> bytes | None:
+    """Store ``new`` unless the code changed from ``expected`` meanwhile; the code in force.
+
+    None when the device no longer exists.
+    """
+    current: bytes | None = await conn.fetchval(
+        """WITH swapped AS (
+               UPDATE devices SET access_code_encrypted = $3
+               WHERE mac = $1 AND access_code_encrypted IS NOT DISTINCT FROM $2
+               RETURNING access_code_encrypted)
+           SELECT coalesce((SELECT access_code_encrypted FROM swapped),
+                           (SELECT access_code_encrypted FROM devices WHERE mac = $1))""",
+        mac,
+        expected,
+        new,
+    )
+    return current
+
+
+async def set_device_access_code(conn: Connection, mac: str, encrypted: bytes) -> None:
+    await conn.execute(
+        "UPDATE devices SET access_code_encrypted = $2, updated_at = now() WHERE mac = $1",
+        mac,
+        encrypted,
+    )
 
 
 async def update_device(conn: Connection, mac: str, changes: Mapping[str, Any]) -> Record:
@@ -831,7 +901,8 @@ async def insert_fetches(
     """Record fetches (mac, file, revision, at, source, personal) and each device's latest.
 
     A fetch of a device's personal file (not a shared one) at a revision at least the one a
-    notified push job was made for completes that job. A boot storm brings thousands of
+    notified (or scheduled) push job was made for completes that job. A boot storm brings
+    thousands of
     fetches a second, so this is a handful of set-based statements per batch (array
     parameters, ``unnest``), never a statement per fetch.
     """
@@ -877,7 +948,8 @@ async def insert_fetches(
     await conn.execute(
         """UPDATE push_jobs j SET state = 'fetched', fetched_at = f.at, updated_at = now()
            FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS f (mac, at, revision)
-           WHERE j.mac = f.mac AND j.state = 'notified' AND j.revision <= f.revision""",
+           WHERE j.mac = f.mac AND j.state IN ('notified', 'scheduled')
+             AND j.revision <= f.revision""",
         macs,
         ats,
         revisions,

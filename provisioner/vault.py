@@ -103,3 +103,8 @@ def sip_password_purpose(mac: str, slot: int) -> str:
 def device_api_password_purpose(mac: str) -> str:
     """The password of a device's management API (``device_api_access``)."""
     return f"device-api:{mac}"
+
+
+def access_code_purpose(mac: str) -> str:
+    """A DECT system's access code for subscribing handsets (``devices.access_code_encrypted``)."""
+    return f"access-code:{mac}"

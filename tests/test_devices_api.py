@@ -357,6 +357,7 @@ async def test_render_error_until_the_site_has_a_registrar(
         "timezone": "Europe/Berlin",
         "language": "de",
         "ntp_server": "pool.ntp.org",
+        "maintenance_window": "02:00-04:00",
     }
     for mac in (YEALINK, GRANDSTREAM):
         device = await get_device(admin, mac)
@@ -450,20 +451,23 @@ async def test_pin_change_re_renders_exactly_the_users_devices(
 
     status, data = await admin.call("PUT", "/users/alice/pin", {"pin": PIN})
     assert status == 200, data
-    assert len(data["push_jobs"]) == 3
+    # The desk phones carry the PIN (their keypad-lock PIN); the DECT base has no user-PIN key.
+    assert len(data["push_jobs"]) == 2
     after = {mac: await revision(db, mac) for mac in macs}
     assert after[YEALINK] == before[YEALINK] + 1  # the desk phone's unlock PIN
-    assert after[GRANDSTREAM] == before[GRANDSTREAM]  # Grandstream configs carry no PIN
+    assert after[GRANDSTREAM] == before[GRANDSTREAM] + 1  # the keypad lock's password
+    assert after[DECT] == before[DECT]  # not even re-rendered
     assert after[YEALINK_2] == before[YEALINK_2]
     assert await snapshot(db, YEALINK_2) == bob_before
     pending = await db.fetch("SELECT mac, reason FROM push_jobs WHERE state = 'pending'")
     assert sorted(tuple(r) for r in pending) == sorted(
-        (mac, "pin.change") for mac in (YEALINK, DECT, GRANDSTREAM)
+        (mac, "pin.change") for mac in (YEALINK, GRANDSTREAM)
     )
     assert f"phone_setting.phone_lock.unlock_pin = {PIN}" in await device_file(
         db, YEALINK, f"{YEALINK}.cfg"
     )
-    assert PIN not in await device_file(db, GRANDSTREAM, f"cfg{GRANDSTREAM}.xml")
+    assert f"<P1383>{PIN}</P1383>" in await device_file(db, GRANDSTREAM, f"cfg{GRANDSTREAM}.xml")
+    assert PIN not in await device_file(db, DECT, f"{DECT}.cfg")
 
 
 # --- device changes, listing, re-provisioning --------------------------------------------------

@@ -421,7 +421,8 @@ async def client(omm: FakeOmm, certificate: Certificate) -> AsyncIterator[OmAxiC
 
 async def set_user(client: OmAxiClient, uid: int, **changes: str | None) -> dict[str, str]:
     values: dict[str, Any] = {
-        "num": f"20{uid}",
+        "num": f"20{uid}-aabbcc-{uid}",
+        "add_id": f"20{uid}",
         "pin": PIN,
         "sip_auth_id": f"20{uid}-aabbcc-{uid}",
         "sip_password": SIP_PASSWORD,
@@ -442,7 +443,8 @@ async def test_login_and_set_pp_user_the_omm_decrypts_the_secrets(
     stored = omm.users[2]
     assert stored["pin"] == PIN
     assert stored["sipPw"] == SIP_PASSWORD
-    assert stored["num"] == "202"
+    assert stored["num"] == "202-aabbcc-2"
+    assert stored["addId"] == "202"
     assert stored["sipAuthId"] == "202-aabbcc-2"
     assert stored["name"] == "Zoë Müller & Söhne <Lager>"
 
@@ -453,21 +455,26 @@ async def test_login_and_set_pp_user_the_omm_decrypts_the_secrets(
     assert update.get("seq") == "2"
     sent = update.find("user")
     assert sent is not None
-    assert list(sent.attrib) == ["uid", "num", "pin", "sipAuthId", "sipPw", "name"]
+    assert list(sent.attrib) == ["uid", "num", "addId", "pin", "sipAuthId", "sipPw", "name"]
     for name in ("pin", "sipPw"):
         assert len(base64.b64decode(sent.get(name, ""), validate=True)) == 64  # 512-bit key
-    assert omm.raw[1].startswith(b'<SetPPUser seq="2"><user uid="2" num="202" pin="')
+    assert omm.raw[1].startswith(
+        b'<SetPPUser seq="2"><user uid="2" num="202-aabbcc-2" addId="202" pin="'
+    )
     assert not any(PIN.encode() in frame or SIP_PASSWORD.encode() in frame for frame in omm.raw)
 
     assert result["uid"] == "2"
-    assert result["num"] == "202"
+    assert result["num"] == "202-aabbcc-2"
+    assert result["addId"] == "202"
     assert result["name"] == "Zoë Müller & Söhne <Lager>"
     assert "pin" not in result
     assert "sipPw" not in result
 
 
 async def test_attributes_passed_as_none_are_left_alone(omm: FakeOmm, client: OmAxiClient) -> None:
-    await client.set_pp_user(3, num="303", pin=None, sip_auth_id=None, sip_password=None, name=None)
+    await client.set_pp_user(
+        3, num="303", add_id=None, pin=None, sip_auth_id=None, sip_password=None, name=None
+    )
 
     sent = omm.named("SetPPUser")[0].find("user")
     assert sent is not None
@@ -742,6 +749,8 @@ async def test_control_characters_are_refused_before_connecting(
 ) -> None:
     with pytest.raises(NotifyError, match="the name of user 2 contains a control character"):
         await set_user(client, 2, name="evil\x00<Open/>")
+    with pytest.raises(NotifyError, match="the addId of user 2 contains a control character"):
+        await set_user(client, 2, add_id="20\x002")
     assert omm.connections == 0
 
 

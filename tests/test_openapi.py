@@ -521,6 +521,15 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
     ]:
         await expect(400, f"{name}_invalid", "PUT", "/sites/main", {name: value})
     await expect(400, "field_type", "PUT", "/sites/main", {"registrar_port": "5060"})
+    assert site["maintenance_window"] == "02:00-04:00"  # the default
+    for window in ["2-4", "02:00", "24:00-01:00", "02:00-04:60", "02:00 - 04:00"]:
+        await expect(
+            422, "maintenance_window_invalid", "PUT", "/sites/main", {"maintenance_window": window}
+        )
+    changed_site = await expect(
+        200, None, "PUT", "/sites/main", {"maintenance_window": "23:30-01:00"}
+    )
+    assert changed_site["maintenance_window"] == "23:30-01:00"
 
     for username, extension in [("alice", "201"), ("bob", None)]:
         status, _ = await check(
@@ -543,7 +552,8 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
         "/devices",
         {"mac": "00:15:65:AA:BB:CC", "vendor": "yealink", "model": "t54w", "site": "main"},
     )
-    assert set(desk) == properties_of(doc, "DeviceDetail")
+    # Only DECT systems have an access code.
+    assert set(desk) == properties_of(doc, "DeviceDetail") - {"access_code"}
     assert (desk["mac"], desk["model"], desk["kind"], desk["label"]) == (
         "001565aabbcc",
         "T54W",
@@ -562,6 +572,24 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
     )
     assert dect["site"] == "default"
     assert dect["render_error"]  # the default site has no registrar yet
+    assert set(dect) == properties_of(doc, "DeviceDetail")
+    assert re.fullmatch(r"[0-9]{4}", dect["access_code"])
+
+    code_path = f"/devices/{dect['mac']}/access-code"
+    replaced = await expect(200, None, "POST", code_path)
+    assert set(replaced) == properties_of(doc, "AccessCodeResult")
+    assert re.fullmatch(r"[0-9]{4}", replaced["access_code"])
+    chosen = await expect(200, None, "POST", code_path, {"access_code": "4827"})
+    assert chosen["access_code"] == "4827"
+    assert (await expect(200, None, "GET", f"/devices/{dect['mac']}"))["access_code"] == "4827"
+    for bad in ["482", "48271", "48a7", "", "\uff14\uff18\uff12\uff17"]:
+        await expect(422, "access_code_invalid", "POST", code_path, {"access_code": bad})
+    await expect(400, "field_type", "POST", code_path, {"access_code": 4827})
+    await expect(400, "field_unknown", "POST", code_path, {"code": "4827"})
+    await expect(422, "access_code_unused", "POST", "/devices/001565aabbcc/access-code")
+    await expect(404, "device_not_found", "POST", "/devices/7c2f80000000/access-code")
+    await expect(422, "mac_invalid", "POST", "/devices/nobody/access-code")
+    assert (await expect(200, None, "GET", f"/devices/{dect['mac']}"))["access_code"] == "4827"
 
     device = {"mac": "001565000001", "vendor": "yealink", "model": "T54W"}
     await expect(409, "device_exists", "POST", "/devices", {**device, "mac": "0015.65aa.bbcc"})
@@ -609,7 +637,7 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
     assert handsets[0]["ipui"] == "0328D3C8A1"
 
     got = await expect(200, None, "GET", f"/devices/{mac.upper()}")
-    assert set(got) == properties_of(doc, "DeviceDetail")
+    assert set(got) == properties_of(doc, "DeviceDetail") - {"access_code"}
     assert [a["slot"] for a in got["assignments"]] == [1]
     assert got["revision"] >= 1
     await expect(404, "device_not_found", "GET", "/devices/001565000000")
@@ -647,7 +675,7 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
     )
     assert (changed["label"], changed["model"]) == ("Front desk", "T57W")
     assert changed["site"] == "default"
-    assert set(changed) == properties_of(doc, "DeviceDetail")
+    assert set(changed) == properties_of(doc, "DeviceDetail") - {"access_code"}
     assert (await expect(200, None, "PATCH", patch, {}))["label"] == "Front desk"
     await expect(422, "model_incompatible", "PATCH", patch, {"model": "W70B"})  # DECT
     await expect(200, None, "PUT", put, [{"slot": 16, "username": "alice"}])

@@ -136,7 +136,7 @@ PHONES_UNDER_TEST = [
         credential_file="000413A1B2C6.xml",
         credential=_URL_USERINFO,
         shared_file="snomM900.htm",
-        carries_pin=True,
+        carries_pin=False,  # Snom M-series: no per-handset user PIN
         mismatch_user_agent="Mozilla/4.0 (compatible; Snom M900 05.20.0001 000413998877)",
     ),
     Phone(
@@ -149,7 +149,7 @@ PHONES_UNDER_TEST = [
         credential_file="7C2F80A1B2C7.xml",
         credential=_URL_USERINFO,
         shared_file=None,  # one file per system, with secrets
-        carries_pin=True,
+        carries_pin=False,  # Gigaset Nx70: no user PIN key; DECT_AC is the access code
         mismatch_user_agent="Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80998877",
     ),
     Phone(
@@ -165,7 +165,7 @@ PHONES_UNDER_TEST = [
             re.DOTALL,
         ),
         shared_file="0004f2a1b2c8.cfg",
-        carries_pin=True,
+        carries_pin=False,  # Poly: the lock PIN key is a device.* key (restarts)
         mismatch_user_agent=None,  # no MAC unless device.prov.tagSerialNo is set
     ),
     Phone(
@@ -180,7 +180,7 @@ PHONES_UNDER_TEST = [
             r"<P1360>(?P<user>[^<]*)</P1360>\s*<P1361>(?P<password>[^<]*)</P1361>"
         ),
         shared_file="cfggxp2170.xml",
-        carries_pin=False,  # no confirmed P-value for the keypad-lock PIN
+        carries_pin=True,  # P1383, the keypad lock's password
         mismatch_user_agent="Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 000b82998877",
     ),
     Phone(
@@ -189,8 +189,9 @@ PHONES_UNDER_TEST = [
         model="SIP-DECT",
         mac="003042a1b2ca",
         user_agent="SIP-DECT OMM 8.3SP1",
-        # After its <MAC>.cfg the OMM fetches from its own folder <mac>/.
-        line_file="003042a1b2ca/user_common.cfg",
+        # After its <MAC>.cfg the OMM fetches from its own folder <mac>/; the user records
+        # are in <MAC>.cfg.
+        line_file="003042a1b2ca/003042A1B2CA.cfg",
         credential_file="003042A1B2CA.cfg",
         credential=re.compile(r'username="(?P<user>[^"]*)" password="(?P<password>[^"]*)"'),
         shared_file="003042a1b2ca/ipdect.cfg",
@@ -723,26 +724,26 @@ async def test_fetches_are_recorded(
 async def test_pin_change_rerenders_and_is_served_without_restart(
     make_client: AppFactory, db: asyncpg.Connection, phones_client: Client, api: Api
 ) -> None:
-    desk, grandstream, bobs = (
+    desk, base, bobs = (
         BY_ID["yealink-T54W"],
-        BY_ID["grandstream-GXP2170"],
+        BY_ID["gigaset-N870"],
         BY_ID["snom-D785"],
     )
     await provision(api, desk, "alice")
-    await provision(api, grandstream, "alice")  # carries no PIN
+    await provision(api, base, "alice")  # a DECT base: carries no PIN
     await provision(api, bobs, "bob", extension="202")
     # A second instance (another process or host behind the balancer): only NOTIFY tells it.
     other = await start_instance(make_client, db)
 
-    before = {p.mac: await revision_of(api, p.mac) for p in (desk, grandstream, bobs)}
-    served = {p.mac: await fetch(phones_client, p) for p in (desk, grandstream, bobs)}
+    before = {p.mac: await revision_of(api, p.mac) for p in (desk, base, bobs)}
+    served = {p.mac: await fetch(phones_client, p) for p in (desk, base, bobs)}
     assert PIN in served[desk.mac].text
     assert (await fetch(other, desk)).body == served[desk.mac].body
 
     await call(api, "PUT", "/users/alice/pin", {"pin": NEW_PIN})
 
     assert await revision_of(api, desk.mac) == before[desk.mac] + 1
-    assert await revision_of(api, grandstream.mac) == before[grandstream.mac]
+    assert await revision_of(api, base.mac) == before[base.mac]
     assert await revision_of(api, bobs.mac) == before[bobs.mac]
 
     for client in (phones_client, other):
@@ -757,7 +758,7 @@ async def test_pin_change_rerenders_and_is_served_without_restart(
         stale_etag = {"If-None-Match": served[desk.mac].headers["ETag"]}
         assert (await fetch(client, desk, headers=stale_etag)).status == 200
 
-        for unchanged in (grandstream, bobs):
+        for unchanged in (base, bobs):
             same = await fetch(client, unchanged)
             assert same.status == 200
             assert same.body == served[unchanged.mac].body

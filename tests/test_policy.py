@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from provisioner.devices import ADAPTERS, pin_limit_conflicts
+from provisioner.devices.base import PinKey
 from provisioner.errors import ProvisionerError
 from provisioner.passwords import check_password_policy, generate_password
 from provisioner.pins import check_pin_policy
+from provisioner.settings import PIN_MAX_LENGTH, Settings, SettingsError
 
 
 def pin_reason(pin: str, *, min_length: int = 6, extension: str | None = "4711") -> str | None:
@@ -92,3 +95,36 @@ def test_random_passwords_pass_the_policy_and_differ() -> None:
     for password in generated:
         assert len(password) >= 16
         assert password_reason(password) is None
+
+
+# --- the PIN policy against the devices that carry the PIN ------------------------------------
+
+
+@pytest.mark.parametrize("min_length", range(4, 13))
+def test_every_policy_fits_the_built_in_devices(min_length: int) -> None:
+    """Any allowed PROVISIONER_PIN_MIN_LENGTH starts: every PIN key takes 4 to 12 digits."""
+    env = {"PROVISIONER_PIN_MIN_LENGTH": str(min_length)}
+    assert Settings.from_env(env).pin_min_length == min_length
+    assert pin_limit_conflicts(4, PIN_MAX_LENGTH) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "min_length", "named"),
+    [
+        # A key shorter than the longest PIN the policy admits: no setting makes it fit.
+        (PinKey("lock.pin", max_digits=8, source="test"), "6", "lock.pin takes 1 to 8 digits"),
+        # A key that needs longer PINs than the policy's shortest.
+        (PinKey("lock.pin", 15, "test", min_digits=6), "4", "lock.pin takes 6 to 15 digits"),
+    ],
+)
+def test_a_pin_key_the_policy_does_not_fit_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, key: PinKey, min_length: str, named: str
+) -> None:
+    yealink = ADAPTERS["yealink"]
+    monkeypatch.setattr(type(yealink), "pin_key", lambda self, model: key)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"PROVISIONER_PIN_MIN_LENGTH": min_length})
+    message = str(caught.value)
+    assert message.startswith("PROVISIONER_PIN_MIN_LENGTH: ")
+    assert "\n" not in message
+    assert f"yealink T54W: {named}" in message

@@ -82,8 +82,8 @@ YEALINK = Model(
     mac="001565a1b2c3",
     user_agent="Yealink SIP-T54W 96.86.0.70 00:15:65:a1:b2:c3",
     line_file="001565a1b2c3.cfg",
-    event="check-sync",
-    scenario="notify_check_sync.xml",
+    event="check-sync;reboot=false",
+    scenario="notify_ok.xml",
 )
 SNOM = Model(
     vendor="snom",

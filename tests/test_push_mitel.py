@@ -99,12 +99,17 @@ async def test_pin_change_is_pushed_to_the_omm(
     assert (job["state"], job["transport"]) == ("fetched", "mitel API"), dict(job)
     assert omm.users[1]["pin"] == "603125"
     assert omm.users[2]["pin"] == "592014"
-    assert omm.users[1]["num"] == "101"
     line = await db.fetchrow(
-        "SELECT sip_auth_user, sip_password_encrypted FROM device_assignments "
+        "SELECT sip_user, sip_auth_user, sip_password_encrypted FROM device_assignments "
         "WHERE mac = $1 AND slot = 1",
         MAC,
     )
+    assert line is not None
+    # The number is the SIP account; the login id a user types with the PIN is the extension.
+    assert omm.users[1]["num"] == line["sip_user"]
+    assert omm.users[1]["num"] != "101"
+    assert omm.users[1]["addId"] == "101"
+    assert omm.users[2]["addId"] == "102"
     vault = admin.client.app[CORE].vault
     assert omm.users[1]["sipAuthId"] == line["sip_auth_user"]
     assert omm.users[1]["sipPw"] == vault.decrypt(

@@ -39,3 +39,21 @@ def identify(path: str, user_agent: str) -> tuple[Adapter, FileRequest] | None:
         if request is not None:
             return adapter, request
     return None
+
+
+def pin_limit_conflicts(shortest: int, longest: int) -> list[str]:
+    """Every model key that cannot hold each PIN of ``shortest``..``longest`` digits, described.
+
+    The PIN policy must fit every key that carries the PIN (DESIGN, "PIN on devices"): a PIN the
+    policy admits but a device cannot take would make that device unrenderable.
+    """
+    conflicts = []
+    for adapter in ADAPTERS.values():
+        for model in adapter.models.values():
+            key = adapter.pin_key(model)
+            if key is not None and not key.min_digits <= shortest <= longest <= key.max_digits:
+                conflicts.append(
+                    f"{adapter.vendor} {model.name}: {key.name} takes {key.min_digits} to "
+                    f"{key.max_digits} digits"
+                )
+    return conflicts

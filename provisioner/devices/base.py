@@ -33,8 +33,9 @@ DeviceKind = Literal["desk", "dect"]
 SipTransport = Literal["udp", "tcp", "tls"]
 
 #: User fields an adapter's configs may depend on. A change to a user re-renders a device only
-#: when its adapter declares one of the changed fields.
-UserField = Literal["pin", "display_name", "extension", "language", "sip_credentials"]
+#: when its adapter declares one of the changed fields. The PIN is not among them: where it goes
+#: is declared per model by :meth:`Adapter.pin_key`.
+UserField = Literal["display_name", "extension", "language", "sip_credentials"]
 
 _MAC_SEPARATORS = re.compile(r"[:\-.]")
 _MAC_HEX = re.compile(r"[0-9a-f]{12}")
@@ -151,6 +152,42 @@ def models_by_name(models: Iterable[ModelInfo]) -> Mapping[str, ModelInfo]:
 
 
 @dataclass(frozen=True)
+class PinKey:
+    """The configuration key through which a model carries its user's PIN, and what it accepts.
+
+    Only a key whose documented meaning is a *user* PIN qualifies (a desk phone's keypad-lock
+    PIN, a DECT system's user login PIN); a DECT access code never does. The service refuses to
+    start when the PIN policy admits a PIN this key cannot hold, so no valid PIN can make a
+    device unrenderable.
+    """
+
+    name: str
+    """The vendor's key name, e.g. ``phone_setting.phone_lock.unlock_pin``."""
+    max_digits: int
+    """The longest PIN the key holds, as the vendor documents it."""
+    source: str
+    """The document (title and section) or the open project and path the key is checked against."""
+    min_digits: int = 1
+    """The shortest PIN the key holds."""
+
+
+@dataclass(frozen=True)
+class AccessCodeKey:
+    """How a DECT model keys the access code (AC) a handset must enter to subscribe to the base.
+
+    The access code is a secret of its own, random per base and never the user's PIN (which is
+    what a user logs in with, not what subscribes a handset).
+    """
+
+    name: str
+    """The vendor's key name, e.g. ``hs.<n>.DECT_AC``."""
+    source: str
+    """Where the key and its length are documented."""
+    digits: int = 4
+    """The code's length: codes of exactly this many decimal digits are generated and accepted."""
+
+
+@dataclass(frozen=True)
 class Line:
     """One occupied slot: a line on a desk phone or a handset on a DECT system."""
 
@@ -200,6 +237,9 @@ class RenderContext:
     provisioning_user: str
     provisioning_password: str
     """The per-device credential the device must use on its next fetch."""
+    access_code: str | None = None
+    """The DECT system's access code for subscribing handsets (see :meth:`Adapter.access_code_key`):
+    exactly ``access_code_key(model).digits`` digits; None for models without one."""
 
 
 @dataclass(frozen=True)
@@ -336,8 +376,37 @@ class Adapter(ABC):
     def sip_event(self, model: ModelInfo) -> str | None:
         """The ``Event:`` header of the SIP NOTIFY that makes this model re-fetch now.
 
-        None when the vendor is not resynced over SIP (its adapter pushes through a vendor API).
+        The event must make the device apply its new configuration *without* a reboot wherever
+        the vendor offers that (a push must never restart a phone in use); a model that can only
+        apply a change by restarting says so in :meth:`needs_maintenance_window`. None when the
+        vendor is not resynced over SIP (its adapter pushes through a vendor API).
         """
+
+    def needs_maintenance_window(self, model: ModelInfo) -> bool:
+        """Whether ``model`` restarts to apply a new configuration, dropping calls in progress.
+
+        True makes the push worker hold the device's notifications (state ``scheduled``) until
+        the site's maintenance window. Pure; the default is False.
+        """
+        return False
+
+    def pin_key(self, model: ModelInfo) -> PinKey | None:
+        """The key through which ``model``'s configs carry a user's PIN, or None.
+
+        None when the vendor documents no user-PIN key for this model: the PIN then stays on
+        the server and is used through the PBX's hot-desk login. Only models with a key get a
+        push when a user's PIN changes. Pure; the default is None.
+        """
+        return None
+
+    def access_code_key(self, model: ModelInfo) -> AccessCodeKey | None:
+        """Where ``model``'s configs carry the DECT access code, or None (desk phones).
+
+        A model with a key gets a random access code of ``digits`` digits when it is first
+        rendered, kept until an admin replaces it; it arrives as
+        :attr:`RenderContext.access_code`. Pure; the default is None.
+        """
+        return None
 
 
 class RenderError(Exception):

@@ -6,20 +6,26 @@ server and one handset entry (``add_hs``) with its SIP account per occupied slot
 get the same content, and the file tells the base to use the direct ``<MAC>.xml`` URL from then on
 (Gigaset's preferred form, and one that carries the MAC in the path).
 
-Sources: Gigaset PRO wiki (teamwork.gigaset.com/gigawiki, pro-wiki.gigaset.com) pages "Auto
-provisioning - Delete handsets" (``DeleteNotProvisionedHS``, ``add_hs``, ``hs.RegStatus``),
-"SIP: Check-sync message" (Nx70, software 2.52+), "SIP Multicast" (``productID="e2"`` for
-N610/N670/N870/N870E), "Auto provisioning: HTTP digest" and the N870 Site Planning Guide (250
-handsets per DECT manager). What could not be confirmed is listed in the template header.
+The user's PIN goes nowhere in this file: Gigaset documents no per-handset *user* PIN for the
+Nx70 (the handset's "Authentication Code (PIN)" is the DECT access code, OpenScape Cordless IP V2
+Administrator Documentation, section 8.2 "Registering/de-registering handsets"), so
+:meth:`GigasetAdapter.pin_key` is None and hot-desk logins go through the PBX. The DECT access
+code (``hs.<handset>.DECT_AC``, at most 4 digits in the same document) is the base's own random
+code from :attr:`RenderContext.access_code`.
+
+Sources, the reasoning behind each key and what is still unverified: ``docs/vendors/gigaset.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from provisioner.devices.base import (
+    AccessCodeKey,
     Adapter,
     FileRequest,
     Line,
@@ -34,6 +40,8 @@ from provisioner.devices.base import (
     models_by_name,
     names_other_vendor,
     names_vendor,
+    posix_tz_rule,
+    standard_utc_offset,
     with_credentials,
 )
 
@@ -45,13 +53,57 @@ _UA_MODEL = re.compile(r"gigaset\s+(?P<model>[A-Z]+\d+[A-Z]?)\b", re.IGNORECASE)
 _MAC_FILE = re.compile(r"(?P<mac>[0-9a-fA-F]{12})\.xml")
 _FOLDER_FILE = "provisioning.xml"
 
-#: DECT access codes are at most 8 digits (32-bit BCD, ETSI EN 300 175-7).
-_DECT_AC = re.compile(r"[0-9]{1,8}")
 #: A DECT IPUI as Gigaset writes it (e.g. ``02b6ec8aa5``).
 _IPUI = re.compile(r"[0-9a-f]{10}")
 
-#: ``SipProvider.N.TransportProtocol`` values; not confirmed in Gigaset's own documentation.
+#: The handset's access code: "Authentication Code (PIN) ... min. 1, max. 4 digits"; the web UI's
+#: "Generate random PIN" makes four. Random per base, never the user's PIN.
+ACCESS_CODE_KEY = AccessCodeKey(
+    name="hs.<handset>.DECT_AC",
+    source=(
+        "OpenScape Cordless IP V2 Administrator Documentation (P31003C1020M1000276A9, 01/2018),"
+        " 8.2 Registering/de-registering handsets, p. 51: Authentication Code (PIN), 1-4 digits"
+    ),
+    digits=4,
+)
+
+#: ``SipProvider.N.TransportProtocol`` values (open templates; not in a Gigaset document).
 _TRANSPORT = {"udp": "1", "tcp": "2", "tls": "3"}
+
+#: The zone names ``DmGlobal.0.TimeZone`` accepts (the base's own list, as open provisioning
+#: templates for the Nx70 carry it; see docs/vendors/gigaset.md). Any other IANA zone is mapped
+#: onto one of these by :func:`gigaset_time_zone`.
+GIGASET_TIME_ZONES = frozenset(
+    {
+        # Americas and the Pacific
+        "Pacific/Honolulu", "America/Anchorage", "America/Los_Angeles", "America/Denver",
+        "America/Chicago", "America/New_York", "America/Caracas", "America/Sao_Paulo",
+        # UTC+0
+        "Greenwich", "Europe/Belfast", "Europe/Dublin", "Europe/Guernsey", "Europe/Isle_of_Man",
+        "Europe/Jersey", "Europe/Lisbon", "Europe/London",
+        # UTC+1
+        "Europe/Amsterdam", "Europe/Andorra", "Europe/Belgrade", "Europe/Berlin",
+        "Europe/Bratislava", "Europe/Brussels", "Europe/Budapest", "Europe/Busingen",
+        "Europe/Copenhagen", "Europe/Gibraltar", "Europe/Ljubljana", "Europe/Luxembourg",
+        "Europe/Madrid", "Europe/Malta", "Europe/Monaco", "Europe/Oslo", "Europe/Paris",
+        "Europe/Podgorica", "Europe/Prague", "Europe/Rome", "Europe/San_Marino",
+        "Europe/Sarajevo", "Europe/Skopje", "Europe/Stockholm", "Europe/Tirane", "Europe/Vaduz",
+        "Europe/Vatican", "Europe/Vienna", "Europe/Warsaw", "Europe/Zagreb", "Europe/Zurich",
+        # UTC+2
+        "Africa/Cairo", "Europe/Athens", "Europe/Bucharest", "Europe/Chisinau", "Europe/Helsinki",
+        "Europe/Kaliningrad", "Europe/Kiev", "Europe/Mariehamn", "Europe/Nicosia", "Europe/Riga",
+        "Europe/Sofia", "Europe/Tallinn", "Europe/Tiraspol", "Europe/Uzhgorod", "Europe/Vilnius",
+        "Europe/Zaporozhye",
+        # UTC+3 and east
+        "Europe/Istanbul", "Europe/Kirov", "Europe/Minsk", "Europe/Moscow", "Europe/Simferopol",
+        "Europe/Volgograd", "Asia/Dubai", "Europe/Astrakhan", "Europe/Samara", "Europe/Ulyanovsk",
+        "Asia/Karachi", "Asia/Dhaka", "Asia/Hong_Kong", "Asia/Tokyo", "Australia/Adelaide",
+        "Australia/Darwin", "Australia/Brisbane", "Australia/Sydney", "Pacific/Noumea",
+    }
+)  # fmt: skip
+
+#: Time zone abbreviations in a POSIX TZ rule (``CET``, ``<+0530>``): names, not behaviour.
+_TZ_ABBREVIATION = re.compile(r"<[^>]*>|[A-Za-z]{3,}")
 
 _MODELS = (
     # family = the provisioning file's productID.
@@ -68,16 +120,19 @@ class _Handset:
 
     key: str
     """The IPUI when known, else the slot as five digits (``00001``)."""
-    access_code: str | None
     line: Line
 
 
 class GigasetAdapter(Adapter):
-    """Gigaset Nx70 IP PRO single-cell and multicell DECT systems."""
+    """Gigaset Nx70 IP PRO single-cell and multicell DECT systems.
+
+    PIN: none of the Nx70's documented keys is a user PIN (:meth:`pin_key` is None). Access code:
+    ``hs.<handset>.DECT_AC``, 4 digits (:data:`ACCESS_CODE_KEY`).
+    """
 
     vendor = "gigaset"
     models = models_by_name(_MODELS)
-    user_fields = frozenset[UserField]({"pin", "display_name", "extension", "sip_credentials"})
+    user_fields = frozenset[UserField]({"display_name", "extension", "sip_credentials"})
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
         """Recognise ``<MAC>.xml`` (either case) and ``provisioning.xml``.
@@ -105,23 +160,90 @@ class GigasetAdapter(Adapter):
         return None
 
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
-        """Render the system's file once and serve it under both names the base may request."""
+        """Render the system's file once and serve it under both names the base may request.
+
+        Raises :class:`RenderError` when the context carries no valid access code (the service
+        always provides one for these models) or an IPUI that is not 10 hex digits.
+        """
         model = ctx.device.model
         lines = check_slots(ctx.lines, model, f"Gigaset {model.name}", noun="handsets")
+        access_code = ctx.access_code
+        if access_code is None or not (
+            access_code.isascii()
+            and access_code.isdigit()
+            and len(access_code) == ACCESS_CODE_KEY.digits
+        ):
+            # Never name the code itself: this message ends up in logs and on admin pages.
+            raise RenderError(
+                f"Gigaset {model.name}: the DECT access code must be"
+                f" {ACCESS_CODE_KEY.digits} digits"
+            )
         mac_file = f"{ctx.device.mac.upper()}.xml"
         body = templates.render(
             "provisioning.xml",
             product_id=model.family,
             provisioning_server=_provisioning_server(ctx, mac_file),
             site=ctx.site,
+            time_zone=gigaset_time_zone(ctx.site.timezone),
             transport=_TRANSPORT[ctx.site.transport],
-            handsets=[handset for line in lines if (handset := _handset(line)) is not None],
+            access_code=access_code,
+            handsets=[_handset(line) for line in lines],
         )
         return {mac_file: body, _FOLDER_FILE: body}
 
     def sip_event(self, model: ModelInfo) -> str | None:
-        # Nx70 applies provisioned settings without a reboot (Gigaset wiki, software 2.52+).
+        # The Nx70 applies provisioned settings without a reboot; reboot=false says so explicitly
+        # (Gigaset wiki "SIP: Check-sync message", valid for N610/N670/N870/N870E).
         return "check-sync;reboot=false"
+
+    def needs_maintenance_window(self, model: ModelInfo) -> bool:
+        # "A reboot is not needed to activate provisioning parameter changes" (same page).
+        return False
+
+    def access_code_key(self, model: ModelInfo) -> AccessCodeKey | None:
+        return ACCESS_CODE_KEY
+
+
+def gigaset_time_zone(zone: str) -> str | None:
+    """The value of ``DmGlobal.0.TimeZone`` for IANA ``zone``, or None to leave the base's own.
+
+    A zone on the base's list is written as it is. Any other zone is mapped onto a listed zone
+    that keeps the same clock now and in the future (same UTC offset and daylight-saving rule,
+    e.g. ``Europe/Kyiv`` onto ``Europe/Athens``), else onto one with the same standard offset
+    (preferring one that agrees on having daylight saving time, whose dates may then differ).
+    None when no listed zone has that offset (``Asia/Kolkata``) or the zone is unknown: a wrong
+    zone would be worse than the one an admin set on the base.
+    """
+    if zone in GIGASET_TIME_ZONES:
+        return zone
+    return _mapped_time_zone(zone)
+
+
+@functools.lru_cache(maxsize=256)
+def _mapped_time_zone(zone: str) -> str | None:
+    offset = standard_utc_offset(zone)
+    if offset is None:
+        return None
+    rule = _clock_rule(zone)
+    same_offset = [z for z in sorted(GIGASET_TIME_ZONES) if _standard_offset(z) == offset]
+    same_clock = [z for z in same_offset if rule is not None and _clock_rule(z) == rule]
+    if same_clock or not same_offset:
+        return same_clock[0] if same_clock else None
+    # A POSIX rule with a comma has daylight saving time: prefer a zone that agrees on having it.
+    has_dst = rule is not None and "," in rule
+    return min(same_offset, key=lambda z: ("," in (_clock_rule(z) or "")) != has_dst)
+
+
+@functools.cache
+def _standard_offset(zone: str) -> timedelta | None:
+    return standard_utc_offset(zone)
+
+
+@functools.cache
+def _clock_rule(zone: str) -> str | None:
+    """``zone``'s POSIX TZ rule without its abbreviations: equal rules mean equal clocks."""
+    rule = posix_tz_rule(zone)
+    return None if rule is None else _TZ_ABBREVIATION.sub("*", rule)
 
 
 def _user_agent_mac(user_agent: str) -> str | None:
@@ -134,26 +256,19 @@ def _user_agent_model(user_agent: str) -> str | None:
     return match.group("model").upper() if match else None
 
 
-def _handset(line: Line) -> _Handset | None:
-    """The handset entry for ``line``, or None when it must not be registrable yet.
+def _handset(line: Line) -> _Handset:
+    """The handset entry for ``line``: bound to its IPUI when known, else a slot placeholder.
 
-    The user's PIN is the access code a handset registers with. Without a PIN, a placeholder
-    entry would let any handset in range take the slot and its SIP account, so such a line is
-    left out (and ``DeleteNotProvisionedHS`` removes it from the base) unless its IPUI binds the
-    registration to one physical handset.
+    Every entry is written, with or without an IPUI: subscribing needs the base's access code,
+    which is random, known only to the service and its admins, and so keeps strangers in range
+    out. An IPUI additionally ties the slot (and its SIP account) to one physical handset.
     """
-    if line.ipui is not None and not _IPUI.fullmatch(line.ipui.strip().lower()):
-        raise RenderError(f"handset slot {line.slot}: IPUI is not 10 hex digits")
-    if line.pin is not None and not _DECT_AC.fullmatch(line.pin):
-        # Never name the PIN itself: this message ends up in logs and on admin pages.
-        raise RenderError(
-            f"handset slot {line.slot}: the user's PIN cannot be a DECT access code (1-8 digits)"
-        )
     if line.ipui is None:
-        if line.pin is None:
-            return None
-        return _Handset(key=f"{line.slot:05d}", access_code=line.pin, line=line)
-    return _Handset(key=line.ipui.strip().lower(), access_code=line.pin, line=line)
+        return _Handset(key=f"{line.slot:05d}", line=line)
+    ipui = line.ipui.strip().lower()
+    if not _IPUI.fullmatch(ipui):
+        raise RenderError(f"handset slot {line.slot}: IPUI is not 10 hex digits")
+    return _Handset(key=ipui, line=line)
 
 
 def _provisioning_server(ctx: RenderContext, mac_file: str) -> str:

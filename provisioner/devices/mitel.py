@@ -1,43 +1,62 @@
 """Mitel SIP-DECT: the OpenMobility Manager (OMM) and its users.
 
-The OMM reads configuration files made of OM AXI commands, one XML element per line and no XML
-declaration. The user file's format is in the SIP-DECT OM System Manual 6.1 (sections 7.8.4/7.8.5,
-user data in configuration files); that ``ipdect.cfg`` carries OM AXI commands is known from
-deployments' configuration files, not from a Mitel document. Provisioner serves three files:
+The OMM loads configuration files made of OM AXI commands, one XML element per line and no XML
+declaration, from the URL it is given (SIP-DECT OM System Manual R6.1, 7.8.1 "Configuration file
+URL", p. 243: RFP OMMs apply ``ipdect.cfg`` and ``<mac>.cfg`` as OM AXI commands). Provisioner
+serves two files:
 
 ``ipdect.cfg``
-    Site-wide OMM settings (SIP registrar, NTP, time zone). It carries no secret and is
-    ``shared``: every RFP of the system fetches this name as well.
+    Site-wide OMM settings: SIP registrar, NTP server, time zone (only where the site's zone maps
+    onto a zone id the OMM is known to take) and the DECT phone login variant ``ID``. It carries
+    no secret and is ``shared``: every RFP of the system fetches this name as well.
 ``<MAC>.cfg``
     The settings of one OMM, named after the MAC the OMM is registered under in provisioner: the
-    URLs the OMM fetches its configuration and user files from next time, with the per-device
-    provisioning credential. The URLs point into a folder named after the MAC
-    (``<base>/<mac>/``) so that every later request names its device in the path.
-``user_common.cfg``
-    One ``CreatePPUser`` record per user slot (``uid`` = slot, 1..512): number, name, SIP
-    authentication name and password, and the PIN users log in with at shared DECT phones. Free
-    slots get the blank record the manual prescribes for removing a user, so unassigning a user
-    really removes them from the OMM. A user who has no PIN yet gets the blank record too: an
-    OMM user with an empty PIN could be taken over at any shared phone by whoever knows the
-    number.
+    URL it fetches its configuration from next time, with the per-device provisioning credential
+    (pointing into a folder ``<base>/<mac>/`` so that every later request names its device in the
+    path); no external user data server (``user_common.cfg`` and ``<user>.cfg`` belong to the
+    manual's "External User Data Provisioning", 7.8.5, a format of their own that provisioner
+    does not serve); the system's DECT authentication code (``SetDECTAuthCode``); and the
+    users, one ``CreatePPUser`` record per user slot (``uid`` = slot, 1..512) in the shape of
+    the manual's "user data in configuration files" (7.8.4, p. 247). Free slots get the
+    manual's blank record, which is how it removes a user; so does a user who has no PIN yet
+    (an OMM user with an empty PIN could be taken over at any shared phone by whoever knows the
+    login id).
+
+The PIN: the PP user's ``pin`` attribute, which the OM AXI defines as the "PIN number, for the
+DECT phone login process with unbound devices" (the OM AXI type descriptions, as published with
+eventphone/mitel-api ``PPUserType.cs``; record shape in the System Manual, p. 247). A user logs
+in at a shared handset with a login id and that PIN; the login id is ``addId`` ("User Login Id")
+when the OMM's login variant is ``ID`` (``SetPPLoginVariant``, OM AXI schema), which
+``ipdect.cfg`` sets. So ``addId`` is the user's extension, the number people know, while ``num``
+and ``sipAuthId`` stay the SIP account. No maximum PIN length is documented (the schema types
+``pin`` as a plain string; the manual's example PIN has 3 digits): see :data:`PIN_KEY`.
+
+The DECT access code: the OMM's system-wide "DECT authentication code" (``SetDECTAuthCode ac``,
+OM AXI schema; a global authentication code handsets must enter to subscribe, System Manual R3.0,
+7.7.3), the system's own random code from :attr:`RenderContext.access_code`.
 
 The OMM's HTTP User-Agent is not documented, so requests are recognised by file name and, for
-``<MAC>.cfg`` (a name Yealink, Poly and Fanvil use too), by the RFPs' MAC prefix. Resync does not
-go over SIP: the push uses OM AXI, which is a separate transport (``sip_event`` is None).
+``<MAC>.cfg`` (a name Yealink, Poly and Fanvil use too), by the RFPs' MAC prefix. Changes reach a
+running OMM over OM AXI (:meth:`MitelAdapter.push`), not a SIP NOTIFY (``sip_event`` is None).
+
+Sources, the meaning of every key and what is still unverified: ``docs/vendors/mitel.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from provisioner.devices.base import (
+    AccessCodeKey,
     Adapter,
     FileRequest,
     Line,
     ModelInfo,
+    PinKey,
     RenderContext,
     Templates,
     UserField,
@@ -46,6 +65,7 @@ from provisioner.devices.base import (
     models_by_name,
     names_other_vendor,
     normalise_mac,
+    posix_tz_rule,
     slot_table,
 )
 from provisioner.notify import ApiAccess
@@ -57,18 +77,55 @@ from provisioner.omaxi import OmAxiClient
 MITEL_OUIS = frozenset({"003042"})
 
 COMMON_FILE = "ipdect.cfg"
-USER_FILE = "user_common.cfg"
+
+#: The PP user's login PIN. No vendor document found states a length limit: the OM AXI schema
+#: types ``pin`` as a plain string, the System Manual's example PIN has 3 digits, and an OMM
+#: refuses a value it finds too long with ``errCode="ETooLong"`` and ``maxLen`` (schema), which
+#: the push reports. 12 is therefore the PIN policy's own maximum, not a documented one.
+PIN_KEY = PinKey(
+    name="CreatePPUser/SetPPUser <user pin>",
+    max_digits=12,
+    min_digits=1,
+    source=(
+        "SIP-DECT OM System Manual R6.1, 7.8.4 user data in configuration files, p. 247"
+        " (record shape, example pin of 3 digits); OM AXI PPUserType 'pin': PIN for the DECT"
+        " phone login with unbound devices (eventphone/mitel-api PPUserType.cs, doc/SIP-DECT"
+        " OM.xsd: xs:string). No maximum length documented: unverified beyond 3 digits."
+    ),
+)
+
+#: The OMM's system-wide DECT authentication code. The length is not documented for the OMM;
+#: 4 digits is what every DECT handset accepts (see docs/vendors/mitel.md).
+ACCESS_CODE_KEY = AccessCodeKey(
+    name="SetDECTAuthCode ac",
+    source=(
+        "OM AXI schema (eventphone/mitel-api doc/SIP-DECT OM.xsd): SetDECTAuthCode,"
+        " DECTAuthCodeType/ac; global PP DECT authentication code: SIP-DECT OM System Manual"
+        " R3.0, 7.7.3 Subscribing PPs, p. 77"
+    ),
+    digits=4,
+)
+
+#: The OMM's DECT phone login variant: ``ID`` makes ``addId`` ("User Login Id") the id a user
+#: logs in with at an unbound handset (OM AXI schema ``PPLoginVariantTypeType``: NUMBER, ID).
+LOGIN_VARIANT = "ID"
 
 #: What marks a User-Agent as Mitel's here. The OMM's own User-Agent is undocumented, so this is
 #: wider than the words that name Mitel to the other adapters.
 _MITEL_UA = re.compile(r"mitel|aastra|sip-dect|\bomm\b|openmobility", re.IGNORECASE)
 _MAC_FILE = re.compile(r"(?P<mac>[0-9a-fA-F]{12})\.cfg")
 
-#: ``SetBasicSIP transportProt`` values.
+#: ``SetBasicSIP transportProt`` values (OM AXI schema ``TransportProtType``).
 _TRANSPORT = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}
 
+#: OMM time zone ids by the POSIX rule of the IANA zones they stand for. Only ``CET`` is known to
+#: be one of the OMM's ids (field configuration files); the OMM's list itself (``GetTimeZoneList``)
+#: was not found in a document. A site in any other zone gets no ``SetTimeZone``: the OMM keeps
+#: the zone set on it rather than receiving an id it may refuse.
+_OMM_TIME_ZONES = {"CET-1CEST,M3.5.0,M10.5.0/3": "CET"}
+
 _MODELS = (
-    # An OMM on an RFP handles 512 users; the manual's user-file example runs uid 1..512.
+    # An OMM on an RFP handles 512 users; the manual's user-data example runs uid 1..512.
     ModelInfo("SIP-DECT", "dect", 512),
 )
 
@@ -87,20 +144,29 @@ class _ServerUrl:
 class _UserSlot:
     uid: int
     line: Line | None
+    login_id: str
+    """The ``addId`` the user logs in with: the extension, or empty (see :func:`_user_slots`)."""
 
 
 class MitelAdapter(Adapter):
-    """Mitel (formerly Aastra/DeTeWe) SIP-DECT OpenMobility Manager."""
+    """Mitel (formerly Aastra/DeTeWe) SIP-DECT OpenMobility Manager.
+
+    The PIN goes into the PP user's ``pin`` (:data:`PIN_KEY`), the login PIN at unbound handsets
+    (OM AXI ``PPUserType``; record shape: SIP-DECT OM System Manual R6.1, p. 247); the login id is
+    ``addId`` = the extension. The DECT access code goes into ``SetDECTAuthCode``
+    (:data:`ACCESS_CODE_KEY`).
+    """
 
     vendor = "mitel"
     models = models_by_name(_MODELS)
-    user_fields = frozenset[UserField]({"pin", "display_name", "extension", "sip_credentials"})
+    user_fields = frozenset[UserField]({"display_name", "extension", "sip_credentials"})
 
     async def push(self, ctx: RenderContext, access: ApiAccess) -> str:
         """Update every PP user that carries a PIN on the OMM over OM AXI (``SetPPUser``).
 
-        The OMM creates its users from ``user_common.cfg``; this applies a change right away
-        instead of waiting for the OMM's next file import. uid = the slot, as in that file.
+        The OMM creates its users from ``<MAC>.cfg``; this applies a change right away instead
+        of waiting for the OMM's next import of that file, with the same attributes the file
+        sets (``fixedSipPort`` is left as the file set it). uid = the slot, as in that file.
         OM AXI failures arrive as :class:`NotifyError` (the push worker retries them).
         """
         client = OmAxiClient(
@@ -110,33 +176,34 @@ class MitelAdapter(Adapter):
             password=access.password,
             fingerprint=access.fingerprint,
         )
-        lines = [line for line in ctx.lines if line.pin]
+        slots = [slot for slot in _user_slots(ctx) if slot.line is not None]
         try:
-            for batch in (lines[i : i + 8] for i in range(0, len(lines), 8)):
+            for batch in (slots[i : i + 8] for i in range(0, len(slots), 8)):
                 await asyncio.gather(
                     *(
                         client.set_pp_user(
-                            line.slot,
-                            num=line.extension,
-                            name=line.display_name,
-                            pin=line.pin,
-                            sip_auth_id=line.sip_auth_user,
-                            sip_password=line.sip_password,
+                            slot.uid,
+                            num=slot.line.sip_user,
+                            add_id=slot.login_id,
+                            name=slot.line.display_name,
+                            pin=slot.line.pin,
+                            sip_auth_id=slot.line.sip_auth_user,
+                            sip_password=slot.line.sip_password,
                         )
-                        for line in batch
+                        for slot in batch
+                        if slot.line is not None
                     )
                 )
         finally:
             await client.close()
-        return f"OM AXI: {len(lines)} user(s) updated on {client.address}"
+        return f"OM AXI: {len(slots)} user(s) updated on {client.address}"
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
-        """Recognise ``ipdect.cfg``, ``user_common.cfg`` and ``<MAC>.cfg``.
+        """Recognise ``ipdect.cfg`` and ``<MAC>.cfg``.
 
         Each may come from the configured base URL or, once the OMM has its ``<MAC>.cfg``, from
-        the OMM's own folder ``<mac>/``. Without that folder ``ipdect.cfg`` and
-        ``user_common.cfg`` name no device: ``mac`` is then None and the caller must know the
-        device from its credential.
+        the OMM's own folder ``<mac>/``. Without that folder ``ipdect.cfg`` names no device:
+        ``mac`` is then None and the caller must know the device from its credential.
         """
         if names_other_vendor(user_agent, self.vendor) and not _MITEL_UA.search(user_agent):
             return None
@@ -150,8 +217,6 @@ class MitelAdapter(Adapter):
 
         if name.lower() == COMMON_FILE:
             return FileRequest(file=COMMON_FILE, mac=folder_mac, shared=True)
-        if name.lower() == USER_FILE:
-            return FileRequest(file=USER_FILE, mac=folder_mac)
         match = _MAC_FILE.fullmatch(name)
         if match is None:
             return None
@@ -163,30 +228,64 @@ class MitelAdapter(Adapter):
         return FileRequest(file=f"{mac.upper()}.cfg", mac=mac)
 
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
-        model = ctx.device.model
-        lines = check_slots(ctx.lines, model, f"Mitel {model.name}", noun="users")
-        slots = [_UserSlot(uid, _with_pin(line)) for uid, line in slot_table(lines, model)]
         return {
             COMMON_FILE: templates.render(
-                "ipdect.cfg.xml", site=ctx.site, transport=_TRANSPORT[ctx.site.transport]
+                "ipdect.cfg.xml",
+                site=ctx.site,
+                transport=_TRANSPORT[ctx.site.transport],
+                time_zone=omm_time_zone(ctx.site.timezone),
+                login_variant=LOGIN_VARIANT,
             ),
             f"{ctx.device.mac.upper()}.cfg": templates.render(
                 "omm.cfg.xml",
                 server=_device_folder(ctx.provisioning_url, ctx.device.mac),
                 provisioning_user=ctx.provisioning_user,
                 provisioning_password=ctx.provisioning_password,
+                access_code=ctx.access_code,
+                slots=_user_slots(ctx),
             ),
-            USER_FILE: templates.render("user_common.cfg.xml", slots=slots),
         }
 
     def sip_event(self, model: ModelInfo) -> str | None:
-        # The OMM is told to re-read its files over OM AXI, not by a SIP NOTIFY.
+        # The OMM takes changes over OM AXI (push), not from a SIP NOTIFY.
         return None
 
+    def needs_maintenance_window(self, model: ModelInfo) -> bool:
+        # SetPPUser changes a user record in the running OMM; nothing restarts.
+        return False
 
-def _with_pin(line: Line | None) -> Line | None:
-    """The line if its user may be provisioned on the OMM, i.e. has a PIN to log in with."""
-    return line if line is not None and line.pin is not None else None
+    def pin_key(self, model: ModelInfo) -> PinKey | None:
+        return PIN_KEY
+
+    def access_code_key(self, model: ModelInfo) -> AccessCodeKey | None:
+        return ACCESS_CODE_KEY
+
+
+@functools.lru_cache(maxsize=64)
+def omm_time_zone(zone: str) -> str | None:
+    """The OMM's id for IANA ``zone``, or None when no known OMM id has the zone's rules."""
+    rule = posix_tz_rule(zone)
+    return None if rule is None else _OMM_TIME_ZONES.get(rule)
+
+
+def _user_slots(ctx: RenderContext) -> list[_UserSlot]:
+    """Every user slot of the OMM in uid order, with the user to provision there, if any.
+
+    A user without a PIN is not provisioned (the slot gets the blank record). The login id is
+    the extension; should one extension occupy two slots, only the first carries it, since a
+    login id must name one user.
+    """
+    model = ctx.device.model
+    lines = check_slots(ctx.lines, model, f"Mitel {model.name}", noun="users")
+    slots, taken = [], set()
+    for uid, line in slot_table(lines, model):
+        provisioned = line if line is not None and line.pin is not None else None
+        login_id = ""
+        if provisioned is not None and provisioned.extension not in taken:
+            login_id = provisioned.extension
+            taken.add(login_id)
+        slots.append(_UserSlot(uid, provisioned, login_id))
+    return slots
 
 
 def _device_folder(provisioning_url: str, mac: str) -> _ServerUrl:

@@ -7,7 +7,7 @@ configuration file ``<mac>.cfg``, else the default master ``000000000000.cfg``; 
 
 * ``000000000000.cfg`` and ``<mac>.cfg``: identical master files (``shared``, no secret) naming
   ``[PHONE_MAC_ADDRESS]-user.cfg``.
-* ``<mac>-user.cfg``: SIP registrations, PIN, provisioning server and credential.
+* ``<mac>-user.cfg``: SIP registrations, provisioning server and credential, locale and time.
 
 Answered 404 (``identify`` returns None): the firmware ``sip.ld`` (provisioner hosts no firmware:
 the phone keeps the application it runs; a site override of ``master.xml`` may point
@@ -18,6 +18,21 @@ phone itself uploads; without them the central configuration is authoritative),
 
 Poly's User-Agent carries no MAC unless ``device.prov.tagSerialNo`` is set (then
 ``(SN:<serial>)``, the serial number being the MAC); the MAC comes from the path.
+
+The PIN: no key carries it (:meth:`PolyAdapter.pin_key` is None). Poly's phone lock is unlocked
+with the phone's *user password* (VVX user guides, "Locking the Phone": "You can unlock the phone
+by entering your user password"), which is the device parameter ``device.auth.localUserPassword``
+(also the Web Configuration Utility's "User" login). Poly documents every
+``device.*`` parameter as "Change causes system to restart or reboot" (Polycom CX5100 / UC
+Software administrator guide, "Use Caution When Changing Device Parameters", device parameter
+table), so a PIN change written there would restart a phone in use. The PIN therefore stays on the
+server (the PBX's hot-desk login uses it) and the phone lock is switched off
+(``phoneLock.enabled="0"``). Sources and unverified keys: ``docs/vendors/poly.md``.
+
+Push: SIP NOTIFY ``Event: check-sync`` with ``voIpProt.SIP.specialEvent.checkSync.alwaysReboot=0``
+(the phone re-reads its files and restarts only when a changed parameter needs it). The files'
+``device.*`` values (provisioning server and credential) do not depend on users, so a user's
+change never touches a parameter that restarts the phone.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ from provisioner.devices.base import (
     Adapter,
     FileRequest,
     ModelInfo,
+    PinKey,
     RenderContext,
     RenderError,
     Templates,
@@ -64,7 +80,8 @@ MODELS: tuple[ModelInfo, ...] = (
 
 MASTER_FILE = "000000000000.cfg"
 #: Poly answers ``check-sync`` by re-reading its configuration; with
-#: ``voIpProt.SIP.specialEvent.checkSync.alwaysReboot=0`` it restarts only when it must.
+#: ``voIpProt.SIP.specialEvent.checkSync.alwaysReboot=0`` it restarts only when a changed
+#: parameter needs it (``device.*`` parameters do; ``reg.*`` ones do not).
 CHECK_SYNC_EVENT = "check-sync"
 #: Deliberately absent from the server (see module docstring).
 APP_FILE_PATH = "sip.ld"
@@ -111,7 +128,7 @@ ZONES: dict[str, Zone] = {
 #: Used for a zone missing from :data:`ZONES`: the product's default site zone.
 FALLBACK_ZONE = "Europe/Berlin"
 
-#: ISO 639-1 code to ``lcl.ml.lang``.
+#: ISO 639-1 code to ``lcl.ml.lang`` (partly unverified: see ``docs/vendors/poly.md``).
 LANGUAGES: dict[str, str] = {
     "de": "German_Germany",
     "en": "English_United_States",
@@ -122,6 +139,8 @@ LANGUAGES: dict[str, str] = {
 }
 FALLBACK_LANGUAGE = "English_United_States"
 
+#: Site transport to ``reg.x.server.y.transport`` (Poly documents DNSnaptr, TCPpreferred,
+#: UDPOnly, TLS, TCPOnly).
 TRANSPORTS = {"udp": "UDPOnly", "tcp": "TCPOnly", "tls": "TLS"}
 
 _MASTER = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.cfg")
@@ -132,13 +151,16 @@ _UA = re.compile(r"FileTransport\s+Poly(?:com)?[A-Za-z]*-(?P<model>[A-Za-z0-9_]+
 
 
 class PolyAdapter(Adapter):
-    """Poly VVX and Edge E phones."""
+    """Poly VVX and Edge E phones.
+
+    No configuration key carries the user's PIN: the only documented unlock secret,
+    ``device.auth.localUserPassword``, is a device parameter whose change restarts the phone
+    (see the module docstring and ``docs/vendors/poly.md``).
+    """
 
     vendor = "poly"
     models = models_by_name(MODELS)
-    user_fields = frozenset[UserField](
-        {"pin", "display_name", "extension", "language", "sip_credentials"}
-    )
+    user_fields = frozenset[UserField]({"display_name", "extension", "language", "sip_credentials"})
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
         """Recognise the master files and ``<mac>-user.cfg``.
@@ -179,7 +201,6 @@ class PolyAdapter(Adapter):
         if scheme not in {"HTTP", "HTTPS"}:
             raise RenderError(f"Poly phones cannot fetch from a {scheme or 'relative'} URL")
         language = lines[0].language if lines else ctx.site.language
-        first = next((line for line in lines if line.slot == 1), None)
         zone = _zone(ctx.site.timezone)
 
         master = templates.render(
@@ -197,7 +218,6 @@ class PolyAdapter(Adapter):
             server_type=scheme,
             prov_user=ctx.provisioning_user,
             prov_password=ctx.provisioning_password,
-            pin=first.pin if first else None,
             language=LANGUAGES.get(language.lower(), FALLBACK_LANGUAGE),
             gmt_offset=zone.gmt_offset,
             dst=_dst_parameters(zone),
@@ -205,8 +225,28 @@ class PolyAdapter(Adapter):
         return {MASTER_FILE: master, f"{mac}.cfg": master, f"{mac}-user.cfg": user}
 
     def sip_event(self, model: ModelInfo) -> str | None:
-        """Every model answers the plain ``check-sync`` event."""
+        """Every model answers the plain ``check-sync`` event without a reboot.
+
+        The files set ``voIpProt.SIP.specialEvent.checkSync.alwaysReboot=0``: the phone fetches
+        its files and restarts only when a changed parameter requires it.
+        """
         return CHECK_SYNC_EVENT
+
+    def needs_maintenance_window(self, model: ModelInfo) -> bool:
+        """False: what a push changes (``reg.*``, labels, names) applies without a restart.
+
+        Only ``device.*`` parameters restart the phone, and their values here (provisioning
+        server and the device's own credential) do not change with users or PINs.
+        """
+        return False
+
+    def pin_key(self, model: ModelInfo) -> PinKey | None:
+        """None: Poly's lock PIN is ``device.auth.localUserPassword``, which restarts the phone.
+
+        A PIN change must never restart a phone in use, and no other Poly key for a user's lock
+        PIN was found, so the PIN stays on the server.
+        """
+        return None
 
     def _model_in_user_agent(self, user_agent: str) -> str | None:
         m = _UA.search(user_agent)

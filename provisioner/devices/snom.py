@@ -1,33 +1,51 @@
 """Snom desk phones (D7xx, D8xx) and Snom M-series DECT bases (M300, M400, M700, M900).
 
-Boot sequence (Snom "Auto Provisioning" and "Desk Phone Configuration Files" wiki pages): the
-phone fetches ``snom<model>.htm``, a ``<setting-files>`` list; it names
-``snom<model>-<MAC>.htm`` (``{mac}`` in a URL is replaced by the phone's MAC in upper case), a
-second list that names the device's settings ``<MAC>.xml``. All three are rendered here:
+Sources for every key, and what is still unverified: ``docs/vendors/snom.md``.
+
+Boot sequence (Snom service wiki, "Auto Provisioning", step 2): the device fetches
+``snom<model>.htm``, a ``<setting-files>`` list; it names ``snom<model>-<MAC>.htm`` (``{mac}`` in a
+URL is replaced by the device's MAC in upper case), a second list that names the device's
+settings ``<MAC>.xml``. All three are rendered here:
 
 * ``snom<model>.htm`` carries no secret (``shared``); its URL holds the ``{mac}`` placeholder.
 * ``snom<model>-<MAC>.htm`` and ``<MAC>.xml`` carry the per-device provisioning credential as
-  RFC 3986 userinfo in their URLs, and ``<MAC>.xml`` carries the SIP accounts and the PIN.
+  RFC 3986 userinfo in their URLs; ``<MAC>.xml`` carries the SIP accounts, on a desk phone the
+  user's PIN, on a base the DECT access code.
 
-Snom's ``http_user``/``http_pass`` are the credentials of the phone's *own* web interface, not
+The PIN: on desk phones it is ``keyboard_lock_pw``, the PIN a locked keypad asks for (Snom
+service wiki, "Key lock on Snom phones", section "Key lock with PIN"); Snom documents no length
+limit for it. The M-series has no documented per-handset *user* PIN, so a base's files never
+carry the PIN (the PBX's hot-desk login uses it). ``subscr_dect_ac_code`` is the handset's DECT
+*access code* for subscribing: it carries the base's random access code
+(:attr:`RenderContext.access_code`), never the PIN.
+
+Pushes: desk phones get ``check-sync;reboot=false`` and ``checksync_action`` is provisioned as
+``sync`` (Snom service wiki, "checksync_action", firmware 10.1.180+: reload the configuration
+without enforcing a reboot, whatever the event says). No Snom document says an M-series base
+applies handset or user changes without restarting, so M-series pushes wait for the site's
+maintenance window (:meth:`SnomAdapter.needs_maintenance_window`) and then reboot the base.
+
+Snom's ``http_user``/``http_pass`` are the credentials of the device's *own* web interface, not
 of the provisioning server, so they are deliberately not used for provisioning.
 
 M-series multicell systems: only the primary base ("data master") is registered as a device and
-takes the full data; it distributes it to the secondary bases. Requests from secondary bases are
-still identified (they carry their own MAC) and end in 404 because no device has that MAC.
+takes the full data; it distributes it to the secondary bases (Snom service wiki, M-series
+provisioning page, "Primary Base (Data Master)"). Requests from secondary bases are still
+identified (they carry their own MAC) and end in 404 because no device has that MAC.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 
 from provisioner.devices.base import (
+    AccessCodeKey,
     Adapter,
     FileRequest,
     Line,
     ModelInfo,
+    PinKey,
     RenderContext,
     RenderError,
     Templates,
@@ -68,7 +86,8 @@ MODELS: tuple[ModelInfo, ...] = (
 )
 
 #: Snom's own time zone codes (``timezone`` setting). ``GER+1``, ``ITA+1`` and ``USA-5`` appear
-#: in Snom's wiki examples; the others follow the same list of the phone's web interface.
+#: in Snom's wiki examples; the others are in the same list of the phone's web interface as open
+#: provisioning projects copy it (docs/vendors/snom.md).
 TIMEZONES: dict[str, str] = {
     "Europe/Berlin": "GER+1",
     "Europe/Vienna": "AUT+1",
@@ -98,24 +117,51 @@ TIMEZONES: dict[str, str] = {
 #: (Europe/Berlin). A wrong clock is better than refusing to provision SIP credentials.
 FALLBACK_TIMEZONE = "GER+1"
 
-#: ISO 639-1 code to the value of Snom's ``language`` setting.
+#: ISO 639-1 code to the value of Snom's ``language`` setting. ``Deutsch`` and ``English`` are in
+#: Snom's wiki examples; the others are spelt without accents as open provisioning projects
+#: write them (docs/vendors/snom.md).
 LANGUAGES: dict[str, str] = {
     "de": "Deutsch",
     "en": "English",
-    "fr": "Français",
+    "fr": "Francais",
     "it": "Italiano",
-    "es": "Español",
+    "es": "Espanol",
 }
 FALLBACK_LANGUAGE = "English"
 
-#: Seconds of inactivity before the desk phone locks itself; 0 keeps it unlocked until the user
-#: locks it (holding ``*``). The PIN is what unlocks it either way.
-KEYBOARD_LOCK_TIMEOUT = 0
+#: The desk phone's unlock PIN. Snom's "Key lock on Snom phones" page names no length limit for
+#: ``keyboard_lock_pw``; 12 is the longest PIN the PIN policy admits, and every length up to it
+#: is rendered as is (no digit is dropped or padded). Unverified on hardware: docs/vendors/snom.md.
+KEYBOARD_LOCK_PW_MAX_DIGITS = 12
+DESK_PIN_KEY = PinKey(
+    name="keyboard_lock_pw",
+    max_digits=KEYBOARD_LOCK_PW_MAX_DIGITS,
+    source=(
+        'Snom service wiki, "Key lock on Snom phones", section "Key lock with PIN" '
+        "(no length limit documented)"
+    ),
+    min_digits=1,
+)
+#: The handset's DECT access code for subscribing to an M-series base. No Snom document found
+#: gives its length; 4 digits is the DECT default and what open projects write.
+DECT_ACCESS_CODE_KEY = AccessCodeKey(
+    name="subscr_dect_ac_code",
+    source=(
+        "wazo-provd-plugins plugins/wazo-snom/common_dect/templates/base.tpl (per handset idx, "
+        "4 digits); no Snom document found: docs/vendors/snom.md"
+    ),
+    digits=4,
+)
 
+#: Desk phones reload their settings without a reboot (Snom service wiki, "checksync_action");
+#: ``checksync_action`` = ``sync`` makes them do so whatever a check-sync event asks for.
 DESK_EVENT = "check-sync;reboot=false"
+CHECKSYNC_ACTION = "sync"
+#: M-series bases: sent only inside the site's maintenance window (see
+#: :meth:`SnomAdapter.needs_maintenance_window`), where a restart is what applies the change.
 DECT_EVENT = "check-sync;reboot=true"
 
-_DECT_ACCESS_CODE = re.compile(r"[0-9]{4,8}")
+_IPUI = re.compile(r"(?:0[xX])?(?P<hex>[0-9A-Fa-f]{10})")
 _SHARED_HTM = re.compile(r"snom(?P<model>[A-Za-z0-9]+)\.htm", re.IGNORECASE)
 _DEVICE_HTM = re.compile(
     r"snom(?P<model>[A-Za-z0-9]+)-(?P<mac>[0-9A-Fa-f]{12})\.htm", re.IGNORECASE
@@ -132,7 +178,7 @@ class SnomAdapter(Adapter):
 
     vendor = "snom"
     models = models_by_name(MODELS)
-    user_fields = frozenset[UserField]({"pin", "display_name", "language", "sip_credentials"})
+    user_fields = frozenset[UserField]({"display_name", "language", "sip_credentials"})
 
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
         """Recognise ``snom<model>.htm``, ``snom<model>-<MAC>.htm`` and ``<MAC>.xml``.
@@ -195,14 +241,20 @@ class SnomAdapter(Adapter):
             "transport": ctx.site.transport,
         }
         if model.kind == "dect":
-            _check_access_codes(lines)
-            settings_xml = templates.render("dect-settings.xml", **values)
+            settings_xml = templates.render(
+                "dect-settings.xml",
+                access_code=_access_code(ctx, model),
+                ipuis={line.slot: _ipui(line) for line in lines if line.ipui},
+                **values,
+            )
         else:
+            # The lock PIN of the phone is the PIN of the user on its first identity; without
+            # one the lock asks for no PIN (the old one is cleared).
             first = next((line for line in lines if line.slot == 1), None)
             settings_xml = templates.render(
                 "desk-settings.xml",
                 keyboard_lock_pw=first.pin if first and first.pin else "",
-                keyboard_lock_timeout=KEYBOARD_LOCK_TIMEOUT,
+                checksync_action=CHECKSYNC_ACTION,
                 **values,
             )
         return {
@@ -214,8 +266,20 @@ class SnomAdapter(Adapter):
         }
 
     def sip_event(self, model: ModelInfo) -> str | None:
-        """Desk phones apply the new settings without a reboot; M-series bases need one."""
+        """Desk phones reload without a reboot; a base is restarted, inside its window only."""
         return DECT_EVENT if model.kind == "dect" else DESK_EVENT
+
+    def needs_maintenance_window(self, model: ModelInfo) -> bool:
+        """M-series bases: no Snom document says they apply changes without restarting."""
+        return model.kind == "dect"
+
+    def pin_key(self, model: ModelInfo) -> PinKey | None:
+        """Desk phones: ``keyboard_lock_pw``; bases have no documented user-PIN key."""
+        return DESK_PIN_KEY if model.kind == "desk" else None
+
+    def access_code_key(self, model: ModelInfo) -> AccessCodeKey | None:
+        """M-series bases: ``subscr_dect_ac_code`` (per handset, the base's one code)."""
+        return DECT_ACCESS_CODE_KEY if model.kind == "dect" else None
 
     def _canonical_model(self, raw: str) -> str:
         known = self.model(raw)
@@ -226,13 +290,21 @@ class SnomAdapter(Adapter):
         return self._canonical_model(m["model"]) if m else None
 
 
-def _check_access_codes(lines: Sequence[Line]) -> None:
-    """A DECT access code (AC) holds 4 to 8 decimal digits; a longer PIN cannot be expressed."""
-    for line in lines:
-        if line.pin is not None and not _DECT_ACCESS_CODE.fullmatch(line.pin):
-            raise RenderError(
-                f"handset {line.slot}: the PIN cannot be a DECT access code (4 to 8 digits)"
-            )
+def _access_code(ctx: RenderContext, model: ModelInfo) -> str:
+    """The base's access code as the service hands it over: exactly the digits the key takes."""
+    code = ctx.access_code
+    digits = DECT_ACCESS_CODE_KEY.digits
+    if code is None or len(code) != digits or not (code.isascii() and code.isdigit()):
+        raise RenderError(f"Snom {model.name}: the DECT access code must be {digits} digits")
+    return code
+
+
+def _ipui(line: Line) -> str:
+    """The handset's IPUI in the form the base takes: ``0x`` and 10 upper-case hex digits."""
+    m = _IPUI.fullmatch((line.ipui or "").strip())
+    if m is None:
+        raise RenderError(f"handset {line.slot}: the IPUI must be 10 hex digits")
+    return "0x" + m["hex"].upper()
 
 
 def _snom_timezone(zone: str) -> str:

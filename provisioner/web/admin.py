@@ -123,9 +123,11 @@ def _page(request: web.Request) -> int:
     return query_int(request, "page", 1, 1, _MAX_PAGE)
 
 
-def _device(row: Any, assignments: list[Any] | None = None) -> dict[str, Any]:
+def _device(
+    row: Any, assignments: list[Any] | None = None, access_code: str | None = None
+) -> dict[str, Any]:
     """The API's device view plus the outcome of the last notify, which the pages show."""
-    view = device_view(row, assignments)
+    view = device_view(row, assignments, access_code)
     notified_at = row["last_notify_at"]
     view["last_notify"] = (
         None
@@ -383,23 +385,49 @@ async def _masked_preview(core: Core, actor: Actor, mac: str) -> tuple[dict[str,
 
 @routes.get("/devices/{mac}")
 async def device_page(request: web.Request) -> web.Response:
+    return await _device_page(request, request.match_info["mac"])
+
+
+async def _device_page(
+    request: web.Request, mac: str, *, status: int = 200, errors: dict[str, str] | None = None
+) -> web.Response:
     core, actor = _core(request), actor_of(request)
-    row, assignments = await devices_service.find_device(core, actor, request.match_info["mac"])
+    details = await devices_service.find_device(core, actor, mac)
+    row = details.device
     jobs = await devices_service.list_push_jobs(
         core, actor, state=None, device=row["mac"], limit=DEVICE_JOBS_SHOWN
     )
     files, preview_error = await _masked_preview(core, actor, row["mac"])
-    device = _device(row, assignments)
+    device = _device(row, details.assignments, details.access_code)
     device["push_state"] = jobs[0]["state"] if jobs else None
     return render(
         request,
         "device.html",
+        status=status,
         section="devices",
         device=device,
         jobs=[job_view(j) for j in jobs],
         files=files,
         preview_error=preview_error,
+        errors=errors or {},
     )
+
+
+@routes.post("/devices/{mac}/access-code")
+async def set_access_code(request: web.Request) -> web.Response:
+    mac = devices_service.parse_mac(request.match_info["mac"])
+    form = await request.post()
+    try:
+        await devices_service.set_access_code(
+            _core(request), actor_of(request), mac, form_text(form, "access_code").strip() or None
+        )
+    except ProvisionerError as exc:
+        _refusal(exc)
+        errors = {"access_code": error_message(request, exc)}
+        return await _device_page(request, mac, status=STATUS[exc.kind], errors=errors)
+    response = redirect(device_url(mac) + "#access-code")
+    set_flash(request, response, "flash.access_code_changed")
+    return response
 
 
 @routes.post("/devices/{mac}/reprovision")

@@ -32,7 +32,9 @@ def assignment_view(row: Any) -> dict[str, Any]:
     }
 
 
-def device_view(row: Any, assignments: list[Any] | None = None) -> dict[str, Any]:
+def device_view(
+    row: Any, assignments: list[Any] | None = None, access_code: str | None = None
+) -> dict[str, Any]:
     view: dict[str, Any] = {
         "mac": row["mac"],
         "vendor": row["vendor"],
@@ -59,7 +61,13 @@ def device_view(row: Any, assignments: list[Any] | None = None) -> dict[str, Any
         view["push_state"] = row["job_state"]
     if assignments is not None:
         view["assignments"] = [assignment_view(a) for a in assignments]
+    if access_code is not None:
+        view["access_code"] = access_code
     return view
+
+
+def details_view(details: devices_service.DeviceDetails) -> dict[str, Any]:
+    return device_view(details.device, details.assignments, details.access_code)
 
 
 def job_view(row: Any) -> dict[str, Any]:
@@ -108,16 +116,16 @@ async def create_device(request: web.Request) -> web.Response:
     )
     core = request.config_dict[CORE]
     row = await devices_service.create_device(core, _actor(request), new)
-    device, assignments = await devices_service.find_device(core, _actor(request), row["mac"])
-    return web.json_response(device_view(device, assignments), status=201)
+    details = await devices_service.find_device(core, _actor(request), row["mac"])
+    return web.json_response(details_view(details), status=201)
 
 
 @routes.get("/devices/{mac}")
 async def get_device(request: web.Request) -> web.Response:
-    device, assignments = await devices_service.find_device(
+    details = await devices_service.find_device(
         request.config_dict[CORE], _actor(request), request.match_info["mac"]
     )
-    return web.json_response(device_view(device, assignments))
+    return web.json_response(details_view(details))
 
 
 @routes.patch("/devices/{mac}")
@@ -128,8 +136,8 @@ async def update_device(request: web.Request) -> web.Response:
     row = await devices_service.update_device(
         core, _actor(request), request.match_info["mac"], changes
     )
-    device, assignments = await devices_service.find_device(core, _actor(request), row["mac"])
-    return web.json_response(device_view(device, assignments))
+    details = await devices_service.find_device(core, _actor(request), row["mac"])
+    return web.json_response(details_view(details))
 
 
 @routes.delete("/devices/{mac}")
@@ -176,6 +184,18 @@ async def set_api_access(request: web.Request) -> web.Response:
         request.config_dict[CORE], _actor(request), request.match_info["mac"], access
     )
     return web.Response(status=204)
+
+
+@routes.post("/devices/{mac}/access-code")
+async def set_access_code(request: web.Request) -> web.Response:
+    code = None
+    if request.body_exists:
+        body = await json_body(request, {"access_code"})
+        code = field(body, "access_code", str, None)
+    code, jobs = await devices_service.set_access_code(
+        request.config_dict[CORE], _actor(request), request.match_info["mac"], code
+    )
+    return web.json_response({"access_code": code, "push_jobs": jobs})
 
 
 @routes.post("/devices/{mac}/reprovision")

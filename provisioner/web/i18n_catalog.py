@@ -223,6 +223,15 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Renders the configuration again and makes the device fetch it now.",
         "Erzeugt die Konfiguration neu und lässt das Gerät sie jetzt abrufen.",
     ),
+    "device.access_code": ("Access code", "Anmelde-PIN (Access Code)"),
+    "device.access_code_help": (
+        "The code a handset enters to subscribe to this DECT system. It is not a user's PIN "
+        "and no PIN change alters it. Leave the field empty for a new random code.",
+        "Der Code, den ein Mobilteil zum Anmelden an diesem DECT-System eingibt. Er ist keine "
+        "Benutzer-PIN und ändert sich bei keiner PIN-Änderung. Lassen Sie das Feld leer für "
+        "einen neuen Zufallscode.",
+    ),
+    "device.access_code_new": ("Replace access code", "Access Code ersetzen"),
     "device.assignments": ("Assignments", "Zuordnungen"),
     "device.no_assignments": ("No user is assigned.", "Kein Benutzer zugeordnet."),
     "device.slot": ("Line / handset", "Leitung / Mobilteil"),
@@ -242,6 +251,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "kind.desk": ("Desk phone", "Tischtelefon"),
     "kind.dect": ("DECT system", "DECT-System"),
     "push.pending": ("pending", "ausstehend"),
+    "push.scheduled": ("waits for maintenance window", "wartet auf Wartungsfenster"),
     "push.notified": ("notified", "benachrichtigt"),
     "push.fetched": ("fetched", "abgerufen"),
     "push.failed": ("failed", "fehlgeschlagen"),
@@ -295,6 +305,11 @@ CATALOG: dict[str, tuple[str, str]] = {
     "flash.own_password_changed": (
         "Your password has been changed.",
         "Ihr Passwort wurde geändert.",
+    ),
+    "flash.access_code_changed": (
+        "The access code has been replaced; the DECT system gets it with its next configuration.",
+        "Der Access Code wurde ersetzt; das DECT-System erhält ihn mit seiner nächsten "
+        "Konfiguration.",
     ),
     "flash.user_created": ("User {user} has been created.", "Benutzer {user} wurde angelegt."),
     "flash.reprovision_queued": (
@@ -390,6 +405,10 @@ ERRORS: dict[str, tuple[str, str]] = {
     "password_policy.unchanged": (
         "The new password must differ from the current one.",
         "Das neue Passwort muss sich vom aktuellen unterscheiden.",
+    ),
+    "access_code_invalid": (
+        "The access code must have exactly the number of digits this device takes.",
+        "Der Access Code muss genau so viele Ziffern haben, wie dieses Gerät verlangt.",
     ),
     "password_missing": (
         "Enter a password, or leave the field empty and use the random password button.",

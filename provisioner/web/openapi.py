@@ -12,7 +12,7 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from provisioner import passwords, pins, sites, users
+from provisioner import passwords, pins, sites, store, users
 from provisioner.devices import ADAPTERS
 
 JSON = "application/json"
@@ -91,6 +91,7 @@ def _operation(
     parameters: list[dict[str, Any]] | None = None,
     public: bool = False,
     body_400: list[str] = _BODY_400,
+    body_required: bool = True,
 ) -> dict[str, Any]:
     """One operation; ``errors`` maps status → codes beyond the ones every request can get.
 
@@ -123,7 +124,7 @@ def _operation(
     if parameters:
         op["parameters"] = parameters
     if body is not None:
-        op["requestBody"] = {"required": True, "content": _json(_schema(body))}
+        op["requestBody"] = {"required": body_required, "content": _json(_schema(body))}
     op["responses"] = all_responses
     if public:
         op["security"] = []
@@ -464,8 +465,9 @@ def _paths() -> dict[str, Any]:
 
 _MAC = _ref("parameters", "Mac")
 _MAC_422 = ["mac_invalid"]
-_PUSH_JOB_STATES = ("pending", "notified", "fetched", "failed")
-_SITE_FIELD_400 = [f"{name}_invalid" for name in sites.FIELDS]
+_PUSH_JOB_STATES = store.PUSH_JOB_STATES
+#: Site fields refused with 400; the maintenance window's format is refused with 422.
+_SITE_FIELD_400 = [f"{name}_invalid" for name in sites.FIELDS if name != "maintenance_window"]
 # Reading a JSON array body: no `field_unknown`, an item with an unknown field is `body_invalid`.
 _ARRAY_BODY_400 = [code for code in _BODY_400 if code != "field_unknown"]
 
@@ -637,6 +639,37 @@ def _device_paths() -> dict[str, Any]:
                 },
             ),
         },
+        "/devices/{mac}/access-code": {
+            "parameters": [_MAC],
+            "post": _operation(
+                operation_id="setDeviceAccessCode",
+                tag="devices",
+                summary="Replace a DECT system's access code",
+                description=(
+                    "The access code is what a handset enters to subscribe to the DECT system: "
+                    "a secret of its own, random per system, never a user's PIN (a PIN change "
+                    'never alters it). No body: a new random code; `{"access_code": '
+                    '"NNNN"}`: that code, exactly as many digits as the vendor\'s key takes '
+                    "(4 unless the vendor documents otherwise). The device is re-rendered and "
+                    "gets a push job. The current code is in `GET /devices/{mac}`. "
+                    "Administrators only."
+                ),
+                body="AccessCodeUpdate",
+                body_required=False,
+                responses={200: _ok("AccessCodeResult", "The code now in force.")},
+                errors={
+                    403: _ADMIN_403,
+                    404: ["device_not_found"],
+                    422: [*_MAC_422, "access_code_invalid", "access_code_unused"],
+                },
+                notes={
+                    422: (
+                        "`access_code_invalid`: not exactly the vendor's number of digits; "
+                        "`access_code_unused`: the device is a desk phone."
+                    )
+                },
+            ),
+        },
         "/devices/{mac}/reprovision": {
             "parameters": [_MAC],
             "post": _operation(
@@ -672,8 +705,9 @@ def _device_paths() -> dict[str, Any]:
                 tag="push-jobs",
                 summary="List push jobs",
                 description=(
-                    "Jobs newest first. A device has at most one open (`pending` or "
-                    "`notified`) job; later changes fold into it. Administrators only."
+                    "Jobs newest first. A device has at most one open (`pending`, "
+                    "`scheduled` or `notified`) job; later changes fold into it. "
+                    "Administrators only."
                 ),
                 parameters=[
                     {
@@ -720,13 +754,22 @@ def _device_paths() -> dict[str, Any]:
                 description=(
                     "Creates the site when it does not exist (fields not sent take their "
                     "defaults) and applies the fields sent. Every device of the site is "
-                    "re-rendered and gets a push job. Answers `200` whether the site was "
-                    "created or changed. Administrators only."
+                    "re-rendered and gets a push job, unless only `maintenance_window` "
+                    "changed (no configuration carries it: jobs waiting for the window are "
+                    "timed anew). Answers `200` whether the site was created or changed. "
+                    "Administrators only."
                 ),
                 body="SiteUpdate",
                 responses={200: _ok("Site", "The site after the change.")},
-                errors={400: ["site_invalid", *_SITE_FIELD_400], 403: _ADMIN_403},
-                notes={400: "`site_invalid`: the name in the path breaks the naming rule."},
+                errors={
+                    400: ["site_invalid", *_SITE_FIELD_400],
+                    403: _ADMIN_403,
+                    422: ["maintenance_window_invalid"],
+                },
+                notes={
+                    400: "`site_invalid`: the name in the path breaks the naming rule.",
+                    422: '`maintenance_window_invalid`: not `"HH:MM-HH:MM"`.',
+                },
             ),
         },
     }
@@ -1059,6 +1102,17 @@ def _models_description() -> str:
     )
 
 
+_ACCESS_CODE = {"type": "string", "pattern": "^[0-9]{4,8}$"}
+_WINDOW = {
+    "type": "string",
+    "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
+    "description": (
+        "When devices that restart to apply a change (Snom M-series bases) are pushed: "
+        "`HH:MM-HH:MM` in the site's time zone, may run past midnight; equal times: always."
+    ),
+}
+
+
 def _device_schemas() -> dict[str, Any]:
     device_properties = {
         "mac": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
@@ -1117,11 +1171,34 @@ def _device_schemas() -> dict[str, Any]:
             "allOf": [
                 _schema("Device"),
                 _object(
-                    {"assignments": {"type": "array", "items": _schema("Assignment")}},
+                    {
+                        "assignments": {"type": "array", "items": _schema("Assignment")},
+                        "access_code": {
+                            **_ACCESS_CODE,
+                            "description": (
+                                "DECT systems only: the code a handset enters to subscribe "
+                                "(absent for desk phones). Replace it with "
+                                "`POST /devices/{mac}/access-code`."
+                            ),
+                        },
+                    },
                     ["assignments"],
                 ),
             ]
         },
+        "AccessCodeUpdate": _object(
+            {"access_code": {**_ACCESS_CODE, "description": "Omit for a new random code."}},
+            [],
+            closed=True,
+            examples=[{"access_code": "4827"}],
+        ),
+        "AccessCodeResult": _object(
+            {
+                "access_code": _ACCESS_CODE,
+                "push_jobs": {"type": "array", "items": {"type": "integer"}},
+            },
+            ["access_code", "push_jobs"],
+        ),
         "DeviceListItem": {
             "allOf": [
                 _schema("Device"),
@@ -1260,8 +1337,10 @@ def _device_schemas() -> dict[str, Any]:
                     "type": "string",
                     "enum": list(_PUSH_JOB_STATES),
                     "description": (
-                        "`pending`: to be sent; `notified`: the device was told to fetch; "
-                        "`fetched`: it did; `failed`: gave up."
+                        "`pending`: to be sent; `scheduled`: rendered, waits for the site's "
+                        "maintenance window (a device that restarts to apply a change); "
+                        "`notified`: the device was told to fetch; `fetched`: it did; "
+                        "`failed`: gave up."
                     ),
                 },
                 "reason": {
@@ -1298,6 +1377,7 @@ def _device_schemas() -> dict[str, Any]:
                 "timezone": {"type": "string"},
                 "language": _LANGUAGE,
                 "ntp_server": {"type": "string"},
+                "maintenance_window": _WINDOW,
             },
             ["name", *sites.FIELDS],
         ),
@@ -1359,6 +1439,7 @@ def _device_schemas() -> dict[str, Any]:
                     "default": "pool.ntp.org",
                     "description": "A host name or IP address (IPv6 in brackets).",
                 },
+                "maintenance_window": {**_WINDOW, "default": "02:00-04:00"},
             },
             [],
             closed=True,
@@ -1370,6 +1451,7 @@ def _device_schemas() -> dict[str, Any]:
                     "timezone": "Europe/Berlin",
                     "language": "en",
                     "ntp_server": "ntp.example.net",
+                    "maintenance_window": "01:30-03:30",
                 }
             ],
         ),

@@ -73,6 +73,7 @@ def make_context() -> ContextFactory:
         lines: int = 2,
         ipui: bool = False,
         site: Site | None = None,
+        access_code: str | None = None,
     ) -> RenderContext:
         return RenderContext(
             device=DeviceInfo(mac=mac, model=model, label="Empfang & Büro"),
@@ -84,6 +85,7 @@ def make_context() -> ContextFactory:
             provisioning_url="https://prov.example.net/provisioning/",
             provisioning_user=f"dev-{mac}",
             provisioning_password="Pr0v&Pass<word>",
+            access_code=access_code,
         )
 
     return factory

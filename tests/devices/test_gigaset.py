@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import replace
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from provisioner.devices.base import ModelInfo, RenderError, Site, Templates
-from provisioner.devices.gigaset import ADAPTER
+from provisioner.devices.base import (
+    ModelInfo,
+    RenderContext,
+    RenderError,
+    Site,
+    Templates,
+    standard_utc_offset,
+)
+from provisioner.devices.gigaset import ADAPTER, GIGASET_TIME_ZONES, gigaset_time_zone
 from tests.devices.conftest import NAMES, ContextFactory, assert_no_template_syntax, parse_xml
 
 MAC = "7c2f80e0d605"
@@ -154,41 +162,49 @@ def test_identify_foreign_paths(path: str) -> None:
 
 # --- render ------------------------------------------------------------------------------
 
+#: The base's access code as the service hands it over: random, 4 digits, not the PIN.
+AC = "7305"
+#: The shortest and the longest PIN the policy admits (4..12 digits).
+PINS = ["4829", "482916390571"]
+
+
+def with_pins(ctx: RenderContext, pin: str | None) -> RenderContext:
+    return replace(ctx, lines=tuple(replace(line, pin=pin) for line in ctx.lines))
+
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
 def test_render_files_and_structure(
     model: ModelInfo, make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(model, mac=MAC, lines=min(4, model.slots))
+    ctx = make_context(model, mac=MAC, lines=min(4, model.slots), access_code=AC)
     files = ADAPTER.render(ctx, templates)
 
     assert set(files) == {"7C2F80E0D605.xml", "provisioning.xml"}
     assert files["7C2F80E0D605.xml"] == files["provisioning.xml"]
-    body = files["provisioning.xml"]
-    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
     assert_no_template_syntax(files)
-
-    root = parse_xml(body)
-    assert root.tag == "provisioning"
-    assert root.attrib == {"version": "1.1", "productID": "e2"}
-    nvm = root.find("nvm")
-    assert nvm is not None
-    first = nvm[0]
-    assert (first.tag, first.attrib) == ("oper", {"name": "DeleteNotProvisionedHS"})
+    for body in files.values():
+        assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
+        root = parse_xml(body)
+        assert root.tag == "provisioning"
+        assert root.attrib == {"version": "1.1", "productID": "e2"}
+        nvm = root.find("nvm")
+        assert nvm is not None
+        # Gigaset: "This parameter must be on top of the provisioning file."
+        first = nvm[0]
+        assert (first.tag, first.attrib) == ("oper", {"name": "DeleteNotProvisionedHS"})
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_render_sip_accounts_and_access_codes(
+def test_render_sip_accounts(
     model: ModelInfo, make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(model, mac=MAC, lines=min(4, model.slots))
+    ctx = make_context(model, mac=MAC, lines=min(4, model.slots), access_code=AC)
     body = ADAPTER.render(ctx, templates)["provisioning.xml"]
     values = params(body)
 
     assert handset_keys(body) == [f"{line.slot:05d}" for line in ctx.lines]
     for line in ctx.lines:
         key = f"{line.slot:05d}"
-        assert values[f"hs.{key}.DECT_AC"] == line.pin
         assert values[f"SipAccount.{key}.UserName"] == line.sip_user
         assert values[f"SipAccount.{key}.AuthName"] == line.sip_auth_user
         assert values[f"SipAccount.{key}.AuthPassword"] == line.sip_password
@@ -197,11 +213,102 @@ def test_render_sip_accounts_and_access_codes(
     assert {values[f"SipAccount.{line.slot:05d}.DisplayName"] for line in ctx.lines} <= set(NAMES)
 
 
+# --- no reboot ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_push_never_reboots(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    assert ADAPTER.sip_event(model) == "check-sync;reboot=false"
+    assert ADAPTER.needs_maintenance_window(model) is False
+    values = params(
+        ADAPTER.render(make_context(model, access_code=AC), templates)["provisioning.xml"]
+    )
+    # Both switches that would turn a check-sync into a reboot stay off.
+    assert values["SystemSettings.global.CheckSyncRebootEnabled"] == "0"
+    assert values["SIP.Checksync.Simple"] == "0"
+
+
+# --- PIN and access code -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_no_user_pin_key(model: ModelInfo) -> None:
+    assert ADAPTER.pin_key(model) is None
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_access_code_key(model: ModelInfo) -> None:
+    key = ADAPTER.access_code_key(model)
+    assert key is not None
+    assert key.name == "hs.<handset>.DECT_AC"
+    assert key.digits == 4
+    assert "OpenScape Cordless IP V2" in key.source
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_access_code_on_every_handset(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(model, lines=min(4, model.slots), access_code=AC)
+    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
+    values = params(body)
+    codes = {name: value for name, value in values.items() if name.endswith(".DECT_AC")}
+    assert codes == {f"hs.{key}.DECT_AC": AC for key in handset_keys(body)}
+
+
+@pytest.mark.parametrize("pin", PINS)
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_shortest_and_longest_pin_render_without_the_pin(
+    model: ModelInfo, pin: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = with_pins(make_context(model, lines=min(4, model.slots), access_code=AC), pin)
+    files = ADAPTER.render(ctx, templates)
+    for body in files.values():
+        parse_xml(body)
+        # The Nx70 has no user-PIN key: the PIN is nowhere in its config.
+        assert pin.encode() not in body
+        assert AC in params(body).values()
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_access_code_is_not_derived_from_the_pin(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(model, lines=min(4, model.slots), access_code=AC)
+    renders = {ADAPTER.render(with_pins(ctx, pin), templates)["provisioning.xml"] for pin in PINS}
+    renders.add(ADAPTER.render(with_pins(ctx, None), templates)["provisioning.xml"])
+    # A PIN change changes nothing on the base (so it is never pushed there for one) ...
+    assert len(renders) == 1
+    # ... while a new access code reaches every handset entry.
+    other = ADAPTER.render(replace(ctx, access_code="0381"), templates)["provisioning.xml"]
+    assert {v for k, v in params(other).items() if k.endswith(".DECT_AC")} == {"0381"}
+
+
+@pytest.mark.parametrize("access_code", [None, "", "123", "12345", "12a4", " 1234", "١٢٣٤"])
+def test_render_needs_a_valid_access_code(
+    access_code: str | None, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["N870"], lines=1, access_code=access_code)
+    with pytest.raises(RenderError) as excinfo:
+        ADAPTER.render(ctx, templates)
+    if access_code:
+        assert access_code.strip() not in str(excinfo.value)
+
+
+def test_user_fields() -> None:
+    assert "pin" not in ADAPTER.user_fields
+    assert "sip_credentials" in ADAPTER.user_fields
+    assert ADAPTER.vendor == "gigaset"
+
+
+# --- handsets ----------------------------------------------------------------------------
+
+
 def test_render_add_hs_registers(make_context: ContextFactory, templates: Templates) -> None:
-    body = ADAPTER.render(make_context(ADAPTER.models["N870"], lines=2), templates)[
-        "provisioning.xml"
-    ]
-    root = parse_xml(body)
+    ctx = make_context(ADAPTER.models["N870"], lines=2, access_code=AC)
+    root = parse_xml(ADAPTER.render(ctx, templates)["provisioning.xml"])
     for oper in root.iter("oper"):
         if oper.attrib["name"] == "add_hs":
             (reg,) = list(oper)
@@ -211,13 +318,66 @@ def test_render_add_hs_registers(make_context: ContextFactory, templates: Templa
 def test_render_uses_ipui_as_handset_key(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(ADAPTER.models["N870"], lines=2, ipui=True)
+    ctx = make_context(ADAPTER.models["N870"], lines=2, ipui=True, access_code=AC)
     body = ADAPTER.render(ctx, templates)["provisioning.xml"]
     values = params(body)
     assert handset_keys(body) == ["0000112345", "0000212345"]
-    assert values["hs.0000112345.DECT_AC"] == ctx.lines[0].pin
+    assert values["hs.0000112345.DECT_AC"] == AC
     assert values["SipAccount.0000212345.AuthName"] == ctx.lines[1].sip_auth_user
-    assert not any(name.startswith("SipAccount.0000") and ".00001." in name for name in values)
+    assert not any(".00001." in name or ".00002." in name for name in values)
+
+
+def test_render_every_handset_without_pin_or_ipui(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    # Subscribing needs the base's random access code, so a slot without an IPUI is safe to
+    # offer; the user's PIN plays no part in it.
+    ctx = make_context(ADAPTER.models["N870"], lines=3, access_code=AC)
+    no_pin = replace(ctx.lines[1], pin=None)
+    bound = replace(ctx.lines[2], pin=None, ipui=" 02B6EC8AA5 ")
+    ctx = replace(ctx, lines=(ctx.lines[0], no_pin, bound))
+    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
+    values = params(body)
+    assert handset_keys(body) == ["00001", "00002", "02b6ec8aa5"]
+    assert values["SipAccount.00002.AuthPassword"] == no_pin.sip_password
+    assert values["hs.00002.DECT_AC"] == AC
+    assert values["hs.02b6ec8aa5.DECT_AC"] == AC
+    assert values["SipAccount.02b6ec8aa5.AuthName"] == bound.sip_auth_user
+
+
+def test_render_rejects_bad_ipui(make_context: ContextFactory, templates: Templates) -> None:
+    ctx = make_context(ADAPTER.models["N870"], lines=1, access_code=AC)
+    ctx = replace(ctx, lines=(replace(ctx.lines[0], ipui='02b6"/><x a="'),))
+    with pytest.raises(RenderError):
+        ADAPTER.render(ctx, templates)
+
+
+def test_render_rejects_slot_beyond_capacity(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["N610"], lines=1, access_code=AC)
+    ctx = replace(ctx, lines=(replace(ctx.lines[0], slot=9),))
+    with pytest.raises(RenderError):
+        ADAPTER.render(ctx, templates)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_render_too_many_lines(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ADAPTER.render(make_context(model, lines=model.slots, access_code=AC), templates)
+    with pytest.raises(RenderError):
+        ADAPTER.render(make_context(model, lines=model.slots + 1, access_code=AC), templates)
+
+
+def test_render_full_system(make_context: ContextFactory, templates: Templates) -> None:
+    model = ADAPTER.models["N870"]
+    ctx = make_context(model, lines=model.slots, access_code=AC)
+    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
+    assert len(handset_keys(body)) == model.slots
+
+
+# --- site settings -----------------------------------------------------------------------
 
 
 def test_render_site_settings(make_context: ContextFactory, templates: Templates) -> None:
@@ -228,8 +388,9 @@ def test_render_site_settings(make_context: ContextFactory, templates: Templates
         timezone="Europe/Vienna",
         ntp_server="ntp.example.org",
     )
-    ctx = make_context(ADAPTER.models["N670"], mac=MAC, site=site)
+    ctx = make_context(ADAPTER.models["N670"], mac=MAC, site=site, access_code=AC)
     values = params(ADAPTER.render(ctx, templates)["provisioning.xml"])
+    assert values["SipProvider.0.Name"] == "PBX"
     assert values["SipProvider.0.Domain"] == "sip.example.org"
     assert values["SipProvider.0.ProxyServerAddress"] == "sip.example.org"
     assert values["SipProvider.0.ProxyServerPort"] == "5061"
@@ -245,15 +406,51 @@ def test_render_transport(
     transport: str, value: str, make_context: ContextFactory, templates: Templates
 ) -> None:
     site = Site(registrar_host="pbx.example.net", transport=transport)  # type: ignore[arg-type]
-    ctx = make_context(ADAPTER.models["N870"], site=site)
+    ctx = make_context(ADAPTER.models["N870"], site=site, access_code=AC)
     values = params(ADAPTER.render(ctx, templates)["provisioning.xml"])
     assert values["SipProvider.0.TransportProtocol"] == value
+
+
+@pytest.mark.parametrize(
+    ("zone", "written"),
+    [
+        ("Europe/Berlin", "Europe/Berlin"),  # on the base's list
+        ("Europe/Dublin", "Europe/Dublin"),
+        ("Europe/Kyiv", "Europe/Athens"),  # renamed zone, same clock as listed ones
+        ("UTC", "Greenwich"),
+        ("Australia/Perth", "Asia/Hong_Kong"),  # UTC+8 without daylight saving time
+        ("Asia/Seoul", "Asia/Tokyo"),
+        ("America/Toronto", "America/New_York"),
+        ("America/Phoenix", "America/Denver"),  # same standard offset, DST differs
+        ("Asia/Kolkata", None),  # no listed zone at UTC+5:30: keep the base's own setting
+        ("Mars/Olympus_Mons", None),
+        ("../../etc/passwd", None),
+    ],
+)
+def test_render_time_zone(
+    zone: str, written: str | None, make_context: ContextFactory, templates: Templates
+) -> None:
+    site = Site(registrar_host="pbx.example.net", timezone=zone)
+    ctx = make_context(ADAPTER.models["N870"], site=site, access_code=AC)
+    values = params(ADAPTER.render(ctx, templates)["provisioning.xml"])
+    assert values.get("DmGlobal.0.TimeZone") == written
+
+
+def test_time_zone_mapping_covers_the_database() -> None:
+    assert len(GIGASET_TIME_ZONES) == 82
+    for zone in GIGASET_TIME_ZONES:
+        assert gigaset_time_zone(zone) == zone
+    for zone in sorted(zoneinfo.available_timezones()):
+        written = gigaset_time_zone(zone)
+        assert written is None or written in GIGASET_TIME_ZONES, zone
+        if written is not None:
+            assert standard_utc_offset(written) == standard_utc_offset(zone), zone
 
 
 def test_render_provisioning_server_and_credential(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(ADAPTER.models["N870"], mac=MAC)
+    ctx = make_context(ADAPTER.models["N870"], mac=MAC, access_code=AC)
     values = params(ADAPTER.render(ctx, templates)["provisioning.xml"])
     url = urlsplit(values["Provisioning.global.ProvisioningServer"])
     assert (url.scheme, url.hostname) == ("https", "prov.example.net")
@@ -262,61 +459,10 @@ def test_render_provisioning_server_and_credential(
     assert unquote(url.password or "") == ctx.provisioning_password
 
 
-def test_render_handset_without_pin(make_context: ContextFactory, templates: Templates) -> None:
-    ctx = make_context(ADAPTER.models["N870"], lines=3)
-    no_pin = replace(ctx.lines[1], pin=None)
-    bound = replace(ctx.lines[2], pin=None, ipui="02b6ec8aa5")
-    ctx = replace(ctx, lines=(ctx.lines[0], no_pin, bound))
-    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
-    values = params(body)
-    # A placeholder without an access code would let any handset take the account.
-    assert handset_keys(body) == ["00001", "02b6ec8aa5"]
-    assert "SipAccount.00002.AuthPassword" not in values
-    assert "hs.02b6ec8aa5.DECT_AC" not in values
-    assert values["SipAccount.02b6ec8aa5.AuthName"] == bound.sip_auth_user
-
-
-@pytest.mark.parametrize("pin", ["123456789", "12ab", "", "12 34"])
-def test_render_rejects_pin_that_is_no_access_code(
-    pin: str, make_context: ContextFactory, templates: Templates
-) -> None:
-    ctx = make_context(ADAPTER.models["N870"], lines=1)
-    ctx = replace(ctx, lines=(replace(ctx.lines[0], pin=pin),))
-    with pytest.raises(RenderError) as excinfo:
-        ADAPTER.render(ctx, templates)
-    if pin:
-        assert pin not in str(excinfo.value)
-
-
-def test_render_rejects_bad_ipui(make_context: ContextFactory, templates: Templates) -> None:
-    ctx = make_context(ADAPTER.models["N870"], lines=1)
-    ctx = replace(ctx, lines=(replace(ctx.lines[0], ipui='02b6"/><x a="'),))
-    with pytest.raises(RenderError):
-        ADAPTER.render(ctx, templates)
-
-
-def test_render_rejects_slot_beyond_capacity(
-    make_context: ContextFactory, templates: Templates
-) -> None:
-    ctx = make_context(ADAPTER.models["N610"], lines=1)
-    ctx = replace(ctx, lines=(replace(ctx.lines[0], slot=9),))
-    with pytest.raises(RenderError):
-        ADAPTER.render(ctx, templates)
-
-
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_render_too_many_lines(
-    model: ModelInfo, make_context: ContextFactory, templates: Templates
-) -> None:
-    ADAPTER.render(make_context(model, lines=model.slots), templates)
-    with pytest.raises(RenderError):
-        ADAPTER.render(make_context(model, lines=model.slots + 1), templates)
-
-
 def test_render_control_characters_cannot_break_out(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(ADAPTER.models["N870"], lines=1)
+    ctx = make_context(ADAPTER.models["N870"], lines=1, access_code=AC)
     evil = replace(ctx.lines[0], display_name='Eve\n"/><param name="x" value="\x00')
     body = ADAPTER.render(replace(ctx, lines=(evil,)), templates)["provisioning.xml"]
     values = params(body)
@@ -328,24 +474,7 @@ def test_render_control_characters_cannot_break_out(
 def test_render_is_deterministic(
     model: ModelInfo, make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(model, lines=min(4, model.slots))
+    ctx = make_context(model, lines=min(4, model.slots), access_code=AC)
     reordered = replace(ctx, lines=tuple(reversed(ctx.lines)))
     assert ADAPTER.render(ctx, templates) == ADAPTER.render(ctx, templates)
     assert ADAPTER.render(ctx, templates) == ADAPTER.render(reordered, templates)
-
-
-def test_render_full_system(make_context: ContextFactory, templates: Templates) -> None:
-    model = ADAPTER.models["N870"]
-    body = ADAPTER.render(make_context(model, lines=model.slots), templates)["provisioning.xml"]
-    assert len(handset_keys(body)) == model.slots
-
-
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_sip_event(model: ModelInfo) -> None:
-    assert ADAPTER.sip_event(model) == "check-sync;reboot=false"
-
-
-def test_user_fields() -> None:
-    assert "pin" in ADAPTER.user_fields
-    assert "sip_credentials" in ADAPTER.user_fields
-    assert ADAPTER.vendor == "gigaset"

@@ -1,13 +1,26 @@
-"""Grandstream adapter: request identification and rendered files."""
+"""Grandstream adapter: request identification, rendered files and their conformance.
+
+Key numbers and meanings are checked against docs/vendors/grandstream.md (Grandstream's
+configuration templates for GXP2130/2135/2140/2160/2170 1.0.11.16 and GRP261x 1.0.5.15).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from provisioner.devices.base import Line, ModelInfo, RenderError, SipTransport, Site, Templates
+from provisioner.devices.base import (
+    Line,
+    ModelInfo,
+    RenderContext,
+    RenderError,
+    SipTransport,
+    Site,
+    Templates,
+)
 from provisioner.devices.grandstream import ACCOUNT_KEYS, ADAPTER, MODELS
 from tests.devices.conftest import (
     UA_GIGASET,
@@ -33,6 +46,22 @@ UA_NO_MAC = "Grandstream Model HW GXP2160 SW 1.0.7.13"
 
 # Accounts whose P-values are known; GRP2624/GRP2634 have 8 accounts but only 1..6 are writable.
 WRITABLE = len(ACCOUNT_KEYS)
+
+# The documented P-values of accounts 1..6 (Grandstream GXP2130/2135/2140/2160/2170 configuration
+# template 1.0.11.16, "Account N/General Settings" and ".../SIP Settings/Basic Settings"):
+# active, account name, SIP server, SIP user ID, authenticate ID, password, name, transport,
+# Allow SIP Reset.
+DOCUMENTED_ACCOUNT_KEYS = [
+    (271, 270, 47, 35, 36, 34, 3, 130, 26015),
+    (401, 417, 402, 404, 405, 406, 407, 448, 26115),
+    (501, 517, 502, 504, 505, 506, 507, 548, 26215),
+    (601, 617, 602, 604, 605, 606, 607, 648, 26315),
+    (1701, 1717, 1702, 1704, 1705, 1706, 1707, 1748, 26415),
+    (1801, 1817, 1802, 1804, 1805, 1806, 1807, 1848, 26515),
+]
+# "Allow SIP Reset" of any account: 1 lets a SIP NOTIFY factory-reset the phone.
+SIP_RESET = re.compile(r"P26[0-9]15")
+SIP_RESET_KEYS = {f"P{keys.sip_reset}" for keys in ACCOUNT_KEYS}
 
 
 def user_agent(model: ModelInfo, mac: str = MAC) -> str:
@@ -84,14 +113,35 @@ def test_models(name: str, slots: int) -> None:
     assert (model.kind, model.slots, model.family) == ("desk", slots, name.lower())
 
 
-def test_user_fields_leave_out_the_pin() -> None:
-    """No keypad-lock P-value is known, so a PIN change must not re-render these phones."""
+def test_user_fields() -> None:
+    """The PIN is not a user field: where it goes is declared by ``pin_key``."""
     assert ADAPTER.user_fields == {"display_name", "language", "sip_credentials"}
 
 
+def test_account_keys_are_the_documented_ones() -> None:
+    assert [dataclasses.astuple(keys) for keys in ACCOUNT_KEYS] == DOCUMENTED_ACCOUNT_KEYS
+
+
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_sip_event(model: ModelInfo) -> None:
-    assert ADAPTER.sip_event(model) == "check-sync"
+def test_push_never_reboots(model: ModelInfo) -> None:
+    """``resync`` re-provisions without a reboot; no push waits for a maintenance window."""
+    assert ADAPTER.sip_event(model) == "resync"
+    assert not ADAPTER.needs_maintenance_window(model)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_pin_key(model: ModelInfo) -> None:
+    key = ADAPTER.pin_key(model)
+    assert key is not None
+    assert key.name == "P1383"
+    assert key.min_digits <= 4 <= 12 <= key.max_digits
+    assert "Keypad Lock" in key.source
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_no_access_code(model: ModelInfo) -> None:
+    """Desk phones: no DECT access code is declared."""
+    assert ADAPTER.access_code_key(model) is None
 
 
 # --- identify ----------------------------------------------------------------------------------
@@ -249,7 +299,7 @@ def test_provisioning_and_site_settings(make_context: ContextFactory, model: Mod
         _, p = pvalues(files[name])
         assert p["P212"] == "2"  # https
         assert p["P237"] == "prov.example.net/provisioning"
-        assert p["P64"] == "customize"
+        assert p["P64"] == "customize"  # "Self-Defined Time Zone": the rule is P246
         assert p["P246"] == "CET-1CEST,M3.5.0,M10.5.0/3"
         assert p["P30"] == "pool.ntp.org"
         assert p["P1362"] == "de"
@@ -264,15 +314,117 @@ def test_shared_files_carry_no_secret(make_context: ContextFactory, model: Model
     assert root.find("mac") is None
     assert "P1360" not in p
     assert "P1361" not in p
+    assert "P1382" not in p  # the keypad lock and its PIN are the device's own
+    assert "P1383" not in p
     assert not [key for key in p if key in {f"P{k.password}" for k in ACCOUNT_KEYS}]
     text = files["cfg.xml"].decode("utf-8")
     assert ctx.provisioning_user not in text
 
 
-def test_the_pin_is_not_written(make_context: ContextFactory) -> None:
-    ctx = make_context(ADAPTER.models["GRP2616"], mac=MAC, lines=6)
-    text = ADAPTER.render(ctx, Templates("grandstream"))[f"cfg{MAC}.xml"].decode("utf-8")
-    assert not [line.pin for line in ctx.lines if line.pin and line.pin in text]
+def all_values(files: dict[str, bytes]) -> list[tuple[str, str, str]]:
+    """(file, tag, text) of every element of every rendered file."""
+    return [
+        (name, element.tag, element.text or "")
+        for name, data in files.items()
+        for element in parse_xml(data).iter()
+    ]
+
+
+def with_pins(ctx: RenderContext, *pins: str | None) -> RenderContext:
+    """``ctx`` with the PIN of line N replaced by ``pins[N - 1]``."""
+    lines = tuple(
+        dataclasses.replace(line, pin=pin) for line, pin in zip(ctx.lines, pins, strict=True)
+    )
+    return dataclasses.replace(ctx, lines=lines)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_the_pin_goes_only_into_the_keypad_lock(
+    make_context: ContextFactory, model: ModelInfo
+) -> None:
+    lines = min(model.slots, WRITABLE)
+    ctx = make_context(model, mac=MAC, lines=lines)
+    pin = ctx.lines[0].pin
+    assert pin is not None
+    files = ADAPTER.render(ctx, Templates("grandstream"))
+    _, p = pvalues(files[f"cfg{MAC}.xml"])
+    assert (p["P1382"], p["P1383"]) == ("1", pin)
+    carriers = [(name, tag) for name, tag, text in all_values(files) if pin in text]
+    assert carriers == [(f"cfg{MAC}.xml", "P1383")]
+    # The PINs of the users on other accounts go nowhere: the phone has one keypad lock.
+    for line in ctx.lines[1:]:
+        assert line.pin is not None
+        assert not [text for _, _, text in all_values(files) if line.pin in text]
+
+
+def test_without_a_pin_the_keypad_lock_is_off_and_emptied(make_context: ContextFactory) -> None:
+    """A PIN removed on the server must not stay on the phone."""
+    ctx = with_pins(make_context(ADAPTER.models["GXP2170"], mac=MAC, lines=2), None, "5551234")
+    _, p = pvalues(ADAPTER.render(ctx, Templates("grandstream"))[f"cfg{MAC}.xml"])
+    assert (p["P1382"], p["P1383"]) == ("0", "")
+
+
+def test_an_empty_account_1_turns_the_keypad_lock_off(make_context: ContextFactory) -> None:
+    ctx = make_context(ADAPTER.models["GXP2170"], mac=MAC, lines=2)
+    ctx = dataclasses.replace(ctx, lines=ctx.lines[1:])
+    _, p = pvalues(ADAPTER.render(ctx, Templates("grandstream"))[f"cfg{MAC}.xml"])
+    assert (p["P1382"], p["P1383"]) == ("0", "")
+
+
+@pytest.mark.parametrize("pin", ["0000", "0123", "000000000000", "987654321012"])
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_shortest_and_longest_pins_render(
+    make_context: ContextFactory, model: ModelInfo, pin: str
+) -> None:
+    """Policy-valid PINs (4..12 digits, leading zeros kept) render unchanged on every model."""
+    ctx = with_pins(make_context(model, mac=MAC, lines=1), pin)
+    key = ADAPTER.pin_key(model)
+    assert key is not None
+    assert key.min_digits <= len(pin) <= key.max_digits
+    _, p = pvalues(ADAPTER.render(ctx, Templates("grandstream"))[f"cfg{MAC}.xml"])
+    assert p[key.name] == pin
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_an_access_code_goes_nowhere(make_context: ContextFactory, model: ModelInfo) -> None:
+    """Desk phones have no access code; one handed in anyway is neither written nor the PIN."""
+    ctx = with_pins(make_context(model, mac=MAC, lines=1, access_code="7315"), "482917")
+    files = ADAPTER.render(ctx, Templates("grandstream"))
+    assert not [tag for _, tag, text in all_values(files) if "7315" in text]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_sip_reset_is_off_in_every_file(make_context: ContextFactory, model: ModelInfo) -> None:
+    """No file lets a NOTIFY factory-reset the phone: "Allow SIP Reset" is 0 on every account."""
+    files = ADAPTER.render(
+        make_context(model, mac=MAC, lines=min(model.slots, WRITABLE)), Templates("grandstream")
+    )
+    for name, data in files.items():
+        _, p = pvalues(data)
+        assert {key: p[key] for key in SIP_RESET_KEYS} == dict.fromkeys(SIP_RESET_KEYS, "0"), name
+    enabled = [
+        (name, tag, text)
+        for name, tag, text in all_values(files)
+        if SIP_RESET.fullmatch(tag) and text != "0"
+    ]
+    assert enabled == []
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_notify_authentication_stays_on(make_context: ContextFactory, model: ModelInfo) -> None:
+    """P4428 "Disable SIP NOTIFY Authentication" = 0: the phone challenges every NOTIFY."""
+    files = ADAPTER.render(make_context(model, mac=MAC), Templates("grandstream"))
+    for name, data in files.items():
+        assert pvalues(data)[1]["P4428"] == "0", name
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_every_file_parses(make_context: ContextFactory, model: ModelInfo) -> None:
+    files = render(make_context, model, lines=min(model.slots, WRITABLE))
+    for data in files.values():
+        _, values = pvalues(data)
+        assert values
+        assert all(re.fullmatch(r"P[0-9]+", tag) for tag in values)
 
 
 @pytest.mark.parametrize(
@@ -315,6 +467,8 @@ def test_transport(make_context: ContextFactory, transport: SipTransport, code: 
         ("America/New_York", "EST5EDT,M3.2.0,M11.1.0"),
         ("Asia/Kolkata", "IST-5:30"),
         ("UTC", "UTC0"),
+        ("Asia/Dubai", "STD-4"),  # "<+04>-4": quoted names become alphabetic ones
+        ("America/Sao_Paulo", "STD3"),
         ("No/Such_Zone", "CET-1CEST,M3.5.0,M10.5.0/3"),  # the default site zone
         ("../../etc/passwd", "CET-1CEST,M3.5.0,M10.5.0/3"),
     ],
@@ -323,6 +477,16 @@ def test_time_zone(make_context: ContextFactory, zone: str, rule: str) -> None:
     site = Site(registrar_host="pbx.example.net", timezone=zone)
     _, p = pvalues(render(make_context, ADAPTER.models["GXP2170"], site=site)["cfg.xml"])
     assert p["P246"] == rule
+
+
+@pytest.mark.parametrize(
+    ("code", "p1362"), [("de", "de"), ("cs", "cz"), ("sv", "se"), ("PL", "pl"), ("xx", "en")]
+)
+def test_display_language(make_context: ContextFactory, code: str, p1362: str) -> None:
+    """P1362 takes Grandstream's own codes (``cz`` Czech, ``se`` Swedish); unknown: English."""
+    site = Site(registrar_host="pbx.example.net", language=code)
+    _, p = pvalues(render(make_context, ADAPTER.models["GXP2170"], site=site)["cfg.xml"])
+    assert p["P1362"] == p1362
 
 
 def test_language_of_line_1_wins_on_the_device(make_context: ContextFactory) -> None:

@@ -1,4 +1,8 @@
-"""Mitel SIP-DECT (OMM) adapter: request identification and the OMM's configuration files."""
+"""Mitel SIP-DECT (OMM) adapter: request identification, the OMM's configuration files, the push.
+
+Conformance with docs/vendors/mitel.md: the PIN only in the PP user's ``pin``, the login id
+``addId`` = extension, the access code only in ``SetDECTAuthCode``, no SIP NOTIFY and no restart.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from provisioner.devices.base import ModelInfo, RenderError, Site, Templates
-from provisioner.devices.mitel import ADAPTER
+from provisioner.devices.base import ModelInfo, RenderContext, RenderError, Site, Templates
+from provisioner.devices.mitel import ADAPTER, omm_time_zone
+from provisioner.notify import ApiAccess
 from tests.devices.conftest import (
     NAMES,
     UA_GIGASET,
@@ -17,8 +22,19 @@ from tests.devices.conftest import (
     assert_no_template_syntax,
     parse_xml,
 )
+from tests.test_omaxi import (  # noqa: F401 -- fixtures used by name
+    PASSWORD,
+    USER,
+    Certificate,
+    FakeOmm,
+    certificate,
+    omm,
+    omm_key,
+)
 
 MAC = "003042aabbcc"  # an RFP-hosted OMM (DeTeWe/Aastra/Mitel RFPs use 00:30:42)
+DEVICE_FILE = "003042AABBCC.cfg"
+ACCESS_CODE = "5183"
 
 # The OMM's own HTTP User-Agent is undocumented; these stand for what arrives in practice.
 UA_EMPTY = ""
@@ -27,7 +43,9 @@ UA_OMM = "SIP-DECT OMM 8.3SP1"
 UA_YEALINK = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:aa:bb:cc"
 
 MODELS = sorted(ADAPTER.models.values(), key=lambda m: m.name)
-USER = "user_common.cfg"
+BY_NAME = [pytest.param(model, id=model.name) for model in MODELS]
+USER_ATTRIBUTES = ["uid", "name", "num", "addId", "sipAuthId", "sipPw", "pin", "fixedSipPort"]
+BLANK = {"name": "", "num": "", "addId": "", "sipAuthId": "", "sipPw": "", "pin": ""}
 
 
 def commands(body: bytes) -> list[ET.Element]:
@@ -40,25 +58,73 @@ def commands(body: bytes) -> list[ET.Element]:
     return elements
 
 
-def users(body: bytes) -> dict[str, dict[str, str]]:
-    result: dict[str, dict[str, str]] = {}
+def by_tag(body: bytes) -> dict[str, list[ET.Element]]:
+    found: dict[str, list[ET.Element]] = {}
     for command in commands(body):
-        assert command.tag == "CreatePPUser"
+        found.setdefault(command.tag, []).append(command)
+    return found
+
+
+def users(body: bytes) -> dict[str, dict[str, str]]:
+    """The ``CreatePPUser`` records of a file by uid, each checked for the manual's shape."""
+    result: dict[str, dict[str, str]] = {}
+    for command in by_tag(body)["CreatePPUser"]:
         assert command.attrib == {"plainText": "1", "replaceData": "1"}
         (user,) = list(command)
         assert user.tag == "user"
-        result[user.attrib["uid"]] = user.attrib
+        assert list(user.attrib) == USER_ATTRIBUTES
+        assert user.attrib["fixedSipPort"] == "0"
+        result[user.attrib["uid"]] = {k: v for k, v in user.attrib.items() if k != "fixedSipPort"}
     return result
 
 
-# --- models ------------------------------------------------------------------------------
+def render(ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
+    return ADAPTER.render(ctx, templates)
+
+
+def with_pins(ctx: RenderContext, *pins: str | None) -> RenderContext:
+    return replace(
+        ctx, lines=tuple(replace(line, pin=pin) for line, pin in zip(ctx.lines, pins, strict=True))
+    )
+
+
+# --- models and the adapter's declarations ------------------------------------------------------
 
 
 def test_models() -> None:
     assert [(m.name, m.kind, m.slots) for m in MODELS] == [("SIP-DECT", "dect", 512)]
     assert ADAPTER.model("sip-dect") is ADAPTER.models["SIP-DECT"]
     assert ADAPTER.vendor == "mitel"
-    assert {"pin", "sip_credentials", "display_name", "extension"} <= ADAPTER.user_fields
+    assert ADAPTER.user_fields == {"sip_credentials", "display_name", "extension"}
+
+
+@pytest.mark.parametrize("model", BY_NAME)
+def test_push_is_om_axi_without_restart(model: ModelInfo) -> None:
+    # No SIP NOTIFY reaches an OMM; SetPPUser changes a user in the running OMM.
+    assert ADAPTER.sip_event(model) is None
+    assert ADAPTER.needs_maintenance_window(model) is False
+
+
+@pytest.mark.parametrize("model", BY_NAME)
+def test_pin_key_is_the_pp_users_login_pin(model: ModelInfo) -> None:
+    key = ADAPTER.pin_key(model)
+    assert key is not None
+    assert "pin" in key.name
+    assert "CreatePPUser" in key.name
+    assert key.min_digits <= 4
+    assert key.max_digits >= 12  # no shorter maximum is documented (docs/vendors/mitel.md)
+    assert "p. 247" in key.source
+
+
+@pytest.mark.parametrize("model", BY_NAME)
+def test_access_code_key_is_the_dect_authentication_code(model: ModelInfo) -> None:
+    key = ADAPTER.access_code_key(model)
+    assert key is not None
+    assert key.name == "SetDECTAuthCode ac"
+    assert key.digits == 4
+    pin_key = ADAPTER.pin_key(model)
+    assert pin_key is not None
+    assert key.name != pin_key.name
 
 
 # --- identify ----------------------------------------------------------------------------
@@ -75,22 +141,13 @@ def test_identify_common_file(path: str, user_agent: str) -> None:
     assert req.user_agent_mac is None
 
 
-@pytest.mark.parametrize("user_agent", [UA_EMPTY, UA_CURL, UA_OMM])
-def test_identify_user_file(user_agent: str) -> None:
-    req = ADAPTER.identify("user_common.cfg", user_agent)
-    assert req is not None
-    assert req.file == "user_common.cfg"
-    assert not req.shared
-    assert req.mac is None
-
-
 @pytest.mark.parametrize(
     ("path", "file", "shared"),
     [
         ("003042aabbcc/ipdect.cfg", "ipdect.cfg", True),
-        ("003042AABBCC/user_common.cfg", "user_common.cfg", False),
-        ("00:30:42:aa:bb:cc/user_common.cfg", "user_common.cfg", False),
-        ("003042aabbcc/003042AABBCC.cfg", "003042AABBCC.cfg", False),
+        ("003042AABBCC/IPDECT.cfg", "ipdect.cfg", True),
+        ("00:30:42:aa:bb:cc/003042AABBCC.cfg", DEVICE_FILE, False),
+        ("003042aabbcc/003042AABBCC.cfg", DEVICE_FILE, False),
     ],
 )
 def test_identify_files_in_device_folder(path: str, file: str, shared: bool) -> None:
@@ -104,7 +161,7 @@ def test_identify_files_in_device_folder(path: str, file: str, shared: bool) -> 
 def test_identify_device_file(path: str, user_agent: str) -> None:
     req = ADAPTER.identify(path, user_agent)
     assert req is not None
-    assert (req.file, req.mac, req.user_agent_mac) == ("003042AABBCC.cfg", MAC, None)
+    assert (req.file, req.mac, req.user_agent_mac) == (DEVICE_FILE, MAC, None)
     assert not req.shared
 
 
@@ -128,7 +185,6 @@ def test_identify_folder_and_file_mac_must_agree() -> None:
         ("003042aabbcc.cfg", UA_YEALINK),  # the UA names another vendor, whatever the OUI
         ("0004f2aabbcc.cfg", UA_POLY),
         ("ipdect.cfg", UA_GIGASET),
-        ("user_common.cfg", UA_POLY),
         ("7C2F80E0D605.xml", UA_GIGASET),
         ("y000000000096.cfg", UA_YEALINK),
     ],
@@ -148,34 +204,48 @@ def test_identify_other_vendors(path: str, user_agent: str) -> None:
         "not-a-mac/ipdect.cfg",
         "a/003042aabbcc/ipdect.cfg",
         "003042aabbcc/",
-        "user_common.cfg.bak",
+        # The External User Data Provisioning files are not served (docs/vendors/mitel.md).
+        "user_common.cfg",
+        "003042aabbcc/user_common.cfg",
     ],
 )
 def test_identify_foreign_paths(path: str) -> None:
     assert ADAPTER.identify(path, UA_EMPTY) is None
 
 
-# --- render ------------------------------------------------------------------------------
+# --- render: every file --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_render_files(model: ModelInfo, make_context: ContextFactory, templates: Templates) -> None:
-    files = ADAPTER.render(make_context(model, mac=MAC, lines=4), templates)
-    assert set(files) == {"ipdect.cfg", "003042AABBCC.cfg", "user_common.cfg"}
+@pytest.mark.parametrize("model", BY_NAME)
+def test_render_files_parse(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    files = render(make_context(model, mac=MAC, lines=4, access_code=ACCESS_CODE), templates)
+    assert set(files) == {"ipdect.cfg", DEVICE_FILE}
     assert_no_template_syntax(files)
     for name, body in files.items():
         text = body.decode("utf-8")
         assert not text.startswith("<?xml"), name
         assert "\x00" not in text
-        commands(body)
+        assert commands(body), name
 
 
 def test_identify_matches_render_keys(make_context: ContextFactory, templates: Templates) -> None:
-    files = ADAPTER.render(make_context(ADAPTER.models["SIP-DECT"], mac=MAC), templates)
-    for path in ("ipdect.cfg", "user_common.cfg", "003042aabbcc.cfg", "003042aabbcc/ipdect.cfg"):
+    files = render(make_context(ADAPTER.models["SIP-DECT"], mac=MAC), templates)
+    for path in ("ipdect.cfg", "003042aabbcc.cfg", "003042aabbcc/ipdect.cfg", f"{MAC}/{MAC}.cfg"):
         req = ADAPTER.identify(path, UA_EMPTY)
         assert req is not None
         assert req.file in files
+
+
+def test_render_is_deterministic(make_context: ContextFactory, templates: Templates) -> None:
+    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=4, access_code=ACCESS_CODE)
+    reordered = replace(ctx, lines=tuple(reversed(ctx.lines)))
+    assert render(ctx, templates) == render(ctx, templates)
+    assert render(ctx, templates) == render(reordered, templates)
+
+
+# --- ipdect.cfg ----------------------------------------------------------------------------------
 
 
 def test_render_common_file(make_context: ContextFactory, templates: Templates) -> None:
@@ -187,29 +257,20 @@ def test_render_common_file(make_context: ContextFactory, templates: Templates) 
         ntp_server="ntp.example.org",
     )
     ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, site=site)
-    by_tag = {c.tag: c.attrib for c in commands(ADAPTER.render(ctx, templates)["ipdect.cfg"])}
-    assert by_tag["SetBasicSIP"] == {
-        "transportProt": "TLS",
-        "proxyServer": "sip.example.org",
-        "proxyPort": "5061",
-        "regServer": "sip.example.org",
-        "regPort": "5061",
+    found = {c.tag: c.attrib for c in commands(render(ctx, templates)["ipdect.cfg"])}
+    assert found == {
+        "SetBasicSIP": {
+            "transportProt": "TLS",
+            "proxyServer": "sip.example.org",
+            "proxyPort": "5061",
+            "regServer": "sip.example.org",
+            "regPort": "5061",
+        },
+        "SetNTPServer": {"ntpServerName1": "ntp.example.org"},
+        "SetTimeZone": {"id": "CET"},
+        # Users log in at shared handsets with addId (the extension) and the PIN.
+        "SetPPLoginVariant": {"login": "ID"},
     }
-    assert by_tag["SetNTPServer"] == {"ntpServerName1": "ntp.example.org"}
-    assert by_tag["SetTimeZone"] == {"id": "Europe/Vienna"}
-
-
-def test_render_common_file_carries_no_secret(
-    make_context: ContextFactory, templates: Templates
-) -> None:
-    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=3)
-    text = ADAPTER.render(ctx, templates)["ipdect.cfg"].decode()
-    assert "Pr0v" not in text
-    assert "Secret" not in text
-    assert ctx.device.mac not in text
-    for line in ctx.lines:
-        assert line.pin is not None
-        assert line.pin not in text
 
 
 @pytest.mark.parametrize(("transport", "value"), [("udp", "UDP"), ("tcp", "TCP"), ("tls", "TLS")])
@@ -218,33 +279,79 @@ def test_render_transport(
 ) -> None:
     site = Site(registrar_host="pbx.example.net", transport=transport)  # type: ignore[arg-type]
     ctx = make_context(ADAPTER.models["SIP-DECT"], site=site)
-    (basic,) = [
-        c for c in commands(ADAPTER.render(ctx, templates)["ipdect.cfg"]) if c.tag == "SetBasicSIP"
-    ]
+    (basic,) = by_tag(render(ctx, templates)["ipdect.cfg"])["SetBasicSIP"]
     assert basic.attrib["transportProt"] == value
 
 
-def test_render_device_file(make_context: ContextFactory, templates: Templates) -> None:
+@pytest.mark.parametrize(
+    ("zone", "omm_id"),
+    [
+        ("Europe/Berlin", "CET"),
+        ("Europe/Vienna", "CET"),
+        ("Europe/Paris", "CET"),
+        ("Europe/Zurich", "CET"),
+        # No OMM id is known for these: the OMM keeps the zone set on it.
+        ("Europe/London", None),
+        ("Europe/Helsinki", None),
+        ("America/New_York", None),
+        ("UTC", None),
+        ("Mars/Olympus_Mons", None),
+        ("../../etc/passwd", None),
+    ],
+)
+def test_time_zone_is_an_omm_id_or_left_alone(
+    zone: str, omm_id: str | None, make_context: ContextFactory, templates: Templates
+) -> None:
+    assert omm_time_zone(zone) == omm_id
+    site = Site(registrar_host="pbx.example.net", timezone=zone)
+    ctx = make_context(ADAPTER.models["SIP-DECT"], site=site)
+    found = by_tag(render(ctx, templates)["ipdect.cfg"])
+    if omm_id is None:
+        assert "SetTimeZone" not in found
+    else:
+        assert [c.attrib for c in found["SetTimeZone"]] == [{"id": omm_id}]
+
+
+def test_render_common_file_carries_no_secret(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=3, access_code=ACCESS_CODE)
+    text = render(ctx, templates)["ipdect.cfg"].decode()
+    assert "Pr0v" not in text
+    assert "Secret" not in text
+    assert ACCESS_CODE not in text
+    assert ctx.device.mac not in text
+    for line in ctx.lines:
+        assert line.pin is not None
+        assert line.pin not in text
+        assert line.sip_user not in text
+
+
+# --- <MAC>.cfg: where the OMM fetches next, the access code, the users -----------------------
+
+
+def test_render_device_file_config_url(make_context: ContextFactory, templates: Templates) -> None:
     ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC)
     ctx = replace(ctx, provisioning_url="https://prov.example.net:8443/provisioning/")
-    config_url, user_server = commands(ADAPTER.render(ctx, templates)["003042AABBCC.cfg"])
-    assert config_url.tag == "SetConfigURL"
-    assert user_server.tag == "SetUserDataServer"
-    assert user_server.attrib["useCommonFileNameOnServer"] == "1"
-    for command in (config_url, user_server):
-        assert command.attrib["plainText"] == "1"
-        (url,) = list(command)
-        assert url.attrib == {
-            "enable": "1",
-            "protocol": "HTTPS",
-            "host": "prov.example.net",
-            "port": "8443",
-            "path": "/provisioning/003042aabbcc",
-            "username": ctx.provisioning_user,
-            "password": ctx.provisioning_password,
-        }
+    found = by_tag(render(ctx, templates)[DEVICE_FILE])
+    # The users are in this file: no External User Data Provisioning server (user_common.cfg).
+    (user_server,) = found["SetUserDataServer"]
+    assert user_server.attrib == {}
+    assert [url.attrib for url in user_server] == [{"enable": "0"}]
+    (config_url,) = found["SetConfigURL"]
+    assert config_url.attrib == {"plainText": "1"}
+    (url,) = list(config_url)
+    assert url.attrib == {
+        "enable": "1",
+        "protocol": "HTTPS",
+        "host": "prov.example.net",
+        "port": "8443",
+        "path": "/provisioning/003042aabbcc",
+        "username": ctx.provisioning_user,
+        "password": ctx.provisioning_password,
+    }
     # The folder the OMM is sent to is recognised as this device's.
-    req = ADAPTER.identify("003042aabbcc/user_common.cfg", UA_EMPTY)
+    req = ADAPTER.identify(f"{MAC}/{DEVICE_FILE}", UA_EMPTY)
     assert req is not None
     assert req.mac == ctx.device.mac
 
@@ -254,7 +361,7 @@ def test_render_device_file_default_port(
 ) -> None:
     ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC)
     ctx = replace(ctx, provisioning_url="http://prov.example.net/")
-    (config_url, _) = commands(ADAPTER.render(ctx, templates)["003042AABBCC.cfg"])
+    (config_url,) = by_tag(render(ctx, templates)[DEVICE_FILE])["SetConfigURL"]
     (url,) = list(config_url)
     assert (url.attrib["protocol"], url.attrib["port"], url.attrib["path"]) == (
         "HTTP",
@@ -263,10 +370,43 @@ def test_render_device_file_default_port(
     )
 
 
+@pytest.mark.parametrize("model", BY_NAME)
+def test_access_code_only_in_set_dect_auth_code(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(model, mac=MAC, lines=3, access_code=ACCESS_CODE)
+    files = render(ctx, templates)
+    found = by_tag(files[DEVICE_FILE])
+    assert [c.attrib for c in found["SetDECTAuthCode"]] == [{"ac": ACCESS_CODE}]
+    records = users(files[DEVICE_FILE])
+    for record in records.values():
+        assert ACCESS_CODE not in record.values()
+    assert ACCESS_CODE.encode() not in files["ipdect.cfg"]
+
+
+@pytest.mark.parametrize("model", BY_NAME)
+def test_access_code_is_not_the_pin_nor_derived_from_it(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    # The code written is the system's own, whatever the users' PINs are ...
+    ctx = make_context(model, mac=MAC, lines=2, access_code=ACCESS_CODE)
+    for pins in (("4829", "4830"), ("000000000000", "999999999999"), (ACCESS_CODE, "1234")):
+        (auth,) = by_tag(render(with_pins(ctx, *pins), templates)[DEVICE_FILE])["SetDECTAuthCode"]
+        assert auth.attrib == {"ac": ACCESS_CODE}
+    # ... and the PIN never reaches SetDECTAuthCode, even when the system has no code yet.
+    (auth,) = by_tag(render(ctx, templates)[DEVICE_FILE])["SetDECTAuthCode"]
+    for line in ctx.lines:
+        assert line.pin is not None
+        assert line.pin != auth.attrib["ac"]
+    assert "SetDECTAuthCode" not in by_tag(
+        render(replace(ctx, access_code=None), templates)[DEVICE_FILE]
+    )
+
+
 def test_render_users(make_context: ContextFactory, templates: Templates) -> None:
     model = ADAPTER.models["SIP-DECT"]
     ctx = make_context(model, mac=MAC, lines=4)
-    records = users(ADAPTER.render(ctx, templates)["user_common.cfg"])
+    records = users(render(ctx, templates)[DEVICE_FILE])
 
     assert list(records) == [str(uid) for uid in range(1, model.slots + 1)]
     for line in ctx.lines:
@@ -274,6 +414,7 @@ def test_render_users(make_context: ContextFactory, templates: Templates) -> Non
             "uid": str(line.slot),
             "name": line.display_name,
             "num": line.sip_user,
+            "addId": line.extension,
             "sipAuthId": line.sip_auth_user,
             "sipPw": line.sip_password,
             "pin": line.pin,
@@ -281,43 +422,105 @@ def test_render_users(make_context: ContextFactory, templates: Templates) -> Non
     assert {records[str(line.slot)]["name"] for line in ctx.lines} == set(NAMES)
 
 
+def test_login_id_is_the_extension_not_the_sip_account(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=1)
+    account = replace(ctx.lines[0], sip_user="201-003042aabbcc-1", sip_auth_user="201-aabbcc-1")
+    record = users(render(replace(ctx, lines=(account,)), templates)[DEVICE_FILE])["1"]
+    assert (record["addId"], record["num"], record["sipAuthId"]) == (
+        "201",
+        "201-003042aabbcc-1",
+        "201-aabbcc-1",
+    )
+
+
+def test_one_extension_in_two_slots_logs_in_at_the_first(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=3)
+    twice = replace(ctx.lines[2], extension=ctx.lines[0].extension)
+    records = users(
+        render(replace(ctx, lines=(ctx.lines[0], ctx.lines[1], twice)), templates)[DEVICE_FILE]
+    )
+    assert records["1"]["addId"] == ctx.lines[0].extension
+    assert records["2"]["addId"] == ctx.lines[1].extension
+    assert records["3"]["addId"] == ""
+    assert records["3"]["num"] == twice.sip_user
+
+
 def test_render_free_slots_remove_users(make_context: ContextFactory, templates: Templates) -> None:
     ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=3)
     ctx = replace(ctx, lines=(ctx.lines[0], ctx.lines[2]))
-    records = users(ADAPTER.render(ctx, templates)["user_common.cfg"])
-    blank = {"name": "", "num": "", "sipAuthId": "", "sipPw": "", "pin": ""}
-    assert records["2"] == {"uid": "2", **blank}
-    assert records["512"] == {"uid": "512", **blank}
+    records = users(render(ctx, templates)[DEVICE_FILE])
+    assert records["2"] == {"uid": "2", **BLANK}
+    assert records["512"] == {"uid": "512", **BLANK}
     assert records["3"]["num"] == ctx.lines[1].sip_user
 
 
 def test_render_user_without_pin_is_not_provisioned(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=2)
-    ctx = replace(ctx, lines=(ctx.lines[0], replace(ctx.lines[1], pin=None)))
-    body = ADAPTER.render(ctx, templates)["user_common.cfg"]
+    ctx = with_pins(make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=2), "482917", None)
+    body = render(ctx, templates)[DEVICE_FILE]
     records = users(body)
-    assert records["2"]["num"] == ""
+    assert records["2"] == {"uid": "2", **BLANK}
     assert ctx.lines[1].sip_password.encode() not in body
-    assert records["1"]["pin"] == ctx.lines[0].pin
+    assert records["1"]["pin"] == "482917"
+
+
+# --- the PIN: only in the PP user's pin, any policy-valid length -------------------------------
+
+
+@pytest.mark.parametrize("model", BY_NAME)
+@pytest.mark.parametrize("pin", ["4829", "482917", "48291736", "482917360514"])
+def test_pin_only_in_the_user_pin(
+    model: ModelInfo, pin: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = make_context(model, mac=MAC, lines=1, access_code=ACCESS_CODE)
+    ctx = with_pins(ctx, pin)
+    files = render(ctx, templates)
+    assert pin.encode() not in files["ipdect.cfg"]
+    records = users(files[DEVICE_FILE])
+    assert records["1"]["pin"] == pin
+    assert [key for key, value in records["1"].items() if pin in value] == ["pin"]
+    for command in commands(files[DEVICE_FILE]):
+        if command.tag != "CreatePPUser":
+            assert pin not in ET.tostring(command, encoding="unicode")
+
+
+@pytest.mark.parametrize("model", BY_NAME)
+def test_shortest_and_longest_policy_pins_render(
+    model: ModelInfo, make_context: ContextFactory, templates: Templates
+) -> None:
+    key = ADAPTER.pin_key(model)
+    assert key is not None
+    ctx = make_context(model, mac=MAC, lines=2, access_code=ACCESS_CODE)
+    for shortest, longest in (("0000", "000000000000"), ("9371", "937104826153")):
+        assert key.min_digits <= len(shortest)
+        assert len(longest) <= key.max_digits
+        records = users(render(with_pins(ctx, shortest, longest), templates)[DEVICE_FILE])
+        assert (records["1"]["pin"], records["2"]["pin"]) == (shortest, longest)
+
+
+# --- robustness --------------------------------------------------------------------------------
 
 
 def test_render_control_characters_cannot_break_lines(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    ctx = make_context(ADAPTER.models["SIP-DECT"], lines=1)
+    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=1)
     evil = replace(ctx.lines[0], display_name='Eve\n<DeletePPUser uid="2"/>\x00')
-    records = users(ADAPTER.render(replace(ctx, lines=(evil,)), templates)["user_common.cfg"])
+    records = users(render(replace(ctx, lines=(evil,)), templates)[DEVICE_FILE])
     assert records["1"]["name"] == 'Eve<DeletePPUser uid="2"/>'
 
 
 def test_render_too_many_lines(make_context: ContextFactory, templates: Templates) -> None:
     model = ADAPTER.models["SIP-DECT"]
-    records = users(ADAPTER.render(make_context(model, lines=model.slots), templates)[USER])
+    records = users(render(make_context(model, mac=MAC, lines=model.slots), templates)[DEVICE_FILE])
     assert all(record["num"] for record in records.values())
     with pytest.raises(RenderError):
-        ADAPTER.render(make_context(model, lines=model.slots + 1), templates)
+        render(make_context(model, lines=model.slots + 1), templates)
 
 
 def test_render_rejects_slot_beyond_capacity(
@@ -325,18 +528,34 @@ def test_render_rejects_slot_beyond_capacity(
 ) -> None:
     ctx = make_context(ADAPTER.models["SIP-DECT"], lines=1)
     with pytest.raises(RenderError):
-        ADAPTER.render(replace(ctx, lines=(replace(ctx.lines[0], slot=513),)), templates)
+        render(replace(ctx, lines=(replace(ctx.lines[0], slot=513),)), templates)
     with pytest.raises(RenderError):
-        ADAPTER.render(replace(ctx, lines=(replace(ctx.lines[0], slot=0),)), templates)
+        render(replace(ctx, lines=(replace(ctx.lines[0], slot=0),)), templates)
 
 
-def test_render_is_deterministic(make_context: ContextFactory, templates: Templates) -> None:
-    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=4)
-    reordered = replace(ctx, lines=tuple(reversed(ctx.lines)))
-    assert ADAPTER.render(ctx, templates) == ADAPTER.render(ctx, templates)
-    assert ADAPTER.render(ctx, templates) == ADAPTER.render(reordered, templates)
+# --- the push over OM AXI ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_sip_event(model: ModelInfo) -> None:
-    assert ADAPTER.sip_event(model) is None
+async def test_push_sends_what_the_file_sets(
+    omm: FakeOmm,  # noqa: F811 -- the imported fixture
+    certificate: Certificate,  # noqa: F811
+    make_context: ContextFactory,
+) -> None:
+    ctx = make_context(ADAPTER.models["SIP-DECT"], mac=MAC, lines=3)
+    ctx = with_pins(ctx, "4829", "482917360514", None)
+    access = ApiAccess("127.0.0.1", omm.port, USER, PASSWORD, certificate.fingerprint)
+
+    result = await ADAPTER.push(ctx, access)
+
+    assert result.startswith("OM AXI: 2 user(s) updated")
+    sent = [request.find("user") for request in omm.named("SetPPUser")]
+    assert sorted(user.get("uid", "") for user in sent if user is not None) == ["1", "2"]
+    # The user without a PIN is not pushed (the file blanks that slot).
+    for line in ctx.lines[:2]:
+        stored = omm.users[line.slot]
+        assert stored["num"] == line.sip_user
+        assert stored["addId"] == line.extension
+        assert stored["sipAuthId"] == line.sip_auth_user
+        assert stored["sipPw"] == line.sip_password
+        assert stored["pin"] == line.pin
+        assert stored["name"] == line.display_name

@@ -113,11 +113,8 @@ def test_model_capacities(name: str, slots: int) -> None:
     assert (model.kind, model.slots) == ("desk", slots)
 
 
-def test_user_fields_and_event() -> None:
-    assert {"pin", "sip_credentials", "display_name"} <= ADAPTER.user_fields
-    model = ADAPTER.model("VVX450")
-    assert model is not None
-    assert ADAPTER.sip_event(model) == "check-sync"
+def test_user_fields() -> None:
+    assert {"sip_credentials", "display_name", "extension", "language"} == ADAPTER.user_fields
 
 
 # --- identify -----------------------------------------------------------------------------
@@ -255,11 +252,7 @@ def test_user_file(name: str, make_context: ContextFactory, templates: Templates
     for key in ("serverName", "serverType", "user", "password"):
         assert params[f"device.prov.{key}.set"] == "1"
 
-    assert ctx.lines[0].pin
-    assert params["device.auth.localUserPassword"] == ctx.lines[0].pin
-    assert params["device.auth.localUserPassword.set"] == "1"
-    assert params["phoneLock.enabled"] == "1"
-    assert params["feature.enhancedFeatureKeys.enabled"] == "1"
+    assert params["phoneLock.enabled"] == "0"
     assert params["voIpProt.SIP.specialEvent.checkSync.alwaysReboot"] == "0"
 
     assert params["lcl.ml.lang"] == "German_Germany"
@@ -268,23 +261,141 @@ def test_user_file(name: str, make_context: ContextFactory, templates: Templates
     assert params["tcpIpApp.sntp.daylightSavings.enable"] == "1"
 
 
-def test_no_pin_no_lock(make_context: ContextFactory, templates: Templates) -> None:
-    ctx = context(make_context, "VVX450", lines=1)
-    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], pin=None),))
-    params = parameters_of(render(ctx, templates)["0004f2aabbcc-user.cfg"])
-    assert params["phoneLock.enabled"] == "0"
-    assert "device.auth.localUserPassword" not in params
+# --- conformance: no reboot on push, no PIN on the phone (DESIGN "PIN on devices") -----------
+
+#: Values Poly documents for ``reg.x.server.y.transport``.
+DOCUMENTED_TRANSPORTS = {"DNSnaptr", "TCPpreferred", "UDPOnly", "TLS", "TCPOnly"}
+#: The only ``device.*`` parameters the files set: device parameters restart the phone when they
+#: change, so none may depend on a user.
+DEVICE_PARAMETERS = {
+    "device.set",
+    "device.prov.serverName",
+    "device.prov.serverName.set",
+    "device.prov.serverType",
+    "device.prov.serverType.set",
+    "device.prov.user",
+    "device.prov.user.set",
+    "device.prov.password",
+    "device.prov.password.set",
+}
 
 
-def test_pin_comes_from_line_one(make_context: ContextFactory, templates: Templates) -> None:
-    ctx = context(make_context, "VVX450", lines=3)
-    lines = tuple(dataclasses.replace(line, slot=line.slot + 1) for line in ctx.lines)
-    params = parameters_of(
-        render(dataclasses.replace(ctx, lines=lines), templates)["0004f2aabbcc-user.cfg"]
+def with_pins(ctx: RenderContext, pin: str) -> RenderContext:
+    """``ctx`` with every line carrying ``pin`` (what a careless service might hand over)."""
+    lines = tuple(dataclasses.replace(line, pin=pin) for line in ctx.lines)
+    return dataclasses.replace(ctx, lines=lines)
+
+
+def device_parameters(params: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in params.items() if key.startswith("device.")}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_push_never_reboots(name: str, make_context: ContextFactory, templates: Templates) -> None:
+    model = ADAPTER.models[name]
+    assert ADAPTER.sip_event(model) == "check-sync"
+    assert ADAPTER.needs_maintenance_window(model) is False
+    params = parameters_of(render(context(make_context, name), templates)["0004f2aabbcc-user.cfg"])
+    assert params["voIpProt.SIP.specialEvent.checkSync.alwaysReboot"] == "0"
+    assert set(device_parameters(params)) == DEVICE_PARAMETERS
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_user_changes_leave_device_parameters_alone(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    """Names, extensions, SIP secrets and PINs never reach a restarting ``device.*`` value."""
+    before = context(make_context, name, lines=1)
+    line = before.lines[0]
+    changed = dataclasses.replace(
+        before,
+        lines=(
+            dataclasses.replace(
+                line,
+                display_name="Someone Else",
+                extension="299",
+                sip_user="299",
+                sip_auth_user="auth299",
+                sip_password="0therSecret",
+                pin="97531864",
+                language="en",
+            ),
+        ),
     )
+    old = parameters_of(render(before, templates)["0004f2aabbcc-user.cfg"])
+    new = parameters_of(render(changed, templates)["0004f2aabbcc-user.cfg"])
+    assert old != new
+    assert device_parameters(old) == device_parameters(new)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_pin_key_and_no_access_code(name: str) -> None:
+    model = ADAPTER.models[name]
+    assert ADAPTER.pin_key(model) is None
+    assert ADAPTER.access_code_key(model) is None
+
+
+@pytest.mark.parametrize("pin", ["4826", "482619375104"])  # shortest and longest policy PIN
+@pytest.mark.parametrize("name", MODELS)
+def test_pin_never_reaches_the_phone(
+    name: str, pin: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    """Every policy-valid PIN renders, and no file carries it, in any key or form."""
+    ctx = with_pins(context(make_context, name, lines=min(4, ADAPTER.models[name].slots)), pin)
+    out = render(ctx, templates)
+    for body in out.values():
+        parse_xml(body)
+        assert pin.encode() not in body
+    params = parameters_of(out["0004f2aabbcc-user.cfg"])
+    assert not [key for key in params if key.startswith("device.auth.")]
+    assert pin not in params.values()
     assert params["phoneLock.enabled"] == "0"
-    assert params["reg.1.address"] == ""
-    assert params["reg.2.address"] == "201"
+    assert "feature.enhancedFeatureKeys.enabled" not in params
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_an_access_code_is_never_written(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    """Desk phones declare no access code; one handed over anyway goes nowhere."""
+    ctx = with_pins(context(make_context, name, lines=1, access_code="7305"), "482619")
+    for body in render(ctx, templates).values():
+        assert b"7305" not in body
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_file_parses_and_values_are_documented(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    out = render(context(make_context, name, lines=ADAPTER.models[name].slots), templates)
+    assert parse_xml(out["000000000000.cfg"]).tag == "APPLICATION"
+    assert parse_xml(out["0004f2aabbcc.cfg"]).tag == "APPLICATION"
+    params = parameters_of(out["0004f2aabbcc-user.cfg"])
+    transports = {v for k, v in params.items() if k.endswith(".server.1.transport")}
+    assert transports <= DOCUMENTED_TRANSPORTS
+    assert params["device.prov.serverType"] in {"HTTP", "HTTPS"}
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe/Berlin", "Europe/London", "Europe/Helsinki", "America/New_York", "UTC"]
+)
+def test_dst_values_lie_in_documented_ranges(
+    zone: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    """Polycom SIP admin guides: month 1-12, date 1-31, time 0-23, dayOfWeek 1-7 (1 = Sunday)."""
+    site = Site(registrar_host="pbx.example.net", timezone=zone)
+    params = parameters_of(
+        render(context(make_context, "E350", lines=1, site=site), templates)[
+            "0004f2aabbcc-user.cfg"
+        ]
+    )
+    ranges = {"month": range(1, 13), "date": range(1, 32), "time": range(24),
+              "dayOfWeek": range(1, 8), "dayOfWeek.lastInMonth": range(2)}  # fmt: skip
+    for edge in ("start", "stop"):
+        for key, allowed in ranges.items():
+            value = params.get(f"tcpIpApp.sntp.daylightSavings.{edge}.{key}")
+            assert value is None or int(value) in allowed, (edge, key, value)
+    assert params["tcpIpApp.sntp.daylightSavings.enable"] in {"0", "1"}
 
 
 @pytest.mark.parametrize(

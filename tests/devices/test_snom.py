@@ -8,7 +8,15 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from provisioner.devices.base import FileRequest, RenderContext, RenderError, Site, Templates
+from provisioner.devices.base import (
+    FileRequest,
+    Line,
+    ModelInfo,
+    RenderContext,
+    RenderError,
+    Site,
+    Templates,
+)
 from provisioner.devices.snom import ADAPTER
 from tests.devices.conftest import (
     UA_GIGASET,
@@ -80,6 +88,35 @@ def render(ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
     return out
 
 
+#: A base's access code as the service hands it over (random, 4 digits).
+ACCESS_CODE = "7391"
+
+
+def model_of(name: str) -> ModelInfo:
+    model = ADAPTER.model(name)
+    assert model is not None
+    return model
+
+
+def context_for(make_context: ContextFactory, name: str, **kwargs: object) -> RenderContext:
+    """``make_context`` for Snom model ``name``; a base gets its access code, as in service."""
+    model = model_of(name)
+    if model.kind == "dect":
+        kwargs.setdefault("access_code", ACCESS_CODE)
+    return make_context(model, mac=MAC, **kwargs)
+
+
+def with_pins(ctx: RenderContext, *pins: str | None) -> RenderContext:
+    """``ctx`` with its lines' PINs replaced, in slot order."""
+    pairs = zip(ctx.lines, pins, strict=True)
+    lines = tuple(dataclasses.replace(line, pin=pin) for line, pin in pairs)
+    return dataclasses.replace(ctx, lines=lines)
+
+
+def occurrences(files: dict[str, bytes], secret: str) -> int:
+    return sum(body.decode("utf-8").count(secret) for body in files.values())
+
+
 # --- models -------------------------------------------------------------------------------
 
 
@@ -100,8 +137,8 @@ def test_every_required_model_is_declared() -> None:
         assert ADAPTER.model(name) is not None, name
 
 
-def test_user_fields_include_the_pin() -> None:
-    assert "pin" in ADAPTER.user_fields
+def test_user_fields_leave_the_pin_to_pin_key() -> None:
+    assert "pin" not in ADAPTER.user_fields  # type: ignore[comparison-overlap]
     assert "sip_credentials" in ADAPTER.user_fields
 
 
@@ -110,9 +147,41 @@ def test_user_fields_include_the_pin() -> None:
     [("D785", "check-sync;reboot=false"), ("M900", "check-sync;reboot=true")],
 )
 def test_sip_event(name: str, event: str) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
-    assert ADAPTER.sip_event(model) == event
+    assert ADAPTER.sip_event(model_of(name)) == event
+
+
+@pytest.mark.parametrize("name", DESK_MODELS)
+def test_desk_pushes_never_reboot(name: str) -> None:
+    model = model_of(name)
+    assert ADAPTER.needs_maintenance_window(model) is False
+    assert ADAPTER.sip_event(model) == "check-sync;reboot=false"
+
+
+@pytest.mark.parametrize("name", DECT_MODELS)
+def test_base_pushes_wait_for_the_maintenance_window(name: str) -> None:
+    # No Snom document says an M-series base applies handset changes without a restart: its
+    # pushes (which restart it) are held until the site's maintenance window.
+    assert ADAPTER.needs_maintenance_window(model_of(name)) is True
+
+
+@pytest.mark.parametrize("name", DESK_MODELS)
+def test_desk_pin_key(name: str) -> None:
+    key = ADAPTER.pin_key(model_of(name))
+    assert key is not None
+    assert key.name == "keyboard_lock_pw"
+    assert key.min_digits <= 4
+    assert key.max_digits >= 12
+    assert "Key lock on Snom phones" in key.source
+    assert ADAPTER.access_code_key(model_of(name)) is None
+
+
+@pytest.mark.parametrize("name", DECT_MODELS)
+def test_dect_keys(name: str) -> None:
+    assert ADAPTER.pin_key(model_of(name)) is None
+    key = ADAPTER.access_code_key(model_of(name))
+    assert key is not None
+    assert (key.name, key.digits) == ("subscr_dect_ac_code", 4)
+    assert key.source
 
 
 # --- identify -----------------------------------------------------------------------------
@@ -175,9 +244,7 @@ def test_file_names_are_canonical_whatever_the_case(path: str, file: str) -> Non
 def test_identified_names_are_the_rendered_names(
     name: str, make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
-    rendered = render(make_context(model, mac=MAC, lines=1), templates)
+    rendered = render(context_for(make_context, name, lines=1), templates)
     paths = [f"snom{name.lower()}.htm", f"snom{name}-000413aabbcc.htm", "000413aabbcc.xml"]
     identified = {ADAPTER.identify(path, "") for path in paths}
     assert {request.file for request in identified if request} == set(rendered)
@@ -246,9 +313,8 @@ def test_unrelated_paths(path: str) -> None:
 def test_render_files_and_setting_lists(
     name: str, make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=min(model.slots, 3))
+    model = model_of(name)
+    ctx = context_for(make_context, name, lines=min(model.slots, 3))
     out = render(ctx, templates)
     assert set(out) == {f"snom{name}.htm", f"snom{name}-000413AABBCC.htm", "000413AABBCC.xml"}
 
@@ -268,10 +334,20 @@ def test_render_files_and_setting_lists(
 
 
 @pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
+@pytest.mark.parametrize("lines", [0, 1, 4])
+def test_every_file_parses(
+    name: str, lines: int, make_context: ContextFactory, templates: Templates
+) -> None:
+    out = render(context_for(make_context, name, lines=lines, ipui=True), templates)
+    assert file_urls(out[f"snom{name}.htm"])
+    assert file_urls(out[f"snom{name}-000413AABBCC.htm"])
+    assert settings_of(out["000413AABBCC.xml"])
+
+
+@pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
 def test_render_accounts(name: str, make_context: ContextFactory, templates: Templates) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=min(model.slots, 4), ipui=True)
+    model = model_of(name)
+    ctx = context_for(make_context, name, lines=min(model.slots, 4), ipui=True)
     settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
 
     for line in ctx.lines:
@@ -284,6 +360,7 @@ def test_render_accounts(name: str, make_context: ContextFactory, templates: Tem
     for slot in range(len(ctx.lines) + 1, model.slots + 1):
         assert settings["user_active", str(slot)] == "off"
         assert settings["user_pass", str(slot)] == ""
+        assert settings["user_pname", str(slot)] == ""
 
     server = urlsplit(settings["setting_server", None])
     assert server.path == f"/provisioning/snom{name}-000413AABBCC.htm"
@@ -295,91 +372,167 @@ def test_render_accounts(name: str, make_context: ContextFactory, templates: Tem
 
 
 @pytest.mark.parametrize("name", DESK_MODELS)
-def test_desk_registrar_and_keyboard_lock(
+def test_desk_registrar_no_reboot_and_keyboard_lock(
     name: str, make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
     site = Site(registrar_host="pbx.example.net", registrar_port=5061, transport="tls")
-    ctx = make_context(model, mac=MAC, lines=2, site=site)
+    ctx = context_for(make_context, name, lines=2, site=site)
     settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
     assert settings["user_host", "1"] == "pbx.example.net:5061"
     assert settings["user_outbound", "2"] == "pbx.example.net:5061;transport=tls"
+    # A check-sync reloads the settings without forcing a reboot, whatever the event says.
+    assert settings["checksync_action", None] == "sync"
     assert ctx.lines[0].pin
     assert settings["keyboard_lock_pw", None] == ctx.lines[0].pin
     assert settings["enable_keyboard_lock", None] == "on"
-    assert settings["keyboard_lock_timeout", None] == "0"
+    # What 0 means is not documented: the automatic lock is left to the site.
+    assert ("keyboard_lock_timeout", None) not in settings
+
+
+@pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
+@pytest.mark.parametrize("pin", ["4829", "482916", "482916735102"])
+def test_shortest_and_longest_pin_render(
+    name: str, pin: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = model_of(name)
+    ctx = with_pins(context_for(make_context, name, lines=1), pin)
+    out = render(ctx, templates)
+    settings = settings_of(out["000413AABBCC.xml"])
+    if model.kind == "desk":
+        key = ADAPTER.pin_key(model)
+        assert key is not None
+        assert key.min_digits <= len(pin) <= key.max_digits
+        assert settings[key.name, None] == pin
+        # The PIN is in the declared key and nowhere else.
+        assert occurrences(out, pin) == 1
+    else:
+        # No user-PIN key on a base: the PIN stays on the server.
+        assert occurrences(out, pin) == 0
+
+
+@pytest.mark.parametrize("name", DESK_MODELS)
+def test_desk_pin_only_in_the_declared_key(
+    name: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = model_of(name)
+    ctx = context_for(make_context, name, lines=min(model.slots, 3))
+    out = render(ctx, templates)
+    settings = settings_of(out["000413AABBCC.xml"])
+    first, *others = ctx.lines
+    assert first.pin is not None
+    found = [key for key, value in settings.items() if value == first.pin]
+    assert found == [("keyboard_lock_pw", None)]
+    assert occurrences(out, first.pin) == 1
+    for line in others:  # other identities' users do not unlock this phone
+        assert line.pin is not None
+        assert occurrences(out, line.pin) == 0
 
 
 def test_desk_without_pin_clears_the_lock_pin(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model("D785")
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=1)
-    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], pin=None),))
+    ctx = with_pins(context_for(make_context, "D785", lines=1), None)
     settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
     assert settings["keyboard_lock_pw", None] == ""
 
 
+def test_desk_ignores_an_access_code(make_context: ContextFactory, templates: Templates) -> None:
+    ctx = context_for(make_context, "D785", lines=1, access_code="5820")
+    assert occurrences(render(ctx, templates), "5820") == 0
+
+
 @pytest.mark.parametrize("name", DECT_MODELS)
 def test_dect_handsets(name: str, make_context: ContextFactory, templates: Templates) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
+    model = model_of(name)
     site = Site(registrar_host="pbx.example.net", registrar_port=5080, transport="tcp")
-    ctx = make_context(model, mac=MAC, lines=3, ipui=True, site=site)
+    ctx = context_for(make_context, name, lines=3, ipui=True, site=site)
     settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
     assert settings["user_host", "1"] == "pbx.example.net:5080"
     assert settings["srv_sip_transport", "1"] == "tcp"
+    assert settings["ac_code", None] == ACCESS_CODE
     for line in ctx.lines:
         idx = str(line.slot)
         assert settings["subscr_sip_hs_idx", idx] == idx
         assert settings["subscr_sip_ua_data_server_id", idx] == "1"
-        assert settings["subscr_dect_ac_code", idx] == line.pin
-        assert settings["subscr_dect_ipui", idx] == line.ipui
+        assert settings["subscr_dect_ac_code", idx] == ACCESS_CODE
+        assert line.ipui is not None
+        assert settings["subscr_dect_ipui", idx] == "0x" + line.ipui
+    # Every slot of the base, free ones too, asks a subscribing handset for the base's code.
+    for slot in range(len(ctx.lines) + 1, model.slots + 1):
+        assert settings["subscr_dect_ac_code", str(slot)] == ACCESS_CODE
     assert ("keyboard_lock_pw", None) not in settings
-    assert settings["subscr_dect_ac_code", "4"] == ""
+    assert ("checksync_action", None) not in settings
 
 
-def test_dect_handset_without_pin_or_ipui(
-    make_context: ContextFactory, templates: Templates
+@pytest.mark.parametrize("name", DECT_MODELS)
+def test_dect_access_code_is_not_the_pin(
+    name: str, make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model("M900")
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=1)
-    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], pin=None),))
-    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
-    assert settings["subscr_dect_ac_code", "1"] == ""
-    assert ("subscr_dect_ipui", "1") not in settings
+    ctx = context_for(make_context, name, lines=3)
+    written = set()
+    for pins in [("4829", "1111", "9876"), ("482916735102", "0000", None)]:
+        assert ACCESS_CODE not in pins
+        out = render(with_pins(ctx, *pins), templates)
+        settings = settings_of(out["000413AABBCC.xml"])
+        written |= {v for (k, _), v in settings.items() if k in ("subscr_dect_ac_code", "ac_code")}
+        for pin in pins:  # the users' PINs never reach the base
+            if pin is not None:
+                assert occurrences(out, pin) == 0, pin
+    # The code is the base's own, as the service hands it over: it does not follow the PINs.
+    assert written == {ACCESS_CODE}
 
 
-@pytest.mark.parametrize("pin", ["123", "123456789", "12a4"])
-def test_dect_pin_that_is_no_access_code(
-    pin: str, make_context: ContextFactory, templates: Templates
+@pytest.mark.parametrize("name", DECT_MODELS)
+@pytest.mark.parametrize("code", [None, "", "123", "12345", "12a4", "\uff11\uff12\uff13\uff14"])
+def test_dect_without_a_valid_access_code_is_not_rendered(
+    name: str, code: str | None, make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model("M700")
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=1)
-    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], pin=pin),))
+    ctx = context_for(make_context, name, lines=1, access_code=code)
     with pytest.raises(RenderError):
         ADAPTER.render(ctx, templates)
 
 
+def test_dect_handset_without_ipui(make_context: ContextFactory, templates: Templates) -> None:
+    ctx = context_for(make_context, "M900", lines=1)
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+    assert settings["subscr_dect_ac_code", "1"] == ACCESS_CODE
+    assert ("subscr_dect_ipui", "1") not in settings
+
+
+@pytest.mark.parametrize(
+    ("ipui", "written"),
+    [("0A1B2C3D4E", "0x0A1B2C3D4E"), ("0a1b2c3d4e", "0x0A1B2C3D4E"),
+     ("0x0a1b2c3d4e", "0x0A1B2C3D4E")],
+)  # fmt: skip
+def test_dect_ipui_form(
+    ipui: str, written: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    ctx = context_for(make_context, "M700", lines=1)
+    ctx = dataclasses.replace(ctx, lines=(dataclasses.replace(ctx.lines[0], ipui=ipui),))
+    settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
+    assert settings["subscr_dect_ipui", "1"] == written
+
+
+@pytest.mark.parametrize("ipui", ["0A1B2C3D4", "0A1B2C3D4E5", "0A1B2C3D4G", "0x", "x0A1B2C3D4E"])
+def test_dect_bad_ipui(ipui: str, make_context: ContextFactory, templates: Templates) -> None:
+    ctx = context_for(make_context, "M700", lines=1)
+    line: Line = dataclasses.replace(ctx.lines[0], ipui=ipui)
+    with pytest.raises(RenderError):
+        ADAPTER.render(dataclasses.replace(ctx, lines=(line,)), templates)
+
+
 @pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
 def test_too_many_lines(name: str, make_context: ContextFactory, templates: Templates) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
+    ctx = context_for(make_context, name, lines=model_of(name).slots + 1)
     with pytest.raises(RenderError):
-        ADAPTER.render(make_context(model, mac=MAC, lines=model.slots + 1), templates)
+        ADAPTER.render(ctx, templates)
 
 
 @pytest.mark.parametrize("slots", [(1, 1), (0,), (13,)])
 def test_bad_slots(
     slots: tuple[int, ...], make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model("D785")
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=1)
+    ctx = context_for(make_context, "D785", lines=1)
     lines = tuple(dataclasses.replace(ctx.lines[0], slot=slot) for slot in slots)
     with pytest.raises(RenderError):
         ADAPTER.render(dataclasses.replace(ctx, lines=lines), templates)
@@ -389,18 +542,14 @@ def test_bad_slots(
 def test_render_is_deterministic(
     name: str, make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model(name)
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=4, ipui=True)
+    ctx = context_for(make_context, name, lines=4, ipui=True)
     assert ADAPTER.render(ctx, templates) == ADAPTER.render(ctx, Templates("snom"))
 
 
 def test_control_characters_cannot_inject_settings(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model("D785")
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=1)
+    ctx = context_for(make_context, "D785", lines=1)
     line = dataclasses.replace(
         ctx.lines[0], display_name='Eve\r\n</user_realname><user_pass idx="1">x', sip_user="2\x0001"
     )
@@ -416,7 +565,8 @@ def test_control_characters_cannot_inject_settings(
     ("zone", "language", "expected_zone", "expected_language"),
     [
         ("America/New_York", "en", "USA-5", "English"),
-        ("Europe/London", "fr", "GBR-0", "Français"),
+        ("Europe/London", "fr", "GBR-0", "Francais"),
+        ("Europe/Madrid", "es", "ESP+1", "Espanol"),
         ("Mars/Olympus_Mons", "xx", "GER+1", "English"),  # documented fallbacks
     ],
 )
@@ -428,19 +578,15 @@ def test_timezone_and_language(
     make_context: ContextFactory,
     templates: Templates,
 ) -> None:
-    model = ADAPTER.model("D735")
-    assert model is not None
     site = Site(registrar_host="pbx.example.net", timezone=zone, language=language)
-    ctx = make_context(model, mac=MAC, lines=0, site=site)
+    ctx = context_for(make_context, "D735", lines=0, site=site)
     settings = settings_of(render(ctx, templates)["000413AABBCC.xml"])
     assert settings["timezone", None] == expected_zone
     assert settings["language", None] == expected_language
 
 
 def test_line_language_wins_over_site(make_context: ContextFactory, templates: Templates) -> None:
-    model = ADAPTER.model("D735")
-    assert model is not None
-    ctx = make_context(model, mac=MAC, lines=1)
+    ctx = context_for(make_context, "D735", lines=1)
     lines = (dataclasses.replace(ctx.lines[0], language="en"),)
     settings = settings_of(
         render(dataclasses.replace(ctx, lines=lines), templates)["000413AABBCC.xml"]
@@ -451,10 +597,8 @@ def test_line_language_wins_over_site(make_context: ContextFactory, templates: T
 def test_provisioning_url_without_trailing_slash(
     make_context: ContextFactory, templates: Templates
 ) -> None:
-    model = ADAPTER.model("D785")
-    assert model is not None
     ctx = dataclasses.replace(
-        make_context(model, mac=MAC), provisioning_url="http://10.0.0.1:8080/provisioning"
+        context_for(make_context, "D785"), provisioning_url="http://10.0.0.1:8080/provisioning"
     )
     (url,) = file_urls(render(ctx, templates)["snomD785.htm"])
     assert url == "http://10.0.0.1:8080/provisioning/snomD785-{mac}.htm"

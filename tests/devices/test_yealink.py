@@ -1,4 +1,7 @@
-"""Yealink adapter: request identification and rendered files."""
+"""Yealink adapter: request identification, rendered files and conformance with the PIN rules.
+
+What each key means and where it is documented: docs/vendors/yealink.md.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,15 @@ import re
 
 import pytest
 
-from provisioner.devices.base import Line, ModelInfo, RenderError, SipTransport, Site, Templates
+from provisioner.devices.base import (
+    Line,
+    ModelInfo,
+    RenderContext,
+    RenderError,
+    SipTransport,
+    Site,
+    Templates,
+)
 from provisioner.devices.yealink import ADAPTER, MODELS, common_file_name
 from tests.devices.conftest import (
     UA_FANVIL,
@@ -18,6 +29,7 @@ from tests.devices.conftest import (
     ContextFactory,
     assert_no_template_syntax,
     make_line,
+    parse_xml,
 )
 
 MAC = "001565aabbcc"
@@ -35,6 +47,12 @@ KEY_VALUE = re.compile(r"(?P<key>[a-z0-9_.]+) = (?P<value>.*)")
 
 DESK = [m for m in MODELS if m.kind == "desk"]
 DECT = [m for m in MODELS if m.kind == "dect"]
+
+#: A DECT base's access code as the service hands it over (random, 4 digits), and PINs of the
+#: shortest and the longest length the PIN policy admits.
+ACCESS_CODE = "7305"
+SHORTEST_PIN = "4096"
+LONGEST_PIN = "918273645012"
 
 
 def user_agent(model: ModelInfo, mac: str = MAC) -> str:
@@ -94,13 +112,175 @@ def test_models(name: str, kind: str, slots: int, family: str) -> None:
     assert (model.kind, model.slots, model.family) == (kind, slots, family)
 
 
-def test_user_fields_include_the_pin() -> None:
-    assert ADAPTER.user_fields == {"pin", "display_name", "language", "sip_credentials"}
+def test_user_fields() -> None:
+    assert ADAPTER.user_fields == {"display_name", "language", "sip_credentials"}
+
+
+# --- conformance: pushes, PIN key, access code -------------------------------------------------
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_sip_event(model: ModelInfo) -> None:
-    assert ADAPTER.sip_event(model) == "check-sync"
+def test_sip_event_asks_for_no_reboot(model: ModelInfo) -> None:
+    assert ADAPTER.sip_event(model) == "check-sync;reboot=false"
+    assert ADAPTER.needs_maintenance_window(model) is False
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_every_config_turns_notify_reboots_off(
+    make_context: ContextFactory, model: ModelInfo
+) -> None:
+    """``sip.notify_reboot_enable = 0``: a check-sync reboots only when it says reboot=true."""
+    files = render(make_context, model)
+    for name in (common_file_name(model), f"{MAC}.cfg"):
+        assert parse_cfg(files[name])["sip.notify_reboot_enable"] == "0", name
+
+
+@pytest.mark.parametrize("model", DESK, ids=lambda m: m.name)
+def test_desk_pin_key(model: ModelInfo) -> None:
+    key = ADAPTER.pin_key(model)
+    assert key is not None
+    assert key.name == "phone_setting.phone_lock.unlock_pin"
+    assert (key.min_digits, key.max_digits) == (1, 15)
+    assert "Phone Lock" in key.source
+    assert ADAPTER.access_code_key(model) is None
+
+
+@pytest.mark.parametrize("model", DECT, ids=lambda m: m.name)
+def test_dect_keys(model: ModelInfo) -> None:
+    """No user-PIN key on the bases; the base PIN is the handsets' access code, 4 digits."""
+    assert ADAPTER.pin_key(model) is None
+    key = ADAPTER.access_code_key(model)
+    assert key is not None
+    assert (key.name, key.digits) == ("base.pin_code", 4)
+
+
+def _with_pin(ctx: RenderContext, pin: str | None) -> RenderContext:
+    return dataclasses.replace(
+        ctx, lines=tuple(dataclasses.replace(line, pin=pin) for line in ctx.lines)
+    )
+
+
+def _cfg_values(files: dict[str, bytes]) -> dict[str, dict[str, str]]:
+    return {name: parse_cfg(body) for name, body in files.items() if name.endswith(".cfg")}
+
+
+@pytest.mark.parametrize("pin", [SHORTEST_PIN, LONGEST_PIN], ids=["shortest", "longest"])
+@pytest.mark.parametrize("model", DESK, ids=lambda m: m.name)
+def test_desk_pin_only_in_its_key(make_context: ContextFactory, model: ModelInfo, pin: str) -> None:
+    """A PIN of any policy-valid length renders verbatim in the declared key, and nowhere else."""
+    ctx = _with_pin(make_context(model, lines=min(model.slots, 2)), pin)
+    files = ADAPTER.render(ctx, Templates("yealink"))
+    key = ADAPTER.pin_key(model)
+    assert key is not None
+    assert key.min_digits <= len(pin) <= key.max_digits
+    carrying = [
+        (name, k)
+        for name, values in _cfg_values(files).items()
+        for k, v in values.items()
+        if pin in v
+    ]
+    assert carrying == [(f"{MAC}.cfg", key.name)]
+    assert parse_cfg(files[f"{MAC}.cfg"])[key.name] == pin
+    for name, body in files.items():
+        if name != f"{MAC}.cfg":
+            assert pin not in body.decode("utf-8"), name
+
+
+@pytest.mark.parametrize("pin", [SHORTEST_PIN, LONGEST_PIN], ids=["shortest", "longest"])
+@pytest.mark.parametrize("model", DECT, ids=lambda m: m.name)
+def test_dect_configs_never_carry_the_pin(
+    make_context: ContextFactory, model: ModelInfo, pin: str
+) -> None:
+    """Even handed a PIN, a base renders without it: Yealink has no per-handset user PIN."""
+    ctx = _with_pin(make_context(model, lines=3, access_code=ACCESS_CODE), pin)
+    files = ADAPTER.render(ctx, Templates("yealink"))
+    for name, body in files.items():
+        assert pin not in body.decode("utf-8"), name
+    cfg = parse_cfg(files[f"{MAC}.cfg"])
+    assert not [key for key in cfg if key.startswith("phone_setting.phone_lock")]
+
+
+@pytest.mark.parametrize("model", DECT, ids=lambda m: m.name)
+def test_dect_access_code_in_its_key(make_context: ContextFactory, model: ModelInfo) -> None:
+    """The base's access code goes into base.pin_code of the personal file, nowhere else."""
+    ctx = make_context(model, lines=3, access_code=ACCESS_CODE)
+    files = ADAPTER.render(ctx, Templates("yealink"))
+    key = ADAPTER.access_code_key(model)
+    assert key is not None
+    cfg = parse_cfg(files[f"{MAC}.cfg"])
+    assert cfg[key.name] == ACCESS_CODE
+    assert [k for k, v in cfg.items() if ACCESS_CODE in v] == [key.name]
+    for name, body in files.items():
+        if name != f"{MAC}.cfg":
+            assert ACCESS_CODE not in body.decode("utf-8"), name
+
+
+@pytest.mark.parametrize("model", DECT, ids=lambda m: m.name)
+def test_dect_access_code_is_not_the_pin(make_context: ContextFactory, model: ModelInfo) -> None:
+    """The access code is what the service hands over: never the PIN, unchanged when PINs change."""
+    ctx = make_context(model, lines=2, access_code=ACCESS_CODE)
+    codes = set()
+    for pin in (SHORTEST_PIN, LONGEST_PIN, None):
+        cfg = parse_cfg(ADAPTER.render(_with_pin(ctx, pin), Templates("yealink"))[f"{MAC}.cfg"])
+        codes.add(cfg["base.pin_code"])
+        assert cfg["base.pin_code"] != pin
+    assert codes == {ACCESS_CODE}
+
+
+@pytest.mark.parametrize("model", DECT, ids=lambda m: m.name)
+def test_dect_without_access_code_leaves_the_base_pin(
+    make_context: ContextFactory, model: ModelInfo
+) -> None:
+    cfg = parse_cfg(render(make_context, model, lines=2)[f"{MAC}.cfg"])
+    assert "base.pin_code" not in cfg
+
+
+@pytest.mark.parametrize("model", DESK, ids=lambda m: m.name)
+def test_desk_ignores_an_access_code(make_context: ContextFactory, model: ModelInfo) -> None:
+    files = render(make_context, model, access_code=ACCESS_CODE)
+    assert "base.pin_code" not in parse_cfg(files[f"{MAC}.cfg"])
+    assert not [name for name, body in files.items() if ACCESS_CODE in body.decode("utf-8")]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_every_file_parses(make_context: ContextFactory, model: ModelInfo) -> None:
+    """Yealink serves no XML; every CFG file is ``key = value`` lines, boot files include lines."""
+    files = render(make_context, model, access_code=ACCESS_CODE if model.kind == "dect" else None)
+    for name, body in files.items():
+        if name.endswith(".xml"):
+            parse_xml(body)
+        elif name.endswith(".cfg"):
+            parse_cfg(body)
+        else:
+            assert name.endswith(".boot"), name
+            lines = body.decode("utf-8").splitlines()
+            assert lines[0] == "#!version:1.0.0.1"
+            assert all(re.fullmatch(r'include:config "[^"]+"', line) for line in lines[1:])
+
+
+@pytest.mark.parametrize(
+    ("language", "value"),
+    [("de", "2"), ("en", "0"), ("fr", "1"), ("it", "3"), ("es", "6"), ("pl", "0"), ("DE", "2")],
+)
+@pytest.mark.parametrize("model", DECT, ids=lambda m: m.name)
+def test_dect_handset_language(
+    make_context: ContextFactory, model: ModelInfo, language: str, value: str
+) -> None:
+    """The handsets' menu language follows the site; unlisted languages fall back to English."""
+    site = Site(registrar_host="pbx.example.net", language=language)
+    files = render(make_context, model, site=site)
+    for name in (common_file_name(model), f"{MAC}.cfg"):
+        values = parse_cfg(files[name])
+        assert values["custom.handset.language"] == value, name
+        assert "lang.gui" not in values, name
+        assert "lang.wui" in values, name
+
+
+@pytest.mark.parametrize("model", DESK, ids=lambda m: m.name)
+def test_desk_has_no_handset_language(make_context: ContextFactory, model: ModelInfo) -> None:
+    files = render(make_context, model)
+    for name in (common_file_name(model), f"{MAC}.cfg"):
+        assert "custom.handset.language" not in parse_cfg(files[name]), name
 
 
 # --- identify ----------------------------------------------------------------------------------
@@ -280,15 +460,18 @@ def test_provisioning_and_site_settings(make_context: ContextFactory, model: Mod
         assert values["local_time.time_zone_name"] == "Germany(Berlin)"
         assert values["local_time.summer_time"] == "2"
         assert values["local_time.ntp_server1"] == "pool.ntp.org"
-        assert values["lang.gui"] == values["lang.wui"] == "German"
+        assert values["lang.wui"] == "German"
+        if model.kind == "desk":
+            assert values["lang.gui"] == "German"
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
 def test_shared_files_carry_no_secret(make_context: ContextFactory, model: ModelInfo) -> None:
-    ctx = make_context(model)
+    ctx = make_context(model, access_code=ACCESS_CODE if model.kind == "dect" else None)
     files = ADAPTER.render(ctx, Templates("yealink"))
     secrets = [ctx.provisioning_password, *(line.sip_password for line in ctx.lines)]
     secrets += [line.pin for line in ctx.lines if line.pin]
+    secrets += [ctx.access_code] if ctx.access_code else []
     for name in (f"{MAC}.boot", "y000000000000.boot", common_file_name(model)):
         text = files[name].decode("utf-8")
         assert not [secret for secret in secrets if secret in text], name
