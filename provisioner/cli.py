@@ -502,29 +502,33 @@ def cmd_reprovision(args: argparse.Namespace, settings: Settings) -> int:
         if not jobs or args.wait <= 0:
             return 0
         states = await _follow(core, jobs, args.wait)
+        scheduled = states.get("scheduled", 0)
         print(
             f"notified {states.get('notified', 0)}, fetched {states.get('fetched', 0)}, "
             f"failed {states.get('failed', 0)}, still pending {states.get('pending', 0)}"
+            + (f", held for the maintenance window {scheduled}" if scheduled else "")
         )
-        # Success means delivery confirmed: every device fetched its new revision.
-        return 0 if states.get("fetched", 0) == len(jobs) else EXIT_FAILURE
+        # Success means delivery confirmed: every device fetched its new revision, except the
+        # ones that restart to apply it, which wait for their site's maintenance window.
+        return 0 if states.get("fetched", 0) + scheduled == len(jobs) else EXIT_FAILURE
 
     return _run_with_core(settings, work)
 
 
 async def _follow(core: Core, jobs: list[int], wait: float) -> dict[str, int]:
-    """Show a progress bar until every job is fetched or failed, or ``wait`` runs out."""
+    """Show a progress bar until every job is fetched, failed or held for its maintenance
+    window, or ``wait`` runs out."""
     deadline = time.monotonic() + wait
     tty = sys.stderr.isatty()
     while True:
         states = await devices_service.job_states(core, jobs)
-        done = states.get("fetched", 0) + states.get("failed", 0)
+        done = states.get("fetched", 0) + states.get("failed", 0) + states.get("scheduled", 0)
         reached = done + states.get("notified", 0)
         width = 30
         filled = int(width * reached / len(jobs))
         bar = "#" * filled + "." * (width - filled)
         line = (
-            f"[{bar}] {reached}/{len(jobs)} notified or better "
+            f"[{bar}] {reached}/{len(jobs)} notified, held for a window or done "
             f"(fetched {states.get('fetched', 0)}, failed {states.get('failed', 0)})"
         )
         print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)

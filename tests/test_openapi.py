@@ -526,6 +526,8 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
         await expect(
             422, "maintenance_window_invalid", "PUT", "/sites/main", {"maintenance_window": window}
         )
+    unchanged = await expect(200, None, "GET", "/sites")
+    assert {x["name"]: x["maintenance_window"] for x in unchanged["sites"]}["main"] == "02:00-04:00"
     changed_site = await expect(
         200, None, "PUT", "/sites/main", {"maintenance_window": "23:30-01:00"}
     )

@@ -807,7 +807,7 @@ async def test_reprovision_command_follows_the_push_until_fetched(
     assert code == 0, f"--- stdout\n{stdout}--- stderr\n{stderr}"
     assert stdout.splitlines()[-1] == "notified 0, fetched 1, failed 0, still pending 0"
     assert "queued 1 push job(s)" in stderr
-    bar = r"^\[([#.]{30})\] (\d+)/1 notified or better \(fetched (\d), failed 0\)$"
+    bar = r"^\[([#.]{30})\] (\d+)/1 notified, held for a window or done \(fetched (\d), failed 0\)$"
     progress = re.findall(bar, stderr, re.M)
     assert progress, stderr
     assert progress[-1] == ("#" * 30, "1", "1")

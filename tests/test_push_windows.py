@@ -8,7 +8,10 @@ waits. sipp plays the devices; windows are set relative to the current time in t
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,6 +35,7 @@ from tests.test_push import (  # noqa: F401 (fixtures)
     push_env,
     start_service,
     start_sipp,
+    subprocess_env,
 )
 
 ZONE = "America/New_York"
@@ -162,3 +166,36 @@ async def test_a_desk_phones_pin_push_never_waits_and_the_base_gets_none(
     assert NEW_PIN in await fetch_config(service, SNOM)
     await job_reaches(api, SNOM.mac, job_id, "fetched")
     assert all(j["reason"] != "pin.change" for j in await jobs_of(api, BASE.mac))
+
+
+async def test_reprovision_wait_ends_when_the_rest_is_done_and_names_the_held_base(
+    start_service: StartService,  # noqa: F811 -- the imported fixture
+    start_sipp: StartSipp,  # noqa: F811 -- the imported fixture
+    push_env: dict[str, str],  # noqa: F811 -- the imported fixture
+    tmp_path: Path,
+) -> None:
+    service = await start_service(worker=True)
+    api = await bootstrap_admin(service)
+    phone = await start_sipp(BASE.scenario, calls=1)
+    closed, _ = window(timedelta(hours=2))
+    await set_window(api, closed)
+    await provision(api, Pbx(service), BASE, phone.port)
+    [job] = await jobs_of(api, BASE.mac)
+    await job_reaches(api, BASE.mac, job["id"], "scheduled")
+
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "provisioner", "reprovision", "--device", BASE.mac),
+        *("--wait", "30"),
+        env=subprocess_env(push_env, service, tmp_path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(40):
+        stdout, stderr = await process.communicate()
+    out = stdout.decode()
+    assert process.returncode == 0, (out, stderr.decode())
+    assert out.splitlines()[-1] == (
+        "notified 0, fetched 0, failed 0, still pending 0, held for the maintenance window 1"
+    )
+    assert phone.transactions() == []

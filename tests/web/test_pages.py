@@ -336,6 +336,47 @@ async def test_device_pages_show_push_state_and_mask_secrets(
     assert (await admin_forms.get("/admin/devices/001565ffffff")).status == 404
 
 
+async def test_a_dect_systems_access_code_is_shown_and_replaced(
+    admin_forms: Forms, admin_api: Api, db: asyncpg.Connection
+) -> None:
+    await seed(admin_api)
+    base = "7c2f80aabb01"
+    status, data = await admin_api.call(
+        "POST", "/devices", {"mac": base, "vendor": "gigaset", "model": "N870"}
+    )
+    assert status == 201, data
+    assert re.fullmatch(r"[0-9]{4}", data["access_code"])
+    code = "4739"  # a known code, so the page can be searched for it
+    status, data = await admin_api.call(
+        "POST", f"/devices/{base}/access-code", {"access_code": code}
+    )
+    assert status == 200, data
+    page = await admin_forms.get(f"/admin/devices/{base}")
+    assert f'data-testid="access-code">{code}<' in page.text
+    # The code is shown, but the preview masks it like every other secret.
+    assert page.text.count(code) == 1
+    # Desk phones have none.
+    assert "access-code" not in (await admin_forms.get(f"/admin/devices/{DESK_PHONE}")).text
+
+    url = f"/admin/devices/{base}/access-code"
+    page = await admin_forms.post(url, {"access_code": "12"}, csrf_from=f"/admin/devices/{base}")
+    assert page.status == 422
+    assert 'aria-invalid="true"' in page.text
+    assert "exactly the number of digits" in page.text
+    assert (await admin_api.call("GET", f"/devices/{base}"))[1]["access_code"] == code
+
+    page = await admin_forms.post(url, {"access_code": "8150"}, csrf_from=f"/admin/devices/{base}")
+    assert (page.status, page.location) == (303, f"/admin/devices/{base}#access-code")
+    assert (await admin_api.call("GET", f"/devices/{base}"))[1]["access_code"] == "8150"
+    page = await admin_forms.post(url, {"access_code": ""}, csrf_from=f"/admin/devices/{base}")
+    assert page.status == 303
+    fresh = (await admin_api.call("GET", f"/devices/{base}"))[1]["access_code"]
+    assert re.fullmatch(r"[0-9]{4}", fresh)
+    assert (
+        await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'device.access_code'") == 3
+    )
+
+
 async def test_audit_filters(admin_forms: Forms, admin_api: Api) -> None:
     await seed(admin_api)
     await admin_api.call("PUT", "/users/alice/pin", {"pin": PIN})
