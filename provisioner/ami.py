@@ -9,7 +9,9 @@ line. A client message starts with ``Action:``; the server answers with ``Respon
 ``Response: Error`` plus ``Message:``, echoing the action's ``ActionID``, and may send ``Event:``
 messages at any time. Responses are matched to actions by ``ActionID`` rather than by order, so an
 event in between, or the late answer to an action that already timed out, is never taken for
-another caller's answer.
+another caller's answer. The notifier logs in with ``Events: off``; a connection opened with an
+event mask (:func:`connect`, used by the contact follower in ``contacts.py``) queues the events
+for its owner instead of dropping them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from provisioner.notify import NotifyError, NotifyTarget
@@ -37,14 +40,58 @@ Message = dict[str, str]
 """A received message: header names lower-cased, the first value of each name."""
 
 
-class _ConnectionLost(Exception):
-    """The connection ended before the action's response arrived."""
+class AmiError(NotifyError):
+    """Connecting or logging in to the manager interface failed; the message names the address
+    and the user, never the secret."""
 
 
-class _Connection:
-    """One TCP connection to the manager interface: writes actions; a reader task answers them."""
+class ConnectionLost(Exception):
+    """The connection ended (before the action's response arrived)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+@dataclass(frozen=True)
+class AmiAccount:
+    """Where the manager interface is and whom to log in as: a parsed ``PROVISIONER_AMI_URL``."""
+
+    host: str
+    port: int
+    username: str
+    secret: str = field(repr=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> AmiAccount:
+        """Parse ``ami://user:secret@host[:5038]``; user and secret are URL-unquoted.
+
+        Raises ValueError (never quoting the secret) for anything else.
+        """
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("AMI URL: the port is not a number from 1 to 65535") from None
+        if parts.scheme != "ami" or not parts.hostname or not parts.username:
+            raise ValueError("AMI URL: expected ami://user:secret@host:5038")
+        username = unquote(parts.username)
+        secret = unquote(parts.password or "")
+        if _has_line_break(username) or _has_line_break(secret):
+            raise ValueError("AMI URL: user and secret must not contain line breaks")
+        return cls(parts.hostname, port or DEFAULT_PORT, username, secret)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class AmiConnection:
+    """One TCP connection to the manager interface: writes actions; a reader task answers them.
+
+    Events are dropped unless the connection was opened with ``events=True``; then they queue, in
+    the order received, for :meth:`next_events`.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, events: bool = False
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._pending: dict[str, asyncio.Future[Message]] = {}
@@ -52,6 +99,7 @@ class _Connection:
         self._ids = itertools.count(1)
         self._write_lock = asyncio.Lock()
         self._reader_task: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[Message | None] | None = asyncio.Queue() if events else None
         self.closed = False
 
     async def read_banner(self) -> str:
@@ -64,7 +112,7 @@ class _Connection:
     async def request(self, action: str, fields: Fields) -> Message:
         """Send one action and wait for the response carrying its ActionID."""
         if self.closed:
-            raise _ConnectionLost
+            raise ConnectionLost
         action_id = f"{self._prefix}-{next(self._ids)}"
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[action_id] = future
@@ -75,14 +123,14 @@ class _Connection:
             log.debug("AMI action %s sent (ActionID %s)", action, action_id)
             return await future
         except OSError:
-            raise _ConnectionLost from None
+            raise ConnectionLost from None
         finally:
             self._pending.pop(action_id, None)
 
     async def close(self) -> None:
         """Log off (best effort, briefly) and hang up."""
         if not self.closed:
-            with contextlib.suppress(_ConnectionLost, TimeoutError):
+            with contextlib.suppress(ConnectionLost, TimeoutError):
                 async with asyncio.timeout(LOGOFF_SECONDS):
                     await self.request("Logoff", ())
         self.abort()
@@ -92,8 +140,24 @@ class _Connection:
             async with asyncio.timeout(LOGOFF_SECONDS):
                 await self._writer.wait_closed()
 
+    async def next_events(self, limit: int = 500) -> list[Message]:
+        """Wait for events; return those received since the last call (at most ``limit``), oldest
+        first. Raises :class:`ConnectionLost` once the connection ended and every event received
+        before was returned."""
+        assert self._events is not None, "this connection was opened without events"
+        batch: list[Message] = []
+        while len(batch) < limit and not (batch and self._events.empty()):
+            message = await self._events.get()
+            if message is None:
+                self._events.put_nowait(None)  # the end stays the end for the next call
+                if batch:
+                    break
+                raise ConnectionLost
+            batch.append(message)
+        return batch
+
     def abort(self) -> None:
-        """Hang up now, without logging off; pending actions fail with :class:`_ConnectionLost`."""
+        """Hang up now, without logging off; pending actions fail with :class:`ConnectionLost`."""
         if self._reader_task is not None:
             self._reader_task.cancel()
         self._lost()
@@ -110,7 +174,10 @@ class _Connection:
 
     def _dispatch(self, message: Message) -> None:
         if "response" not in message:
-            log.debug("AMI event %s ignored", message.get("event", "(unnamed)"))
+            if self._events is not None:
+                self._events.put_nowait(message)
+            else:
+                log.debug("AMI event %s ignored", message.get("event", "(unnamed)"))
             return
         action_id = message.get("actionid", "")
         future = self._pending.get(action_id)
@@ -123,9 +190,11 @@ class _Connection:
         if not self.closed:
             self.closed = True
             self._writer.close()
+            if self._events is not None:
+                self._events.put_nowait(None)
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(_ConnectionLost())
+                future.set_exception(ConnectionLost())
 
 
 class AmiNotifier:
@@ -151,24 +220,15 @@ class AmiNotifier:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError("AMI URL: the port is not a number from 1 to 65535") from None
-        if parts.scheme != "ami" or not parts.hostname or not parts.username:
-            raise ValueError("AMI URL: expected ami://user:secret@host:5038")
-        self.host = parts.hostname
-        self.port = port or DEFAULT_PORT
-        self.username = unquote(parts.username)
-        self._secret = unquote(parts.password or "")
-        if _has_line_break(self.username) or _has_line_break(self._secret):
-            raise ValueError("AMI URL: user and secret must not contain line breaks")
+        self._account = AmiAccount.from_url(url)
+        self.host = self._account.host
+        self.port = self._account.port
+        self.username = self._account.username
         self.timeout = timeout
         self._backoff = backoff
         self._max_backoff = max_backoff
-        self._connection: _Connection | None = None
-        self._connecting: asyncio.Task[_Connection] | None = None
+        self._connection: AmiConnection | None = None
+        self._connecting: asyncio.Task[AmiConnection] | None = None
         self._failures = 0
         self._retry_at = 0.0
         self._last_error = ""
@@ -176,7 +236,7 @@ class AmiNotifier:
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return self._account.address
 
     async def notify(self, target: NotifyTarget) -> str:
         """Ask Asterisk to send ``NOTIFY`` with ``Event: <target.event>`` to ``target.sip_user``.
@@ -209,20 +269,20 @@ class AmiNotifier:
             await connection.close()
 
     async def _action(self, action: str, fields: Fields) -> Message:
-        connection: _Connection | None = None
+        connection: AmiConnection | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 connection, reused = await self._connected()
                 try:
                     return await connection.request(action, fields)
-                except _ConnectionLost:
+                except ConnectionLost:
                     if not reused:
                         raise NotifyError(self._lost_message()) from None
                 log.info("AMI connection to %s was lost; reconnecting", self.address)
                 connection, _ = await self._connected()
                 try:
                     return await connection.request(action, fields)
-                except _ConnectionLost:
+                except ConnectionLost:
                     raise NotifyError(self._lost_message()) from None
         except TimeoutError:
             if connection is not None and not connection.closed:
@@ -234,7 +294,7 @@ class AmiNotifier:
                 f"Asterisk at {self.address} did not answer within {self.timeout:g} s"
             ) from None
 
-    async def _connected(self) -> tuple[_Connection, bool]:
+    async def _connected(self) -> tuple[AmiConnection, bool]:
         """The logged-in connection, and whether it was already open before this call."""
         if self._closed:
             raise NotifyError("the AMI notifier is closed")
@@ -250,45 +310,10 @@ class AmiNotifier:
         # Shielded: one caller's timeout must not abort the login the other callers wait for.
         return await asyncio.shield(self._connecting), False
 
-    async def _open(self) -> _Connection:
-        """Connect and log in; every failure is a NotifyError (never quoting the secret)."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-                connection = _Connection(reader, writer)
-                try:
-                    await self._log_in(connection)
-                except BaseException:
-                    connection.abort()
-                    raise
-        except TimeoutError:
-            raise NotifyError(
-                f"Asterisk at {self.address} did not complete the AMI login "
-                f"within {self.timeout:g} s"
-            ) from None
-        except OSError as exc:
-            raise NotifyError(f"cannot reach Asterisk at {self.address}: {_reason(exc)}") from None
-        except _ConnectionLost:
-            raise NotifyError(
-                f"Asterisk at {self.address} closed the AMI connection during the login"
-            ) from None
-        return connection
+    async def _open(self) -> AmiConnection:
+        return await connect(self._account, within=self.timeout)
 
-    async def _log_in(self, connection: _Connection) -> None:
-        banner = await connection.read_banner()
-        if "Call Manager/" not in banner:
-            raise NotifyError(f"{self.address} does not greet as an Asterisk manager interface")
-        connection.start_reading()
-        response = await connection.request(
-            "Login", [("Username", self.username), ("Secret", self._secret), ("Events", "off")]
-        )
-        if response.get("response", "").lower() != "success":
-            raise NotifyError(
-                f"Asterisk refused the AMI login (user {self.username!r} at {self.address})"
-            )
-        log.info("AMI: logged in to %s (%s) as %r", self.address, banner, self.username)
-
-    def _opened(self, task: asyncio.Task[_Connection]) -> None:
+    def _opened(self, task: asyncio.Task[AmiConnection]) -> None:
         self._connecting = None
         if task.cancelled():
             return
@@ -306,6 +331,48 @@ class AmiNotifier:
 
     def _lost_message(self) -> str:
         return f"Asterisk at {self.address} closed the AMI connection before answering"
+
+
+async def connect(account: AmiAccount, *, within: float, events: str = "off") -> AmiConnection:
+    """Connect and log in within ``within`` seconds, with the event mask ``events`` (Login's
+    ``Events``: ``off``, ``on``, or classes such as ``system``); with any mask but ``off`` the
+    connection queues events for :meth:`AmiConnection.next_events`. Every failure is an
+    :class:`AmiError`."""
+    try:
+        async with asyncio.timeout(within):
+            reader, writer = await asyncio.open_connection(account.host, account.port)
+            connection = AmiConnection(reader, writer, events=events.lower() != "off")
+            try:
+                await _log_in(connection, account, events)
+            except BaseException:
+                connection.abort()
+                raise
+    except TimeoutError:
+        raise AmiError(
+            f"Asterisk at {account.address} did not complete the AMI login within {within:g} s"
+        ) from None
+    except OSError as exc:
+        raise AmiError(f"cannot reach Asterisk at {account.address}: {_reason(exc)}") from None
+    except ConnectionLost:
+        raise AmiError(
+            f"Asterisk at {account.address} closed the AMI connection during the login"
+        ) from None
+    return connection
+
+
+async def _log_in(connection: AmiConnection, account: AmiAccount, events: str) -> None:
+    banner = await connection.read_banner()
+    if "Call Manager/" not in banner:
+        raise AmiError(f"{account.address} does not greet as an Asterisk manager interface")
+    connection.start_reading()
+    response = await connection.request(
+        "Login", [("Username", account.username), ("Secret", account.secret), ("Events", events)]
+    )
+    if response.get("response", "").lower() != "success":
+        raise AmiError(
+            f"Asterisk refused the AMI login (user {account.username!r} at {account.address})"
+        )
+    log.info("AMI: logged in to %s (%s) as %r", account.address, banner, account.username)
 
 
 def _result(response: Message) -> str:

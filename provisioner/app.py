@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from provisioner import store
+from provisioner import contacts, provisioning, store, usrloc
 from provisioner.core import open_core
 from provisioner.metrics import METRICS
 from provisioner.push import PushWorker, default_notifier
@@ -23,6 +23,7 @@ from provisioner.web.api import create_api_app
 from provisioner.web.errors import error_response, json_errors
 from provisioner.web.hooks import create_hooks_app
 from provisioner.web.keys import CORE, PHONES, SETTINGS
+from provisioner.web.pbx import create_pbx_app
 from provisioner.web.phoneserver import Children, start_phones_site
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,25 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
+    # Lines whose registrar digests are missing (added by an upgrade, or a render that failed)
+    # get them from a render: the PBX views show them from then on.
+    async with core.pool.acquire() as conn:
+        provisioning.schedule_renders(core, await store.list_device_macs_without_digests(conn))
     notifier = default_notifier(core)
-    task = asyncio.create_task(PushWorker(core, notifier).run())
+    locations = usrloc.lookup_for(core.settings)  # with PROVISIONER_KAMAILIO_LOCATION_URL
+    task = asyncio.create_task(PushWorker(core, notifier, locations=locations).run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await notifier.close()
+    if locations is not None:
+        await locations.close()
+
+
+async def _contacts_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with contacts.following(app[CORE]):
+        yield
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -70,15 +83,19 @@ def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     """Build the whole service; ``settings.database_url`` must already be resolved.
 
     ``worker`` also runs a push worker in this process (``provisioner serve`` does, unless
-    ``--no-worker``).
+    ``--no-worker``), and with ``PROVISIONER_AMI_URL`` the follower of Asterisk's contacts.
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_core_ctx)
     if worker:
         app.cleanup_ctx.append(_worker_ctx)
+    if worker and settings.ami_url:
+        app.cleanup_ctx.append(_contacts_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    # Before /api/v1, whose bearer-token middleware the PBX's signed reads must not meet.
+    app.add_subapp("/api/v1/pbx", create_pbx_app())
     app.add_subapp("/api/v1", create_api_app())
     app.add_subapp("/hooks/pbx", create_hooks_app())
     admin.install(app)

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import os
 import sys
@@ -16,12 +17,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import NoReturn
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 
-from provisioner import devices_service, passwords, pins, provisioning, sites, users
+from provisioner import devices_service, passwords, pbx, pins, provisioning, sites, users
 from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.db import create_pool, migrate
@@ -30,12 +33,14 @@ from provisioner.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from provisioner.errors import Kind, ProvisionerError
 from provisioner.settings import Settings, SettingsError, parse_host_port
 from provisioner.signals import stop_requested
+from provisioner.web.hooks import HOOKS, SIGNATURE_HEADER, sign
 
 log = logging.getLogger("provisioner")
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 _BAD_INPUT_KINDS = {Kind.INVALID, Kind.UNPROCESSABLE, Kind.NOT_FOUND, Kind.CONFLICT, Kind.FORBIDDEN}
+_JSON = {"Content-Type": "application/json"}
 
 
 class CliError(Exception):
@@ -75,7 +80,48 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to follow delivery (0: queue and return)",
     )
+    reprovision.add_argument(
+        "--rotate-sip",
+        action="store_true",
+        help="with --device: give every line a new SIP password (the registrar's digests follow)",
+    )
     reprovision.set_defaults(handler=cmd_reprovision)
+
+    pbx = sub.add_parser("pbx", help="connect the PBX: accounts for its registrar").add_subparsers(
+        dest="pbx_command", required=True, metavar="ACTION"
+    )
+    pbx_grant = pbx.add_parser(
+        "grant", help="let an existing database role read the PBX views (schema pbx) only"
+    )
+    pbx_grant.add_argument("role")
+    pbx_grant.set_defaults(handler=cmd_pbx_grant)
+    pbx_export = pbx.add_parser(
+        "export", help="write the line accounts as a PBX config include (no clear passwords)"
+    )
+    pbx_export.add_argument("--format", choices=["pjsip"], required=True)
+    pbx_export.add_argument("--output", required=True, metavar="FILE")
+    pbx_export.add_argument("--force", action="store_true", help="replace an existing FILE")
+    pbx_export.set_defaults(handler=cmd_pbx_export)
+
+    hook = sub.add_parser("hook", help="call the PBX hooks from shell scripts").add_subparsers(
+        dest="hook_command", required=True, metavar="ACTION"
+    )
+    hook_sign = hook.add_parser(
+        "sign", help="print the X-Provisioner-Signature header value for BODY (now)"
+    )
+    hook_sign.add_argument("body", metavar="BODY", help="the exact request body ('' for GET)")
+    hook_sign.set_defaults(handler=cmd_hook_sign)
+    hook_call = hook.add_parser(
+        "call", help="call hook NAME with JSON, signed; print the answer (exit 0 on 2xx)"
+    )
+    hook_call.add_argument("name", choices=HOOKS, metavar="NAME")
+    hook_call.add_argument(
+        "json", metavar="JSON", help="the body; - reads it from standard input (keeps a PIN off ps)"
+    )
+    hook_call.add_argument(
+        "--url", help="the service's base URL (default: PROVISIONER_PUBLIC_URL)", default=None
+    )
+    hook_call.set_defaults(handler=cmd_hook_call)
 
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
         handler=cmd_migrate
@@ -173,6 +219,12 @@ def _parser() -> argparse.ArgumentParser:
     site_set.add_argument("--timezone", metavar="AREA/CITY")
     site_set.add_argument("--language", choices=users.LANGUAGES)
     site_set.add_argument("--ntp", dest="ntp_server", metavar="HOST")
+    site_set.add_argument(
+        "--sip-realm",
+        dest="sip_realm",
+        metavar="DOMAIN",
+        help="digest realm of the site's line accounts on the registrar (default: the registrar)",
+    )
     site_set.add_argument(
         "--maintenance-window",
         dest="maintenance_window",
@@ -460,18 +512,26 @@ def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioner.contacts import following
     from provisioner.push import PushWorker, default_notifier
+    from provisioner.usrloc import lookup_for
 
     async def work(core: Core) -> int:
         notifier = default_notifier(core)
-        task = asyncio.create_task(PushWorker(core, notifier).run())
+        locations = lookup_for(core.settings)  # with PROVISIONER_KAMAILIO_LOCATION_URL
+        task = asyncio.create_task(PushWorker(core, notifier, locations=locations).run())
         stop = stop_requested()
         log.info("push worker running")
-        await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED")
+        async with following(core):  # Asterisk's contacts, with PROVISIONER_AMI_URL
+            await asyncio.wait(
+                {task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED"
+            )
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await notifier.close()
+        if locations is not None:
+            await locations.close()
         return 0
 
     _install_uvloop()
@@ -489,11 +549,83 @@ def cmd_phones_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_pbx_grant(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(core: Core) -> int:
+        left = await pbx.grant(core, Actor.cli(), args.role)
+        print(f"role {args.role} may read schema pbx and nothing else of ours")
+        if left:
+            print(f"a database superuser must still run: {left}", file=sys.stderr)
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_pbx_export(args: argparse.Namespace, settings: Settings) -> int:
+    output = Path(args.output)
+    if output.exists() and not args.force:
+        raise CliError(f"{output} exists; use --force to replace it", EXIT_BAD_INPUT)
+
+    async def work(core: Core) -> int:
+        text = await pbx.pjsip_config(core, Actor.cli())
+        pbx.write_new_file(output, text, force=args.force)
+        print(f"wrote {text.count('type=endpoint')} endpoint(s) to {output}")
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def _hook_secret(settings: Settings) -> str:
+    if not settings.hook_secret:
+        raise CliError(
+            "set PROVISIONER_HOOK_SECRET (the secret shared with the PBX)", EXIT_BAD_INPUT
+        )
+    return settings.hook_secret
+
+
+def cmd_hook_sign(args: argparse.Namespace, settings: Settings) -> int:
+    print(sign(_hook_secret(settings), int(time.time()), args.body.encode()))
+    return 0
+
+
+def cmd_hook_call(args: argparse.Namespace, settings: Settings) -> int:
+    secret = _hook_secret(settings)
+    text = sys.stdin.read() if args.json == "-" else args.json
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"JSON: {exc}", EXIT_BAD_INPUT) from None
+    raw = json.dumps(body).encode()
+    base = (args.url or settings.public_url).rstrip("/")
+    status, answer = asyncio.run(_post_hook(f"{base}/hooks/pbx/{args.name}", secret, raw))
+    print(answer)
+    if 200 <= status < 300:
+        return 0
+    return EXIT_BAD_INPUT if 400 <= status < 500 else EXIT_FAILURE
+
+
+async def _post_hook(url: str, secret: str, raw: bytes) -> tuple[int, str]:
+    headers = {SIGNATURE_HEADER: sign(secret, int(time.time()), raw), **_JSON}
+    timeout = aiohttp.ClientTimeout(total=15)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, data=raw, headers=headers) as response,
+        ):
+            return response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise CliError(f"{url}: {type(exc).__name__}: {exc}") from None
+
+
 def cmd_reprovision(args: argparse.Namespace, settings: Settings) -> int:
+    if args.rotate_sip and not args.device:
+        raise CliError("--rotate-sip goes with --device", EXIT_BAD_INPUT)
+
     async def work(core: Core) -> int:
         actor = Actor.cli()
         if args.device:
-            jobs = await devices_service.reprovision_device(core, actor, args.device)
+            jobs = await devices_service.reprovision_device(
+                core, actor, args.device, rotate_sip=args.rotate_sip
+            )
         elif args.user:
             jobs = await devices_service.reprovision_user(core, actor, args.user)
         else:

@@ -437,14 +437,41 @@ async def set_api_access(core: Core, actor: Actor, mac_text: str, access: ApiAcc
         )
 
 
-async def reprovision_device(core: Core, actor: Actor, mac_text: str) -> list[int]:
+async def reprovision_device(
+    core: Core, actor: Actor, mac_text: str, *, rotate_sip: bool = False
+) -> list[int]:
+    """Re-render the device and queue a push; ``rotate_sip`` first gives every line a new password.
+
+    With ``rotate_sip`` the new passwords, the registrar's digests of them (``pbx`` views), the
+    rendered config, the audit row and the push job commit in one transaction: the registrar
+    never knows a password the served config does not carry, or the other way round.
+    """
     require_admin(actor)
     mac = parse_mac(mac_text)
     async with core.pool.acquire() as conn, conn.transaction():
-        await get_device_row(conn, mac)
+        await get_device_row(conn, mac, for_update=rotate_sip)
+        details: dict[str, Any] = {"mac": mac}
+        if rotate_sip:
+            slots = [a["slot"] for a in await store.list_assignments(conn, mac)]
+            for slot in slots:
+                await store.set_assignment_password(
+                    conn,
+                    mac,
+                    slot,
+                    core.vault.encrypt(provisioning.new_secret(), sip_password_purpose(mac, slot)),
+                )
+            details["rotate_sip"] = slots
         jobs = await store.enqueue_push_jobs(conn, [mac], "reprovision")
-        await audit.record(conn, actor, "device.reprovision", None, {"mac": mac, "push_jobs": jobs})
-    await provisioning.render_device(core, mac)
+        await audit.record(conn, actor, "device.reprovision", None, {**details, "push_jobs": jobs})
+        if rotate_sip:
+            outcome = await provisioning.render_device_in(core, conn, mac)
+            if await store.list_device_macs_without_digests(conn, [mac]):
+                # Not rendered: new passwords no config carries would lock the phones out.
+                raise unprocessable(
+                    "render_failed", f"{mac} cannot be rendered, nothing rotated: {outcome.error}"
+                )
+    if not rotate_sip:
+        await provisioning.render_device(core, mac)
     return jobs
 
 

@@ -116,7 +116,12 @@ async def verify_pin(core: Core, extension: str, pin: str, source: str) -> PinCh
 async def pin_login(
     core: Core, extension: str, pin: str, mac_text: str, source: str
 ) -> tuple[str, str]:
-    """Bind the user to the device's first line; they leave the phone they were logged in at."""
+    """Bind the user to the device's first line; they leave the phone they were logged in at.
+
+    The line the login displaces (the phone's own user on slot 1) is parked, not deleted: it
+    comes back, with its SIP account and password, when the hot-desk user logs out or logs in
+    at another phone.
+    """
     mac = parse_mac(mac_text)
     async with core.pool.acquire() as conn:
         await get_device_row(conn, mac)
@@ -129,6 +134,7 @@ async def pin_login(
     async with core.pool.acquire() as conn, conn.transaction():
         await get_device_row(conn, mac, for_update=True)
         left = await store.remove_hotdesk_assignments(conn, user["id"], except_mac=mac)
+        await store.restore_parked_assignments(conn, left)
         await _bind(core, conn, mac, user)
         jobs = await store.enqueue_push_jobs(conn, [mac, *left], "hotdesk.login")
         await audit.record(
@@ -146,7 +152,8 @@ async def _bind(core: Core, conn: Connection, mac: str, user: Any) -> None:
     current = await store.get_assignment(conn, mac, 1)
     if current is not None and current["user_id"] == user["id"]:
         return
-    await store.delete_assignment(conn, mac, 1)
+    # The phone's own line waits, account and password kept, until the user logs out.
+    await store.park_assignment(conn, mac, 1)
     await store.insert_assignment(
         conn,
         mac=mac,
@@ -163,12 +170,14 @@ async def _bind(core: Core, conn: Connection, mac: str, user: Any) -> None:
 
 
 async def logout(core: Core, mac_text: str, source: str) -> list[str]:
-    """Undo hot-desk logins on the device; returns the users logged out."""
+    """Undo hot-desk logins on the device and bring its own line back; returns the users
+    logged out."""
     mac = parse_mac(mac_text)
     actor = Actor(username="pbx", role="system", source=source)
     async with core.pool.acquire() as conn, conn.transaction():
         await get_device_row(conn, mac, for_update=True)
         usernames = await store.remove_device_hotdesk(conn, mac)
+        await store.restore_parked_assignments(conn, [mac])
         jobs = await store.enqueue_push_jobs(conn, [mac], "hotdesk.logout") if usernames else []
         for username in usernames:
             await audit.record(
@@ -179,16 +188,22 @@ async def logout(core: Core, mac_text: str, source: str) -> list[str]:
     return usernames
 
 
+def is_contact_uri(contact: str) -> bool:
+    """Whether the PBX's word for where a device is reachable can be stored and used: a SIP URI
+    of at most 512 characters, without line breaks or spaces."""
+    return (
+        contact.startswith(("sip:", "sips:"))
+        and len(contact) <= 512
+        and not any(c in contact for c in "\r\n ")
+    )
+
+
 async def registered(
     core: Core, extension: str, contact: str, user_agent: str, mac_text: str | None
 ) -> str:
     """Remember where the device is reachable; returns its MAC."""
     _check_extension(extension)
-    if (
-        not contact.startswith(("sip:", "sips:"))
-        or len(contact) > 512
-        or any(c in contact for c in "\r\n ")
-    ):
+    if not is_contact_uri(contact):
         raise unprocessable("contact_invalid", "contact is a SIP URI (sip:user@host:port).")
     async with core.pool.acquire() as conn, conn.transaction():
         mac = await _resolve_device(conn, extension, user_agent, mac_text)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from provisioner import access_codes, store
+from provisioner import access_codes, pbx, store
 from provisioner.core import Core
 from provisioner.db import Connection
 from provisioner.devices import ADAPTERS
@@ -96,6 +96,7 @@ async def load_context(core: Core, conn: Connection, mac: str) -> tuple[Adapter,
         timezone=site_row["timezone"],
         language=site_row["language"],
         ntp_server=site_row["ntp_server"],
+        sip_realm=pbx.effective_realm(site_row),
     )
     # The PIN reaches only models with a documented user-PIN key (DESIGN, "PIN on devices").
     carries_pin = adapter.pin_key(model) is not None
@@ -167,39 +168,53 @@ async def render_device(core: Core, mac: str) -> RenderOutcome:
     """Render ``mac`` and store a new revision when its files changed.
 
     Idempotent: rendering twice without a change in between keeps the revision. Renders of one
-    device are serialised (an advisory lock held from reading its data to storing the files),
-    so an older render can never overwrite a newer one. Never raises for a device that cannot
-    be rendered: the error is recorded on the device and returned.
+    device are serialised (the device's row is locked from reading its data to storing the
+    files), so an older render can never overwrite a newer one. Never raises for a device that
+    cannot be rendered: the error is recorded on the device and returned.
     """
     async with core.pool.acquire() as conn, conn.transaction():
-        await store.lock_device_render(conn, mac)
-        try:
-            adapter, ctx = await load_context(core, conn, mac)
-            files, problems = await asyncio.to_thread(render_files, core, adapter, ctx)
-        except (RenderError, jinja2.TemplateError, VaultError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "device %s not rendered, previous revision stays in service: %s", mac, error
-            )
-            revision = await store.set_device_render_error(conn, mac, error)
-            return RenderOutcome(mac, revision or 0, changed=False, error=error)
-        new_hash = content_hash(files)
-        problem = "; ".join(problems) or None
-        current = await store.lock_device_revision(conn, mac)
-        if current is None:
-            return RenderOutcome(mac, 0, changed=False, error="the device no longer exists")
-        if current["revision_hash"] == new_hash:
-            await store.set_device_render_error(conn, mac, problem)
-            return RenderOutcome(mac, current["revision"], changed=False, error=problem)
-        revision = await store.replace_device_files(
-            conn,
-            mac,
-            [(name, body, etag_of(body)) for name, body in sorted(files.items())],
-            revision_hash=new_hash,
-            render_error=problem,
-        )
-        await conn.execute("SELECT pg_notify($1, $2)", DEVICE_CHANNEL, mac)
-    log.debug("device %s rendered: revision %d", mac, revision)
+        outcome = await render_device_in(core, conn, mac)
+    if outcome.changed:
+        log.debug("device %s rendered: revision %d", mac, outcome.revision)
+    return outcome
+
+
+async def render_device_in(core: Core, conn: Connection, mac: str) -> RenderOutcome:
+    """:func:`render_device` inside the caller's transaction (which must be open).
+
+    For a change that must commit together with the config it renders, e.g. new line
+    passwords: the lines' registrar digests (:mod:`provisioner.pbx`) are written here too, so
+    the registrar and the config change in one commit.
+
+    The device's row is locked first, as every use case that changes a device does before it
+    touches the device's lines: renders of one device are serialised by it, a render never
+    reads lines a change has not committed yet, and the locks are always taken in one order.
+    """
+    current = await store.lock_device_revision(conn, mac)
+    if current is None:
+        return RenderOutcome(mac, 0, changed=False, error="the device no longer exists")
+    try:
+        adapter, ctx = await load_context(core, conn, mac)
+        files, problems = await asyncio.to_thread(render_files, core, adapter, ctx)
+    except (RenderError, jinja2.TemplateError, VaultError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("device %s not rendered, previous revision stays in service: %s", mac, error)
+        revision = await store.set_device_render_error(conn, mac, error)
+        return RenderOutcome(mac, revision or 0, changed=False, error=error)
+    await store.set_line_digests(conn, mac, pbx.line_digests(ctx.lines, ctx.site.sip_realm))
+    new_hash = content_hash(files)
+    problem = "; ".join(problems) or None
+    if current["revision_hash"] == new_hash:
+        await store.set_device_render_error(conn, mac, problem)
+        return RenderOutcome(mac, current["revision"], changed=False, error=problem)
+    revision = await store.replace_device_files(
+        conn,
+        mac,
+        [(name, body, etag_of(body)) for name, body in sorted(files.items())],
+        revision_hash=new_hash,
+        render_error=problem,
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", DEVICE_CHANNEL, mac)
     return RenderOutcome(mac, revision, changed=True, error=problem)
 
 

@@ -33,6 +33,7 @@ from provisioner.core import Core
 from provisioner.devices.base import Adapter, RenderError
 from provisioner.metrics import METRICS
 from provisioner.notify import ApiAccess, ApiPusher, Notifier, NotifyError, NotifyTarget
+from provisioner.usrloc import LocationLookup
 from provisioner.vault import device_api_password_purpose, sip_password_purpose
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,13 @@ class PushWorker:
         batch: int = 100,
         concurrency: int = 100,
         poll_seconds: float = 5.0,
+        locations: LocationLookup | None = None,
     ) -> None:
+        """``locations``: where lines are registered, from Kamailio's table
+        (``PROVISIONER_KAMAILIO_LOCATION_URL``) instead of the device's stored contact."""
         self.core = core
         self.notifier = notifier
+        self.locations = locations
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
@@ -244,7 +249,11 @@ class PushWorker:
         # The NOTIFY goes to the contact the PBX reported, i.e. to the SIP account registered
         # there (some bases ignore a check-sync for any other, e.g. Gigaset's); a digest
         # challenge is answered with that account's credentials.
-        registered = [line for line in lines if line["extension"] == device["sip_contact_user"]]
+        if self.locations is None:
+            contact = device["sip_contact"]
+            registered = [line for line in lines if line["extension"] == device["sip_contact_user"]]
+        else:
+            contact, registered = await self._kamailio_registration(self.locations, device, lines)
         line = next(iter(registered or lines), None)
         password = None
         if line is not None and line["sip_password_encrypted"] is not None:
@@ -254,10 +263,27 @@ class PushWorker:
         return NotifyTarget(
             mac=device["mac"],
             event=event,
-            contact=device["sip_contact"],
+            contact=contact,
             sip_user=line["sip_auth_user"] if line is not None else None,
             sip_password=password,
         )
+
+    @staticmethod
+    async def _kamailio_registration(
+        locations: LocationLookup, device: Any, lines: list[Any]
+    ) -> tuple[str, list[Any]]:
+        """The contact Kamailio's usrloc holds for the device now, and the line registered there."""
+        found = await locations.registration([line["sip_user"] for line in lines])
+        if found is None:
+            raise NotifyError("no line of this device is in Kamailio's location table")
+        log.debug(
+            "device %s: registered as %s at %s (%s)",
+            device["mac"],
+            found.sip_user,
+            found.contact,
+            found.user_agent or "no user agent",
+        )
+        return found.contact, [line for line in lines if line["sip_user"] == found.sip_user]
 
     async def _failed_attempt(self, job: Any, error: str) -> None:
         mac = job["mac"]

@@ -75,6 +75,9 @@ class Settings:
     tls_key: Path | None = None
     phones_processes: int = 1
     """Processes serving ``phones_listen`` (``PROVISIONER_PHONES_PROCESSES``; default: cores)."""
+    kamailio_location_url: str | None = None
+    """Kamailio's usrloc database: contacts come from its ``location`` table
+    (``PROVISIONER_KAMAILIO_LOCATION_URL``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -89,7 +92,7 @@ class Settings:
         listen = parse_host_port("PROVISIONER_LISTEN", get("LISTEN") or "127.0.0.1:8080")
         smtp = _parse_smtp(get("SMTP_URL"))
         settings = cls(
-            database_url=_parse_database_url(get("DATABASE_URL")),
+            database_url=_parse_database_url("PROVISIONER_DATABASE_URL", get("DATABASE_URL")),
             data_dir=data_dir,
             secret_key_file=Path(get("SECRET_KEY_FILE") or data_dir / "secret.key")
             .expanduser()
@@ -115,6 +118,9 @@ class Settings:
             tls_cert=_parse_file("PROVISIONER_TLS_CERT", get("TLS_CERT")),
             tls_key=_parse_file("PROVISIONER_TLS_KEY", get("TLS_KEY")),
             phones_processes=_parse_processes(get("PHONES_PROCESSES")),
+            kamailio_location_url=_parse_database_url(
+                "PROVISIONER_KAMAILIO_LOCATION_URL", get("KAMAILIO_LOCATION_URL")
+            ),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise SettingsError("PROVISIONER_TLS_CERT: set together with PROVISIONER_TLS_KEY")
@@ -140,6 +146,11 @@ class Settings:
             "mail_from": self.mail_from,
             "hook_secret": masked(self.hook_secret),
             "ami_url": _mask_url(self.ami_url) if self.ami_url else "(unset: direct SIP NOTIFY)",
+            "kamailio_location": (
+                _mask_url(self.kamailio_location_url)
+                if self.kamailio_location_url
+                else "(unset: contacts from the registered hook or AMI)"
+            ),
             "pin_min_length": str(self.pin_min_length),
             "phones_listen": (
                 f"{self.phones_listen} ({self.phones_processes} processes)"
@@ -161,11 +172,16 @@ def parse_host_port(name: str, value: str) -> HostPort:
     return HostPort(host, int(port_text))
 
 
-def _parse_database_url(value: str | None) -> str | None:
+def _parse_database_url(name: str, value: str | None) -> str | None:
     if value is None:
         return None
-    if urlsplit(value).scheme not in ("postgres", "postgresql"):
-        raise SettingsError("PROVISIONER_DATABASE_URL: expected postgresql://user@host/db")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is no number
+    except ValueError:
+        raise SettingsError(f"{name}: expected postgresql://user@host/db") from None
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise SettingsError(f"{name}: expected postgresql://user@host/db")
     return value
 
 

@@ -12,7 +12,7 @@ from zoneinfo import available_timezones
 from provisioner import audit, maintenance, provisioning, store
 from provisioner.audit import Actor
 from provisioner.core import Core
-from provisioner.errors import invalid
+from provisioner.errors import invalid, unprocessable
 from provisioner.users import LANGUAGES, require_admin
 
 FIELDS = store.SITE_EDITABLE_COLUMNS
@@ -52,6 +52,12 @@ def _validate(changes: Mapping[str, Any]) -> dict[str, Any]:
             raise invalid("language_invalid", f"language is one of {', '.join(LANGUAGES)}.")
         if name == "maintenance_window":
             value = str(maintenance.parse(value))
+        if name == "sip_realm" and value is not None and not is_host(value):
+            raise unprocessable(
+                "sip_realm_invalid",
+                "sip_realm is a host name (the registrar's SIP domain), or null for the registrar "
+                "host.",
+            )
         clean[name] = value
     return clean
 

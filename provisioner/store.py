@@ -538,6 +538,7 @@ SITE_EDITABLE_COLUMNS = (
     "language",
     "ntp_server",
     "maintenance_window",
+    "sip_realm",
 )
 
 
@@ -727,7 +728,9 @@ async def list_user_devices(conn: Connection, user_id: int) -> list[Record]:
 
 
 async def delete_assignments(conn: Connection, mac: str) -> None:
+    """Every assignment of the device, lines parked by a hot-desk login included."""
     await conn.execute("DELETE FROM device_assignments WHERE mac = $1", mac)
+    await conn.execute("DELETE FROM parked_assignments WHERE mac = $1", mac)
 
 
 async def insert_assignment(
@@ -757,6 +760,18 @@ async def insert_assignment(
     )
 
 
+async def set_assignment_password(conn: Connection, mac: str, slot: int, encrypted: bytes) -> None:
+    """A line's new SIP password; its registrar digests are rewritten by the next render."""
+    await conn.execute(
+        """UPDATE device_assignments SET sip_password_encrypted = $3,
+                  sip_realm = NULL, sip_ha1 = NULL, sip_ha1b = NULL
+           WHERE mac = $1 AND slot = $2""",
+        mac,
+        slot,
+        encrypted,
+    )
+
+
 async def get_assignment(conn: Connection, mac: str, slot: int) -> Record | None:
     return await conn.fetchrow(
         "SELECT * FROM device_assignments WHERE mac = $1 AND slot = $2", mac, slot
@@ -765,6 +780,38 @@ async def get_assignment(conn: Connection, mac: str, slot: int) -> Record | None
 
 async def delete_assignment(conn: Connection, mac: str, slot: int) -> None:
     await conn.execute("DELETE FROM device_assignments WHERE mac = $1 AND slot = $2", mac, slot)
+
+
+async def park_assignment(conn: Connection, mac: str, slot: int) -> None:
+    """Move the device's own (not hot-desk) line on ``slot`` aside, whole, until
+    :func:`restore_parked_assignments`; a hot-desk assignment there is simply removed."""
+    await conn.execute(
+        """WITH moved AS (
+               DELETE FROM device_assignments a WHERE a.mac = $1 AND a.slot = $2
+               RETURNING a.*)
+           INSERT INTO parked_assignments (mac, slot, assignment)
+           SELECT m.mac, m.slot, to_jsonb(m) FROM moved m WHERE NOT m.hotdesk
+           ON CONFLICT (mac, slot) DO NOTHING""",
+        mac,
+        slot,
+    )
+
+
+async def restore_parked_assignments(conn: Connection, macs: Sequence[str]) -> None:
+    """Put the parked lines of ``macs`` back where their slot is free again (a parked line of a
+    user deleted meanwhile is dropped)."""
+    await conn.execute(
+        """WITH back AS (
+               DELETE FROM parked_assignments p
+               WHERE p.mac = ANY($1::text[])
+                 AND NOT EXISTS (SELECT 1 FROM device_assignments a
+                                 WHERE a.mac = p.mac AND a.slot = p.slot)
+               RETURNING p.assignment)
+           INSERT INTO device_assignments
+           SELECT r.* FROM back, jsonb_populate_record(NULL::device_assignments, back.assignment) r
+           WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)""",
+        list(macs),
+    )
 
 
 async def remove_hotdesk_assignments(
@@ -825,12 +872,102 @@ async def list_lines_for_render(conn: Connection, mac: str) -> list[Record]:
     )
 
 
+# --- the PBX side ------------------------------------------------------------------------------
+
+
+async def set_line_digests(
+    conn: Connection, mac: str, digests: Sequence[tuple[int, str, str, str]]
+) -> None:
+    """Store (slot, realm, ha1, ha1b) of the device's lines where they changed."""
+    if not digests:
+        return
+    slots, realms, ha1s, ha1bs = (list(column) for column in zip(*digests, strict=True))
+    await conn.execute(
+        """UPDATE device_assignments a
+           SET sip_realm = v.realm, sip_ha1 = v.ha1, sip_ha1b = v.ha1b
+           FROM unnest($2::int[], $3::text[], $4::text[], $5::text[]) AS v (slot, realm, ha1, ha1b)
+           WHERE a.mac = $1 AND a.slot = v.slot
+             AND (a.sip_realm, a.sip_ha1, a.sip_ha1b) IS DISTINCT FROM (v.realm, v.ha1, v.ha1b)""",
+        mac,
+        slots,
+        realms,
+        ha1s,
+        ha1bs,
+    )
+
+
+async def list_device_macs_without_digests(
+    conn: Connection, macs: Sequence[str] | None = None
+) -> list[str]:
+    """Devices (of ``macs``, or all) with a line whose registrar digests are missing: not
+    rendered since the line got its password, or since an upgrade added the digests."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT mac FROM device_assignments
+           WHERE sip_ha1 IS NULL AND ($1::text[] IS NULL OR mac = ANY($1::text[]))
+           ORDER BY mac""",
+        None if macs is None else list(macs),
+    )
+    return [r["mac"] for r in rows]
+
+
+async def list_extension_accounts(conn: Connection, extension: str) -> list[Record]:
+    return await conn.fetch(
+        """SELECT * FROM pbx.extension_accounts WHERE extension = $1
+           ORDER BY hotdesk DESC, mac, slot""",
+        extension,
+    )
+
+
+async def list_pjsip_accounts(conn: Connection) -> list[Record]:
+    return await conn.fetch(
+        """SELECT e.*, a.username, a.md5_cred, a.realm, o.max_contacts, o.remove_existing,
+                  o.qualify_frequency
+           FROM pbx.ps_endpoints e
+           JOIN pbx.ps_auths a ON a.id = e.auth
+           JOIN pbx.ps_aors o ON o.id = e.aors
+           ORDER BY e.id"""
+    )
+
+
+async def role_exists(conn: Connection, role: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role))
+
+
+async def grant_pbx_views(conn: Connection, role: str) -> None:
+    """Read access to schema ``pbx`` for ``role`` (a checked identifier), now and for views
+    later migrations add.
+
+    Identifiers cannot be bound parameters: ``format('%I')`` quotes the name in PostgreSQL.
+    """
+    await conn.execute("SELECT set_config('provisioner.pbx_role', $1, true)", role)
+    await conn.execute(
+        """DO $$
+           DECLARE role_name text := current_setting('provisioner.pbx_role');
+           BEGIN
+               EXECUTE format('GRANT USAGE ON SCHEMA pbx TO %I', role_name);
+               EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA pbx TO %I', role_name);
+               EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA pbx GRANT SELECT ON TABLES TO %I',
+                              role_name);
+           END $$"""
+    )
+
+
+async def set_role_search_path(conn: Connection, role: str) -> None:
+    """``search_path`` ``pbx`` for ``role`` in this database (its sessions elsewhere keep theirs).
+
+    Needs superuser or CREATEROLE rights (InsufficientPrivilegeError otherwise).
+    """
+    await conn.execute("SELECT set_config('provisioner.pbx_role', $1, true)", role)
+    await conn.execute(
+        """DO $$
+           BEGIN
+               EXECUTE format('ALTER ROLE %I IN DATABASE %I SET search_path = pbx',
+                              current_setting('provisioner.pbx_role'), current_database());
+           END $$"""
+    )
+
+
 # --- revisions ---------------------------------------------------------------------------------
-
-
-async def lock_device_render(conn: Connection, mac: str) -> None:
-    """Serialise renders of one device until the transaction ends."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('render:' || $1))", mac)
 
 
 async def lock_device_revision(conn: Connection, mac: str) -> Record | None:
@@ -1023,3 +1160,38 @@ async def set_device_api_access(
 async def delete_device_api_access(conn: Connection, mac: str) -> bool:
     status = await conn.execute("DELETE FROM device_api_access WHERE mac = $1", mac)
     return status.endswith(" 1")
+
+
+# --- contacts from the PBX ---------------------------------------------------------------------
+
+
+async def set_contacts_by_sip_user(
+    conn: Connection, contacts: Sequence[tuple[str, str, str | None]]
+) -> list[str]:
+    """Record where lines are registered, from ``(SIP account, contact URI, User-Agent or None)``
+    in the order the PBX reported them; the MACs of the devices updated.
+
+    Accounts no line has are skipped. A device's contact becomes the last one given for any of
+    its lines, and ``sip_contact_user`` that line's extension (the push worker notifies the line
+    the device registered). Without a User-Agent the stored one stays.
+    """
+    if not contacts:
+        return []
+    sip_users, uris, user_agents = (list(column) for column in zip(*contacts, strict=True))
+    rows = await conn.fetch(
+        """UPDATE devices d
+           SET sip_contact = c.contact, sip_contact_user = c.extension,
+               sip_user_agent = COALESCE(c.user_agent, d.sip_user_agent), registered_at = now()
+           FROM (SELECT DISTINCT ON (a.mac) a.mac, u.extension, i.contact, i.user_agent
+                 FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+                      AS i (sip_user, contact, user_agent, n)
+                 JOIN device_assignments a ON a.sip_user = i.sip_user AND a.sip_user <> ''
+                 JOIN users u ON u.id = a.user_id
+                 ORDER BY a.mac, i.n DESC) c
+           WHERE d.mac = c.mac
+           RETURNING d.mac""",
+        sip_users,
+        uris,
+        user_agents,
+    )
+    return sorted(r["mac"] for r in rows)

@@ -8,6 +8,13 @@ answers ``PJSIPNotify`` with ``Success`` / ``NOTIFY sent`` for known endpoints a
 ``Unable to retrieve endpoint <name>`` otherwise; answers ``Ping`` and ``Logoff`` (``Goodbye``);
 echoes every ``ActionID``; sends an unsolicited ``Event: FullyBooted`` after the login and between
 held-back answers; and records every action it receives, line by line as sent.
+
+For the contact follower (``tests/test_ami_contacts.py``) it also keeps the PJSIP contacts
+registered at it: :meth:`FakeAsterisk.contact_status` changes them and sends ``ContactStatus``
+(class ``system``, as ``main/stasis_endpoints.c`` does) to every session that logged in with an
+``Events`` mask including it, and ``PJSIPShowRegistrationInboundContactStatuses`` is answered as
+``res_pjsip_registrar.c`` does: ``Success`` with ``EventList: start``, one
+``ContactStatusDetail`` per contact, then ``ContactStatusDetailComplete``.
 """
 
 from __future__ import annotations
@@ -71,6 +78,24 @@ def response(kind: str, action_id: str | None, **headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def event(name: str, action_id: str | None, **headers: str) -> bytes:
+    lines = [f"Event: {name}"]
+    if action_id is not None:
+        lines.append(f"ActionID: {action_id}")
+    lines.extend(f"{key}: {value}" for key, value in headers.items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A PJSIP contact registered at the fake Asterisk."""
+
+    aor: str
+    uri: str
+    user_agent: str
+    status: str
+
+
 async def read_action(reader: asyncio.StreamReader) -> Action | None:
     lines: list[str] = []
     while True:
@@ -99,14 +124,28 @@ class FakeAsterisk:
         self.hang_up_after_banner = 0
         """Hang up this many next connections right after the banner."""
         self.all_closed = asyncio.Event()
+        self.contacts: dict[str, Contact] = {}
+        """The registered contacts by AOR, listed by PJSIPShowRegistrationInboundContactStatuses."""
+        self.list_contacts = True
+        """False: answer that action as an Asterisk without it (or the permission) does."""
+        self.silent = False
+        """Read actions but answer none: a peer gone without closing the connection."""
+        self.listings = 0
+        """How many contact listings were answered completely."""
         self._held: list[tuple[str, bytes]] = []
         self._writers: set[asyncio.StreamWriter] = set()
+        self._event_writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
+        self._port = 0
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._port
+
+    @property
+    def event_sessions(self) -> int:
+        """Logged-in sessions that receive ``system`` events."""
+        return len(self._event_writers)
 
     def url(self, secret: str | None = None) -> str:
         password = quote(self.secret if secret is None else secret, safe="")
@@ -116,7 +155,33 @@ class FakeAsterisk:
         return [action for action in self.actions if action.name == name.lower()]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        """Listen (again: on the port of the first start, as a restarted Asterisk does)."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self._port)
+        self._port = int(self._server.sockets[0].getsockname()[1])
+
+    def contact_status(
+        self, aor: str, uri: str, status: str = "Created", user_agent: str | None = None
+    ) -> None:
+        """A contact of ``aor`` changed: update the registered contacts and send
+        ``Event: ContactStatus`` (with ``UserAgent`` only when given, as Asterisk 14 did)."""
+        if status == "Removed":
+            if aor in self.contacts and self.contacts[aor].uri == uri:
+                del self.contacts[aor]
+        elif status != "Unreachable":
+            self.contacts[aor] = Contact(aor, uri, user_agent or "", status)
+        fields = {
+            "Privilege": "system,all",
+            "URI": uri,
+            "ContactStatus": status,
+            "AOR": aor,
+            "EndpointName": aor,
+            "RoundtripUsec": "0",
+        }
+        if user_agent is not None:
+            fields["UserAgent"] = user_agent
+        message = event("ContactStatus", None, **fields)
+        for writer in self._event_writers:
+            writer.write(message)
 
     async def stop(self) -> None:
         assert self._server is not None
@@ -145,6 +210,8 @@ class FakeAsterisk:
             authenticated = False
             while (action := await read_action(reader)) is not None:
                 self.actions.append(action)
+                if self.silent:
+                    continue
                 if action.name == self.drop_on:
                     self.drop_on = None
                     return
@@ -157,6 +224,7 @@ class FakeAsterisk:
         finally:
             writer.close()
             self._writers.discard(writer)
+            self._event_writers.discard(writer)
             if not self._writers:
                 self.all_closed.set()
 
@@ -169,6 +237,9 @@ class FakeAsterisk:
             if action.get("Username") == USER and action.get("Secret") == self.secret:
                 writer.write(response("Success", action_id, Message="Authentication accepted"))
                 writer.write(FULLY_BOOTED)
+                mask = {c.strip().lower() for c in (action.get("Events") or "on").split(",")}
+                if mask & {"on", "system"}:
+                    self._event_writers.add(writer)
                 return True, True
             writer.write(response("Error", action_id, Message="Authentication failed"))
             return False, False
@@ -176,6 +247,8 @@ class FakeAsterisk:
             writer.write(response("Error", action_id, Message="Permission denied"))
         elif action.name == "pjsipnotify":
             self._answer_notify(action, writer)
+        elif action.name == "pjsipshowregistrationinboundcontactstatuses" and self.list_contacts:
+            self._answer_contact_listing(action_id, writer)
         elif action.name == "ping":
             writer.write(response("Success", action_id, Ping="Pong", Timestamp="1700000000.0"))
         elif action.name == "logoff":
@@ -184,6 +257,35 @@ class FakeAsterisk:
         else:
             writer.write(response("Error", action_id, Message="Invalid/unknown command"))
         return True, authenticated
+
+    def _answer_contact_listing(self, action_id: str | None, writer: asyncio.StreamWriter) -> None:
+        message = "Following are ContactStatusEvents for each Inbound registration"
+        writer.write(response("Success", action_id, EventList="start", Message=message))
+        for contact in self.contacts.values():
+            writer.write(
+                event(
+                    "ContactStatusDetail",
+                    action_id,
+                    AOR=contact.aor,
+                    URI=contact.uri,
+                    UserAgent=contact.user_agent,
+                    RegExpire="1700003600",
+                    ViaAddress="127.0.0.1:5060",
+                    Status=contact.status,
+                    RoundtripUsec="N/A",
+                    EndpointName=contact.aor,
+                    ID=f"{contact.aor};@0123456789abcdef",
+                )
+            )
+        writer.write(
+            event(
+                "ContactStatusDetailComplete",
+                action_id,
+                EventList="Complete",
+                ListItems=str(len(self.contacts)),
+            )
+        )
+        self.listings += 1
 
     def _answer_notify(self, action: Action, writer: asyncio.StreamWriter) -> None:
         action_id = action.get("ActionID") or ""

@@ -150,6 +150,7 @@ def test_info_lists_settings_with_secrets_masked(base_env: dict[str, str], tmp_p
         "PROVISIONER_SMTP_URL": "smtps://mailer:smtp-s3cret-0815@mail.example.net",
         "PROVISIONER_DATABASE_URL": "postgresql://prov:db-s3cret-1234@db.example.net/prov",
         "PROVISIONER_AMI_URL": "ami://amiuser:ami-s3cret-5678@pbx.example.net:5038",
+        "PROVISIONER_KAMAILIO_LOCATION_URL": "postgresql://loc:usrloc-s3cret-9@db.example.net/kam",
     }
     env = {
         **secrets,
@@ -160,7 +161,13 @@ def test_info_lists_settings_with_secrets_masked(base_env: dict[str, str], tmp_p
     result = Cli(base_env, tmp_path).run("info", env=env)
     assert_exit(result, 0)
     shown = result.stdout + result.stderr
-    for leaked in ("hook-s3cret-4711", "smtp-s3cret-0815", "db-s3cret-1234", "ami-s3cret-5678"):
+    for leaked in (
+        "hook-s3cret-4711",
+        "smtp-s3cret-0815",
+        "db-s3cret-1234",
+        "ami-s3cret-5678",
+        "usrloc-s3cret-9",
+    ):
         assert leaked not in shown, output(result)
     settings = dict(
         line.split(None, 1) for line in result.stdout.splitlines() if len(line.split(None, 1)) == 2
@@ -169,6 +176,7 @@ def test_info_lists_settings_with_secrets_masked(base_env: dict[str, str], tmp_p
     assert settings["smtp"] == "smtps://mailer:***@mail.example.net:465"
     assert settings["database"] == "postgresql://prov:***@db.example.net/prov"
     assert settings["ami_url"] == "ami://amiuser:***@pbx.example.net:5038"
+    assert settings["kamailio_location"] == "postgresql://loc:***@db.example.net/kam"
     assert settings["listen"] == "127.0.0.1:9099"
     assert settings["public_url"] == "http://127.0.0.1:9099"
     assert settings["pin_min_length"] == "8"
@@ -188,6 +196,7 @@ BAD_SETTINGS = [
     ("PROVISIONER_PUBLIC_URL", "ftp://phones.example.net", ["info"]),
     ("PROVISIONER_MAIL_FROM", "nobody", ["info"]),
     ("PROVISIONER_PHONES_LISTEN", "8081", ["serve"]),
+    ("PROVISIONER_KAMAILIO_LOCATION_URL", "mysql://kamailio@db/kamailio", ["worker"]),
 ]
 
 

@@ -358,6 +358,7 @@ async def test_render_error_until_the_site_has_a_registrar(
         "language": "de",
         "ntp_server": "pool.ntp.org",
         "maintenance_window": "02:00-04:00",
+        "sip_realm": None,
     }
     for mac in (YEALINK, GRANDSTREAM):
         device = await get_device(admin, mac)

@@ -177,6 +177,57 @@ async def test_pin_login_moves_the_user_and_logout(
     assert (await admin.call("GET", "/devices/001565000002"))[1]["assignments"] == []
 
 
+async def test_a_hot_desk_login_parks_the_phones_own_line_until_logout(
+    setup: tuple[Api, Pbx], db: asyncpg.Connection
+) -> None:
+    """bob's own phone: alice logs in there, bob's line waits (not deleted, not registrable)
+    and comes back with the same SIP account and password when she leaves."""
+    admin, pbx = setup
+    bobs, other = "001565000001", "001565000002"
+    status, _ = await admin.call(
+        "PUT", f"/devices/{bobs}/assignments", [{"slot": 1, "username": "bob"}]
+    )
+    assert status == 200
+    await admin.settled()
+    line = "SELECT sip_auth_user, sip_password_encrypted FROM device_assignments WHERE mac = $1"
+    own = await db.fetchrow(line, bobs)
+    assert own is not None
+    registrable = "SELECT username FROM pbx.subscriber ORDER BY username"
+    assert await db.fetchval(registrable) == own["sip_auth_user"]
+
+    status, _ = await pbx.call("pin-login", {"extension": "201", "pin": "480913", "mac": bobs})
+    assert status == 200
+    await admin.settled()
+    device = (await admin.call("GET", f"/devices/{bobs}"))[1]
+    assert [(a["username"], a["sip_user"]) for a in device["assignments"]] == [
+        ("alice", f"201-{bobs}-1")
+    ]
+    assert [r["username"] for r in await db.fetch(registrable)] == [f"201-{bobs}-1"]
+
+    # alice moves on to another phone: bob's phone is his again, same account, same password.
+    status, _ = await pbx.call("pin-login", {"extension": "201", "pin": "480913", "mac": other})
+    assert status == 200
+    await admin.settled()
+    assert tuple(await db.fetchrow(line, bobs)) == tuple(own)
+    assert [r["username"] for r in await db.fetch(registrable)] == sorted(
+        [own["sip_auth_user"], f"201-{other}-1"]
+    )
+
+    # And by logout: alice at bob's phone once more, then the PBX logs her out there.
+    await pbx.call("pin-login", {"extension": "201", "pin": "480913", "mac": bobs})
+    assert (await pbx.call("logout", {"mac": bobs}))[1] == {"logged_out": ["alice"]}
+    await admin.settled()
+    assert tuple(await db.fetchrow(line, bobs)) == tuple(own)
+    assert await db.fetchval("SELECT count(*) FROM parked_assignments") == 0
+
+    # An admin's new assignments are the truth: a parked line does not come back over them.
+    await pbx.call("pin-login", {"extension": "201", "pin": "480913", "mac": bobs})
+    status, _ = await admin.call("PUT", f"/devices/{bobs}/assignments", [])
+    assert status == 200
+    await pbx.call("logout", {"mac": bobs})
+    assert (await admin.call("GET", f"/devices/{bobs}"))[1]["assignments"] == []
+
+
 async def test_pin_login_refusals(setup: tuple[Api, Pbx]) -> None:
     _, pbx = setup
     status, data = await pbx.call(

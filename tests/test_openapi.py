@@ -215,16 +215,18 @@ def router_operations(client: TestClient[Any, Any]) -> set[tuple[str, str]]:
     subapps = [
         r
         for r in client.app.router.resources()
-        if isinstance(r, PrefixedSubAppResource) and r.canonical == PREFIX
+        if isinstance(r, PrefixedSubAppResource)
+        and (r.canonical == PREFIX or r.canonical.startswith(PREFIX + "/"))
     ]
-    assert len(subapps) == 1
-    for route in subapps[0]._app.router.routes():
-        if route.method == "HEAD":
-            continue
-        assert route.resource is not None
-        canonical = route.resource.canonical
-        assert canonical.startswith(PREFIX + "/"), canonical
-        found.add((route.method, canonical.removeprefix(PREFIX)))
+    assert len(subapps) == 2  # the JSON API and the PBX's signed reads (/api/v1/pbx)
+    for subapp in subapps:
+        for route in subapp._app.router.routes():
+            if route.method == "HEAD":
+                continue
+            assert route.resource is not None
+            canonical = route.resource.canonical
+            assert canonical.startswith(PREFIX + "/"), canonical
+            found.add((route.method, canonical.removeprefix(PREFIX)))
     return found
 
 
@@ -239,6 +241,9 @@ async def test_security_matches_server(client: TestClient[Any, Any]) -> None:
             data = await response.json()
         if op.get("security") == []:
             assert response.status != 401, (method, path, data)
+        elif op.get("security") == [{"hookSignature": []}]:
+            # Signed like the hooks; this app has no hook secret (tests/test_pbx.py has one).
+            assert (response.status, data["error"]["code"]) == (503, "hooks_not_configured")
         else:
             assert response.status == 401, (method, path, data)
             assert data["error"]["code"] == "unauthenticated"
@@ -526,6 +531,12 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
         await expect(
             422, "maintenance_window_invalid", "PUT", "/sites/main", {"maintenance_window": window}
         )
+    for realm in ["sip example", "", "-sip.example.net", "x" * 254]:
+        await expect(422, "sip_realm_invalid", "PUT", "/sites/main", {"sip_realm": realm})
+    realm = await expect(200, None, "PUT", "/sites/main", {"sip_realm": "sip.example.net"})
+    assert realm["sip_realm"] == "sip.example.net"
+    realm = await expect(200, None, "PUT", "/sites/main", {"sip_realm": None})
+    assert realm["sip_realm"] is None
     unchanged = await expect(200, None, "GET", "/sites")
     assert {x["name"]: x["maintenance_window"] for x in unchanged["sites"]}["main"] == "02:00-04:00"
     changed_site = await expect(
@@ -654,6 +665,13 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
     queued = await expect(202, None, "POST", f"/devices/{mac}/reprovision")
     assert set(queued) == properties_of(doc, "ReprovisionResult")
     assert len(queued["jobs"]) == 1
+    rotated = await expect(202, None, "POST", f"/devices/{mac}/reprovision", {"rotate_sip": True})
+    assert len(rotated["jobs"]) == 1
+    # The DECT system's site has no registrar: it cannot be rendered, so nothing is rotated.
+    await expect(
+        422, "render_failed", "POST", f"/devices/{dect['mac']}/reprovision", {"rotate_sip": True}
+    )
+    await expect(400, "field_type", "POST", f"/devices/{mac}/reprovision", {"rotate_sip": 1})
     await expect(404, "device_not_found", "POST", "/devices/001565000000/reprovision")
     await expect(422, "mac_invalid", "POST", "/devices/nobody/reprovision")
     queued = await expect(202, None, "POST", "/users/alice/reprovision")

@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -228,14 +228,21 @@ async def start_sipp(tmp_path: Path) -> AsyncIterator[StartSipp]:
     started: list[Sipp] = []
 
     async def start(
-        scenario: str, *, port: int | None = None, calls: int = 1, pause_ms: int = 0
+        scenario: str,
+        keys: Mapping[str, str] | None = None,
+        *,
+        port: int | None = None,
+        calls: int = 1,
+        pause_ms: int = 0,
     ) -> Sipp:
+        """``keys``: values for the scenario's ``[key]`` fields (sipp's ``-key``)."""
         directory = tmp_path / f"sipp{len(started)}"
         directory.mkdir()
         port = port or free_udp_port()
         command = [
             *(sipp, "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port)),
             *("-t", "u1", "-m", str(calls), "-nostdin", "-timeout", "90s", "-d", str(pause_ms)),
+            *(arg for key, value in (keys or {}).items() for arg in ("-key", key, value)),
             *("-trace_msg", "-message_file", str(directory / "messages.log")),
             *("-trace_err", "-error_file", str(directory / "errors.log")),
         ]

@@ -215,6 +215,8 @@ class Site:
     timezone: str = "Europe/Berlin"
     language: str = "de"
     ntp_server: str = "pool.ntp.org"
+    sip_realm: str = ""
+    """The digest realm (and domain) of the line accounts on the registrar."""
 
 
 @dataclass(frozen=True)

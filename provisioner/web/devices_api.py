@@ -200,8 +200,12 @@ async def set_access_code(request: web.Request) -> web.Response:
 
 @routes.post("/devices/{mac}/reprovision")
 async def reprovision_device(request: web.Request) -> web.Response:
+    rotate_sip = False
+    if request.body_exists:
+        body = await json_body(request, {"rotate_sip"})
+        rotate_sip = field(body, "rotate_sip", bool, False)
     jobs = await devices_service.reprovision_device(
-        request.config_dict[CORE], _actor(request), request.match_info["mac"]
+        request.config_dict[CORE], _actor(request), request.match_info["mac"], rotate_sip=rotate_sip
     )
     return web.json_response({"jobs": jobs}, status=202)
 
@@ -232,14 +236,16 @@ async def list_sites(request: web.Request) -> web.Response:
     return web.json_response({"sites": [sites.site_view(r) for r in rows]})
 
 
+def _site_field(body: dict[str, Any], name: str) -> Any:
+    if name == "sip_realm":  # null: the registrar host
+        return field(body, name, str, None)
+    return field(body, name, int if name == "registrar_port" else str)
+
+
 @routes.put("/sites/{name}")
 async def put_site(request: web.Request) -> web.Response:
     body = await json_body(request, sites.FIELDS)
-    changes = {
-        name: field(body, name, int if name == "registrar_port" else str)
-        for name in sites.FIELDS
-        if name in body
-    }
+    changes = {name: _site_field(body, name) for name in sites.FIELDS if name in body}
     row = await sites.set_site(
         request.config_dict[CORE], _actor(request), request.match_info["name"], changes
     )

@@ -23,6 +23,8 @@ from provisioner.web.inputs import field
 from provisioner.web.keys import CORE
 
 SIGNATURE_HEADER = "X-Provisioner-Signature"
+#: The hooks a PBX calls, ``POST /hooks/pbx/<name>``.
+HOOKS = ("pin-login", "logout", "verify-pin", "registered", "reprovision")
 MAX_SKEW = 300
 BODY = "provisioner.hook_body"
 
@@ -43,8 +45,12 @@ def _parse(header: str) -> tuple[int, str] | None:
     return int(stamp), signature.lower()
 
 
-@web.middleware
-async def signed(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def verify_signature(request: web.Request, *, refuse_replays: bool) -> bytes:
+    """The request's raw body once its signature is checked; 401 (503 without a secret).
+
+    ``refuse_replays``: remember the signature (in the database, for every process) and refuse
+    it a second time; for changes. A read (``GET``) may be repeated within the 300 s.
+    """
     core = request.config_dict[CORE]
     secret = core.settings.hook_secret
     if not secret:
@@ -61,10 +67,17 @@ async def signed(request: web.Request, handler: Handler) -> web.StreamResponse:
     expected = sign(secret, stamp, body).partition("v1=")[2]
     if not hmac.compare_digest(expected, signature):
         raise unauthenticated("signature_invalid", "The signature does not match.")
-    async with core.pool.acquire() as conn:
-        fresh = await store.remember_hook_signature(conn, signature, stamp + MAX_SKEW)
-    if not fresh:
-        raise unauthenticated("signature_replayed", "This signature was used before.")
+    if refuse_replays:
+        async with core.pool.acquire() as conn:
+            fresh = await store.remember_hook_signature(conn, signature, stamp + MAX_SKEW)
+        if not fresh:
+            raise unauthenticated("signature_replayed", "This signature was used before.")
+    return body
+
+
+@web.middleware
+async def signed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    body = await verify_signature(request, refuse_replays=True)
     request[BODY] = _json_object(body)
     return await handler(request)
 

@@ -444,6 +444,7 @@ def _paths() -> dict[str, Any]:
             )
         },
         **_device_paths(),
+        **_pbx_paths(),
         "/openapi.json": {
             "get": _operation(
                 operation_id="getOpenApiDocument",
@@ -467,9 +468,43 @@ _MAC = _ref("parameters", "Mac")
 _MAC_422 = ["mac_invalid"]
 _PUSH_JOB_STATES = store.PUSH_JOB_STATES
 #: Site fields refused with 400; the maintenance window's format is refused with 422.
-_SITE_FIELD_400 = [f"{name}_invalid" for name in sites.FIELDS if name != "maintenance_window"]
+_SITE_FIELD_400 = [
+    f"{name}_invalid" for name in sites.FIELDS if name not in ("maintenance_window", "sip_realm")
+]
 # Reading a JSON array body: no `field_unknown`, an item with an unknown field is `body_invalid`.
 _ARRAY_BODY_400 = [code for code in _BODY_400 if code != "field_unknown"]
+
+
+def _pbx_paths() -> dict[str, Any]:
+    operation = _operation(
+        operation_id="getExtensionAccounts",
+        tag="pbx",
+        summary="Which SIP accounts carry an extension now",
+        description=(
+            "For routing a call to a user wherever they are: the line accounts of the devices "
+            "the extension's user is assigned to, and of those where they logged in with the "
+            "PIN (hot desking, `hotdesk: true`, listed first). The same rows as the view "
+            "`pbx.extension_accounts`. Signed like the hooks, over `<t>.` and the empty body; "
+            "a signature may be used again within its 300 s (reads are not replays)."
+        ),
+        parameters=[
+            {
+                "name": "extension",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"},
+            }
+        ],
+        responses={200: _ok("ExtensionAccounts", "The accounts; empty when none.")},
+        errors={
+            401: ["signature_invalid", "signature_expired"],
+            422: ["extension_invalid"],
+            503: ["hooks_not_configured"],
+        },
+        public=True,
+    )
+    operation["security"] = [{"hookSignature": []}]
+    return {"/pbx/extensions/{extension}": {"get": operation}}
 
 
 def _device_paths() -> dict[str, Any]:
@@ -679,10 +714,19 @@ def _device_paths() -> dict[str, Any]:
                 description=(
                     "Renders the device's files again and queues a push job that makes the "
                     "device fetch them (folded into the device's open job, if it has one). "
-                    "Administrators only."
+                    'With `{"rotate_sip": true}` every line of the device gets a new SIP '
+                    "password first: the passwords, the registrar's digests of them (the "
+                    "`pbx` views) and the rendered files commit together; a device that cannot "
+                    "be rendered keeps its passwords (`422 render_failed`). Administrators only."
                 ),
+                body="ReprovisionRequest",
+                body_required=False,
                 responses={202: _ok("ReprovisionResult", "The push job is queued.")},
-                errors={403: _ADMIN_403, 404: ["device_not_found"], 422: _MAC_422},
+                errors={
+                    403: _ADMIN_403,
+                    404: ["device_not_found"],
+                    422: [*_MAC_422, "render_failed"],
+                },
             ),
         },
         "/users/{username}/reprovision": {
@@ -764,11 +808,14 @@ def _device_paths() -> dict[str, Any]:
                 errors={
                     400: ["site_invalid", *_SITE_FIELD_400],
                     403: _ADMIN_403,
-                    422: ["maintenance_window_invalid"],
+                    422: ["maintenance_window_invalid", "sip_realm_invalid"],
                 },
                 notes={
                     400: "`site_invalid`: the name in the path breaks the naming rule.",
-                    422: '`maintenance_window_invalid`: not `"HH:MM-HH:MM"`.',
+                    422: (
+                        '`maintenance_window_invalid`: not `"HH:MM-HH:MM"`; '
+                        "`sip_realm_invalid`: not a host name."
+                    ),
                 },
             ),
         },
@@ -1103,6 +1150,14 @@ def _models_description() -> str:
 
 
 _ACCESS_CODE = {"type": "string", "pattern": "^[0-9]{4,8}$"}
+_REALM = {
+    "type": ["string", "null"],
+    "maxLength": 253,
+    "description": (
+        "The digest realm (and domain) of the site's line accounts on the registrar (the `pbx` "
+        "views); null: the registrar host."
+    ),
+}
 _WINDOW = {
     "type": "string",
     "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
@@ -1319,6 +1374,44 @@ def _device_schemas() -> dict[str, Any]:
                 ]
             ],
         },
+        "ReprovisionRequest": _object(
+            {
+                "rotate_sip": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Give every line of the device a new SIP password.",
+                }
+            },
+            [],
+            closed=True,
+            examples=[{"rotate_sip": True}],
+        ),
+        "ExtensionAccounts": _object(
+            {
+                "extension": {"type": "string"},
+                "accounts": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "username": {"type": "string", "description": "The SIP account."},
+                            "domain": {"type": "string", "description": "Its realm."},
+                            "mac": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+                            "slot": {"type": "integer", "minimum": 1},
+                            "hotdesk": {
+                                "type": "boolean",
+                                "description": "The user logged in there with the PIN.",
+                            },
+                            "contact": {
+                                "type": ["string", "null"],
+                                "description": "Where the device was last seen registered.",
+                            },
+                        },
+                        ["username", "domain", "mac", "slot", "hotdesk", "contact"],
+                    ),
+                },
+            },
+            ["extension", "accounts"],
+        ),
         "ReprovisionResult": _object(
             {
                 "jobs": {
@@ -1378,6 +1471,7 @@ def _device_schemas() -> dict[str, Any]:
                 "language": _LANGUAGE,
                 "ntp_server": {"type": "string"},
                 "maintenance_window": _WINDOW,
+                "sip_realm": _REALM,
             },
             ["name", *sites.FIELDS],
         ),
@@ -1440,6 +1534,7 @@ def _device_schemas() -> dict[str, Any]:
                     "description": "A host name or IP address (IPv6 in brackets).",
                 },
                 "maintenance_window": {**_WINDOW, "default": "02:00-04:00"},
+                "sip_realm": {**_REALM, "default": None},
             },
             [],
             closed=True,
@@ -1452,6 +1547,7 @@ def _device_schemas() -> dict[str, Any]:
                     "language": "en",
                     "ntp_server": "ntp.example.net",
                     "maintenance_window": "01:30-03:30",
+                    "sip_realm": "sip.example.net",
                 }
             ],
         ),
@@ -1504,6 +1600,12 @@ def openapi_document() -> dict[str, Any]:
                 "description": "Making devices fetch their changed files (administrators only).",
             },
             {"name": "audit", "description": "Who did what to whom, from where."},
+            {
+                "name": "pbx",
+                "description": (
+                    "What the PBX reads, signed with the hooks' secret instead of a token."
+                ),
+            },
             {"name": "meta", "description": "About this API."},
         ],
         "paths": _paths(),
@@ -1513,7 +1615,17 @@ def openapi_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A token from `POST /auth/login` or an impersonation.",
-                }
+                },
+                "hookSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Provisioner-Signature",
+                    "description": (
+                        '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>` '
+                        "with PROVISIONER_HOOK_SECRET (the body of a GET is empty); at most "
+                        "300 s old."
+                    ),
+                },
             },
             "schemas": _schemas(),
             "parameters": {
