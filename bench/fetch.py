@@ -9,9 +9,9 @@
    ``change_pin``, ``create_device``, ``set_assignments``); the rest are bulk-inserted with the
    same encryption purposes and account names, then rendered by the real pipeline
    (``provisioning.render_device``).
-3. Every device's ``<mac>.cfg`` (from ``device_files``) is exported for nginx (2 workers,
-   ``access_log off``, ``sendfile on``) with two ``{SHA}`` htpasswd files: one line per device
-   (the same per-device credentials the service checks) and one shared line.
+3. Every device's ``<mac>.cfg`` (from ``device_files``, decrypted) is exported for nginx (2
+   workers, ``access_log off``, ``sendfile on``) with two ``{SHA}`` htpasswd files: one line per
+   device (the same per-device credentials the service checks) and one shared line.
 4. ``provisioner serve`` runs as a subprocess on a free loopback port, once serving the phones on
    its main listener and once with ``PROVISIONER_PHONES_LISTEN`` (fetched through that port).
 5. wrk (a generated Lua script rotating through every MAC with its own Basic credential and the
@@ -51,7 +51,7 @@ from typing import Any
 import benchlib
 from benchlib import BenchError, Child, log
 
-from provisioner import devices_service, pins, provisioning, sites, users
+from provisioner import devices_service, pins, provisioning, sealing, sites, users
 from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.devices import ADAPTERS
@@ -345,11 +345,14 @@ async def export_files(core: Core, directory: Path) -> dict[str, bytes]:
     """Write every ``<mac>.cfg`` to ``directory``; return them."""
     async with core.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT mac, name, body FROM device_files WHERE name = mac || '.cfg' ORDER BY mac"
+            "SELECT mac, name, body, sealed FROM device_files WHERE name = mac || '.cfg' "
+            "ORDER BY mac"
         )
     exported = {}
     for row in rows:
-        body = bytes(row["body"])
+        body = sealing.unseal(
+            core.vault, row["mac"], row["name"], bytes(row["body"]), sealed=row["sealed"]
+        )
         (directory / row["name"]).write_bytes(body)
         exported[row["mac"]] = body
     return exported

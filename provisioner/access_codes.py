@@ -52,7 +52,7 @@ def check(code: str, key: AccessCodeKey) -> str:
 def key_of(device: Any) -> AccessCodeKey | None:
     """The access-code key of a device row's model, None when it has none (desk phones)."""
     adapter = ADAPTERS.get(device["vendor"])
-    model = None if adapter is None else adapter.model(device["model"])
+    model = None if adapter is None else adapter.served_model(device["model"])
     return None if adapter is None or model is None else adapter.access_code_key(model)
 
 

@@ -15,14 +15,15 @@ from aiohttp import web
 from provisioner import contacts, provisioning, store, usrloc
 from provisioner.core import open_core
 from provisioner.metrics import METRICS
+from provisioner.outage import database_unavailable
 from provisioner.push import PushWorker, default_notifier
 from provisioner.settings import Settings
 from provisioner.signals import stop_requested
 from provisioner.web import admin, phones
 from provisioner.web.api import create_api_app
-from provisioner.web.errors import error_response, json_errors
+from provisioner.web.errors import json_errors, quiet_malformed_requests
 from provisioner.web.hooks import create_hooks_app
-from provisioner.web.keys import CORE, PHONES, SETTINGS
+from provisioner.web.keys import CORE, PHONES, PUSH_WORKER, SETTINGS
 from provisioner.web.pbx import create_pbx_app
 from provisioner.web.phoneserver import Children, start_phones_site
 
@@ -46,7 +47,8 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
         provisioning.schedule_renders(core, await store.list_device_macs_without_digests(conn))
     notifier = default_notifier(core)
     locations = usrloc.lookup_for(core.settings)  # with PROVISIONER_KAMAILIO_LOCATION_URL
-    task = asyncio.create_task(PushWorker(core, notifier, locations=locations).run())
+    worker = app[PUSH_WORKER] = PushWorker(core, notifier, locations=locations)
+    task = asyncio.create_task(worker.run(), name="push-worker")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -70,13 +72,37 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Each part of this process, ``up`` or ``down``; 503 when one is down (which, in order:
+    the database, or a background task that has not got it back yet)."""
+    app = request.config_dict
+    core = app[CORE]
     try:
-        async with request.config_dict[CORE].pool.acquire(timeout=5) as conn:
+        async with core.pool.acquire(timeout=5) as conn:
             await conn.fetchval("SELECT 1")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("health check failed: %s", type(exc).__name__)
-        return error_response(503, "database_unreachable", "The database is not reachable.")
-    return web.json_response({"status": "ok"})
+        database = "up"
+    except Exception as exc:
+        if not database_unavailable(exc) and not isinstance(exc, asyncpg.PostgresError):
+            raise
+        log.debug("health check: database unavailable (%s)", type(exc).__name__)
+        database = "down"
+    parts = {"database": database}
+    worker = app.get(PUSH_WORKER)
+    if worker is not None:
+        parts["push_worker"] = worker.outage.state if worker.running else "stopped"
+    phones = app.get(PHONES)
+    if phones is not None:
+        parts["device_cache"] = phones.cache.sync.state
+        parts["fetch_recorder"] = phones.recorder.outage.state
+    parts["render_queue"] = core.renders.outage.state
+    down = [name for name, state in parts.items() if state != "up"]
+    if not down:
+        return web.json_response({"status": "ok", "parts": parts})
+    if database != "up":
+        code, message = "database_unavailable", "The database cannot be reached."
+    else:
+        code, message = "part_unavailable", f"Not working: {', '.join(down)}."
+    body = {"status": "unavailable", "parts": parts, "error": {"code": code, "message": message}}
+    return web.json_response(body, status=503, headers={"Retry-After": "5"})
 
 
 def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
@@ -85,6 +111,7 @@ def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     ``worker`` also runs a push worker in this process (``provisioner serve`` does, unless
     ``--no-worker``), and with ``PROVISIONER_AMI_URL`` the follower of Asterisk's contacts.
     """
+    quiet_malformed_requests()
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_core_ctx)

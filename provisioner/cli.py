@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,7 +25,16 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from provisioner import devices_service, passwords, pbx, pins, provisioning, sites, users
+from provisioner import (
+    devices_service,
+    discovery,
+    passwords,
+    pbx,
+    pins,
+    provisioning,
+    sites,
+    users,
+)
 from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.db import create_pool, migrate
@@ -207,6 +217,10 @@ def _parser() -> argparse.ArgumentParser:
     device_render.add_argument("file", nargs="?")
     device_render.add_argument("--mask", action="store_true", help="hide PINs and passwords")
     device_render.set_defaults(handler=cmd_device_render)
+    device.add_parser(
+        "discovered",
+        help="list phones that fetched with the bootstrap credential but were never added",
+    ).set_defaults(handler=cmd_device_discovered)
 
     site = sub.add_parser("site", help="manage sites").add_subparsers(
         dest="site_command", required=True, metavar="ACTION"
@@ -498,6 +512,38 @@ def cmd_device_render(args: argparse.Namespace, settings: Settings) -> int:
     return _run_with_core(settings, work)
 
 
+def cmd_device_discovered(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per discovered phone, most recently seen first; adopt with ``device add``."""
+
+    def when(moment: datetime) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    async def work(core: Core) -> int:
+        rows = await discovery.list_discovered(core, Actor.cli())
+        if not rows:
+            print("no phone discovered")
+            return 0
+        table = [("MAC", "VENDOR", "MODEL", "FIRMWARE", "SOURCE", "FIRST SEEN", "LAST SEEN")]
+        table += [
+            (
+                r["mac"],
+                r["vendor"],
+                r["model"] or "-",
+                r["firmware"] or "-",
+                r["source"],
+                when(r["first_seen"]),
+                when(r["last_seen"]),
+            )
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        return 0
+
+    return _run_with_core(settings, work)
+
+
 def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
     changes = {
         name: getattr(args, name) for name in sites.FIELDS if getattr(args, name, None) is not None
@@ -512,30 +558,53 @@ def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a push worker until SIGINT/SIGTERM. Never exits for want of the database: at start
+    it waits for it (logging that once), and the worker rides out outages later on."""
     from provisioner.contacts import following
+    from provisioner.outage import Outage, database_unavailable
     from provisioner.push import PushWorker, default_notifier
     from provisioner.usrloc import lookup_for
 
-    async def work(core: Core) -> int:
+    async def work(core: Core, stop: asyncio.Event) -> None:
         notifier = default_notifier(core)
         locations = lookup_for(core.settings)  # with PROVISIONER_KAMAILIO_LOCATION_URL
-        task = asyncio.create_task(PushWorker(core, notifier, locations=locations).run())
-        stop = stop_requested()
+        task = asyncio.create_task(
+            PushWorker(core, notifier, locations=locations).run(), name="push-worker"
+        )
         log.info("push worker running")
-        async with following(core):  # Asterisk's contacts, with PROVISIONER_AMI_URL
-            await asyncio.wait(
-                {task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED"
-            )
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await notifier.close()
-        if locations is not None:
-            await locations.close()
+        try:
+            async with following(core):  # Asterisk's contacts, with PROVISIONER_AMI_URL
+                await stop.wait()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await notifier.close()
+            if locations is not None:
+                await locations.close()
+
+    async def run(resolved: Settings) -> int:
+        stop = stop_requested()
+        start = Outage(log, "push worker")
+        while not stop.is_set():
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    core = await stack.enter_async_context(open_core(resolved))
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    delay = start.lost(exc)
+                else:
+                    start.reached()
+                    await work(core, stop)
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
         return 0
 
     _install_uvloop()
-    return _run_with_core(settings, work)
+    with resolved_database(settings) as resolved:
+        return asyncio.run(run(resolved))
 
 
 def cmd_phones_server(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,6 +13,7 @@ from provisioner.errors import Kind, ProvisionerError
 from provisioner.hashing import Hasher
 from provisioner.mail import Mailer
 from provisioner.renderqueue import RenderQueue
+from provisioner.sealing import seal_clear_files
 from provisioner.settings import Settings
 from provisioner.vault import Vault
 
@@ -50,6 +51,7 @@ async def open_core(
         if run_migrations:
             async with pool.acquire() as conn:
                 await migrate(conn)
+            await seal_clear_files(vault, pool)  # the data step of migration 009
         mailer = Mailer(settings.smtp, settings.mail_from) if settings.smtp else None
         core = Core(settings=settings, pool=pool, vault=vault, hasher=hasher, mailer=mailer)
         try:

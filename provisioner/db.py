@@ -83,7 +83,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+        dsn,
+        # ``min_size`` connections at start, but no floor kept afterwards: asyncpg would log a
+        # traceback for each attempt to restore it while the database is down. Connections
+        # are opened again on demand (provisioner.outage: the tasks report the outage).
+        init_size=min_size,
+        min_size=0,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
     )
     assert pool is not None
     return pool

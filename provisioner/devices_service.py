@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,14 +18,14 @@ from typing import Any, NamedTuple
 import asyncpg
 import jinja2
 
-from provisioner import access_codes, audit, provisioning, sites, store
+from provisioner import access_codes, audit, discovery, provisioning, sites, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
 from provisioner.devices import ADAPTERS
 from provisioner.devices.base import Adapter, ModelInfo, RenderError, normalise_mac
 from provisioner.errors import ProvisionerError, conflict, invalid, not_found, unprocessable
-from provisioner.users import get_user, require_admin, require_self_or_admin
+from provisioner.users import get_user, has_control_chars, require_admin, require_self_or_admin
 from provisioner.vault import (
     VaultError,
     access_code_purpose,
@@ -32,6 +33,8 @@ from provisioner.vault import (
     device_credential_purpose,
     sip_password_purpose,
 )
+
+log = logging.getLogger(__name__)
 
 _LABEL_MAX = 128
 _IPUI = re.compile(r"[0-9A-F]{10}")
@@ -71,22 +74,31 @@ def parse_mac(text: str) -> str:
     return mac
 
 
-def resolve_model(vendor: str, model: str) -> tuple[Adapter, ModelInfo]:
+def resolve_model(vendor: str, model: str, *, generic: bool = False) -> tuple[Adapter, ModelInfo]:
+    """The adapter and the capabilities of ``vendor`` ``model``; ``model_unknown`` (422) when
+    the table does not list it, unless ``generic`` lets a name of the family's through
+    (served with the family's generic configuration, :meth:`Adapter.generic_model`)."""
     adapter = ADAPTERS.get(vendor.strip().lower())
     if adapter is None:
         raise unprocessable("vendor_unknown", f"vendor is one of {', '.join(sorted(ADAPTERS))}.")
-    info = adapter.model(model)
-    if info is None:
+    resolved = adapter.resolve_model(model)
+    if resolved is None or (not resolved[1] and not generic):
         raise unprocessable(
             "model_unknown",
             f"{adapter.vendor} models are {', '.join(m.name for m in adapter.models.values())}.",
         )
-    return adapter, info
+    return adapter, resolved[0]
+
+
+def model_known(device: Any) -> bool:
+    """Whether the device's model is in its vendor's table (else served generically)."""
+    adapter = ADAPTERS.get(device["vendor"])
+    return adapter is not None and adapter.model(device["model"]) is not None
 
 
 def _check_label(label: str) -> str:
     label = label.strip()
-    if len(label) > _LABEL_MAX or any(ord(c) < 32 for c in label):
+    if len(label) > _LABEL_MAX or has_control_chars(label):
         raise invalid("label_invalid", f"A label is at most {_LABEL_MAX} characters.")
     return label
 
@@ -104,14 +116,18 @@ async def get_device_row(conn: Connection, mac: str, *, for_update: bool = False
     return row
 
 
-async def _insert_device(core: Core, conn: Connection, new: NewDevice) -> Any:
+async def _insert_device(
+    core: Core, conn: Connection, new: NewDevice, *, generic: bool = False
+) -> tuple[Any, list[int]]:
+    """Insert the device; adopting it when it was discovered. The row and the push jobs
+    adoption queued (none for a device that was not discovered)."""
     mac = parse_mac(new.mac)
-    adapter, model = resolve_model(new.vendor, new.model)
+    adapter, model = resolve_model(new.vendor, new.model, generic=generic)
     label = _check_label(new.label)
     site = await _check_site(conn, new.site)
     if await store.get_device(conn, mac) is not None:
         raise conflict("device_exists", "A device with this MAC address exists.")
-    return await store.insert_device(
+    row = await store.insert_device(
         conn,
         mac=mac,
         vendor=adapter.vendor,
@@ -123,16 +139,23 @@ async def _insert_device(core: Core, conn: Connection, new: NewDevice) -> Any:
             provisioning.new_secret(), device_credential_purpose(mac)
         ),
     )
+    return row, await discovery.adopt(conn, mac)
 
 
 async def create_device(
     core: Core, actor: Actor, new: NewDevice, assignments: Sequence[Assignment] = ()
 ) -> Any:
-    """Add a device, with its first assignments when given: all of it, or (refused) nothing."""
+    """Add a device, with its first assignments when given: all of it, or (refused) nothing.
+
+    A model the vendor's table does not list, but whose name fits the family, is added and
+    served with the family's generic configuration (``model_known`` false; logged). A
+    discovered phone is adopted: its discovered row goes and a push is queued
+    (:func:`provisioner.discovery.adopt`).
+    """
     require_admin(actor)
     async with core.pool.acquire() as conn, conn.transaction():
         try:
-            row = await _insert_device(core, conn, new)
+            row, adopted = await _insert_device(core, conn, new, generic=True)
         except asyncpg.UniqueViolationError:  # a concurrent add of the same MAC
             raise conflict("device_exists", "A device with this MAC address exists.") from None
         details: dict[str, Any] = {
@@ -140,11 +163,50 @@ async def create_device(
             "vendor": row["vendor"],
             "model": row["model"],
         }
+        if adopted:
+            details["discovered"] = True
+            details["push_jobs"] = adopted
+        if not model_known(row):
+            details["model_known"] = False
+            log.warning(
+                "device %s: %s %s is not in the model table; served with the family's generic "
+                "configuration",
+                row["mac"],
+                row["vendor"],
+                row["model"],
+            )
         if assignments:
             details["slots"] = await _write_assignments(core, conn, row, assignments)
         await audit.record(conn, actor, "device.create", None, details)
     await provisioning.render_device(core, row["mac"])
     return row
+
+
+def model_warning(device: Any) -> str | None:
+    """What an admin should know about a device whose model is served generically."""
+    if model_known(device):
+        return None
+    return (
+        f"{device['model']} is not in the {device['vendor']} model table: it is served with the "
+        "family's generic configuration. Check the device's files (GET .../devices/{mac}) and "
+        "that it registers."
+    )
+
+
+def list_models(actor: Actor) -> list[dict[str, Any]]:
+    """Every model of every vendor's table."""
+    require_admin(actor)
+    return [
+        {
+            "vendor": adapter.vendor,
+            "model": model.name,
+            "kind": model.kind,
+            "slots": model.slots,
+            "family": model.family,
+        }
+        for adapter in ADAPTERS.values()
+        for model in adapter.models.values()
+    ]
 
 
 async def update_device(core: Core, actor: Actor, mac_text: str, changes: Mapping[str, Any]) -> Any:
@@ -159,7 +221,7 @@ async def update_device(core: Core, actor: Actor, mac_text: str, changes: Mappin
         if "site" in changes:
             clean["site"] = await _check_site(conn, changes["site"])
         if "model" in changes:
-            _, model = resolve_model(device["vendor"], changes["model"])
+            _, model = resolve_model(device["vendor"], changes["model"], generic=True)
             taken = max((a["slot"] for a in await store.list_assignments(conn, mac)), default=0)
             if taken > model.slots or model.kind != device["kind"]:
                 raise unprocessable(
@@ -330,7 +392,7 @@ async def _write_assignments(
     Returns slot → username for the audit row.
     """
     mac = device["mac"]
-    _, model = resolve_model(device["vendor"], device["model"])
+    _, model = resolve_model(device["vendor"], device["model"], generic=True)
     checked = _check_assignments(device, model, assignments)
     previous = {a["slot"]: a for a in await store.list_assignments(conn, mac)}
     users = {a.username: await get_user(conn, a.username) for a in checked}
@@ -412,7 +474,7 @@ async def set_api_access(core: Core, actor: Actor, mac_text: str, access: ApiAcc
             raise invalid("fingerprint_invalid", "fingerprint is a SHA-256 in hex (64 digits).")
     async with core.pool.acquire() as conn, conn.transaction():
         device = await get_device_row(conn, mac, for_update=True)
-        adapter, model = resolve_model(device["vendor"], device["model"])
+        adapter, model = resolve_model(device["vendor"], device["model"], generic=True)
         if adapter.sip_event(model) is not None:
             raise unprocessable(
                 "api_access_unused", f"{adapter.vendor} devices are notified over SIP, not an API."
@@ -585,7 +647,7 @@ async def import_csv(core: Core, actor: Actor, text: str) -> ImportReport:
             for entry in devices.values():
                 try:
                     async with conn.transaction():
-                        row = await _insert_device(core, conn, entry.new)
+                        row, _ = await _insert_device(core, conn, entry.new)
                         await _write_assignments(core, conn, row, [a for _, a in entry.assignments])
                 except ProvisionerError as exc:
                     lines = [entry.line] + [line for line, _ in entry.assignments]

@@ -12,6 +12,14 @@ from typing import Any
 
 from passlib.hash import argon2
 
+from provisioner.errors import Kind, ProvisionerError
+from provisioner.settings import PIN_MAX_LENGTH
+
+#: The longest password anyone may present (a login, a current password): longer ones are
+#: refused before any hashing work, so a megabyte "password" costs nothing but its upload.
+#: New passwords are held to the (shorter) password policy.
+MAX_PASSWORD_INPUT = 1024
+
 # OWASP's argon2id baseline (19 MiB, 2 passes): ~50 ms here.
 _PASSWORD = argon2.using(type="ID", memory_cost=19456, rounds=2, parallelism=1)
 # A PIN has ~20 bits of entropy and its encrypted copy sits in the same row, so an expensive
@@ -32,7 +40,17 @@ class Hasher:
         return str(await self._run(_PASSWORD.hash, password))
 
     async def verify_password(self, password: str, password_hash: str | None) -> bool:
-        """Check ``password``; with no hash, burn the same time so timing reveals nothing."""
+        """Check ``password``; with no hash, burn the same time so timing reveals nothing.
+
+        ``password_policy`` (422) for a password over :data:`MAX_PASSWORD_INPUT` characters.
+        """
+        if len(password) > MAX_PASSWORD_INPUT:
+            raise ProvisionerError(
+                Kind.UNPROCESSABLE,
+                "password_policy",
+                f"A password has at most {MAX_PASSWORD_INPUT} characters.",
+                reason="length",
+            )
         if password_hash is None:
             await self._run(_PASSWORD.verify, password, self._dummy_password_hash)
             return False
@@ -42,6 +60,14 @@ class Hasher:
         return str(await self._run(_PIN.hash, pin))
 
     async def verify_pin(self, pin: str, pin_hash: str) -> bool:
+        """Check ``pin``; ``pin_policy`` (422) for one longer than any PIN can be."""
+        if len(pin) > PIN_MAX_LENGTH:
+            raise ProvisionerError(
+                Kind.UNPROCESSABLE,
+                "pin_policy",
+                f"A PIN has at most {PIN_MAX_LENGTH} digits.",
+                reason="length",
+            )
         return bool(await self._run(_PIN.verify, pin, pin_hash))
 
     def close(self) -> None:

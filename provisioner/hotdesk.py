@@ -20,6 +20,7 @@ from provisioner.devices.base import normalise_mac
 from provisioner.devices_service import get_device_row, parse_mac, sip_account_name
 from provisioner.errors import Kind, ProvisionerError, not_found, unprocessable
 from provisioner.metrics import METRICS
+from provisioner.pins import MAX_LENGTH
 from provisioner.vault import sip_password_purpose
 
 PIN_FAILURES_BEFORE_LOCK = 10
@@ -56,17 +57,34 @@ def _check_extension(extension: str) -> str:
 async def check_pin(core: Core, extension: str, pin: str, source: str) -> tuple[Any, PinCheck]:
     """Verify ``pin`` for the user with ``extension``; count failures, lock when due.
 
-    Raises ``pin_locked`` while the user is locked (the PIN is not even checked then) and
-    ``user_not_found`` for an unknown extension.
+    Each check is counted as a failure before the (slow) verification and taken back by a right
+    PIN, so at most :data:`PIN_FAILURES_BEFORE_LOCK` wrong PINs are ever verified in a row, even
+    when a hundred arrive at once. Raises ``pin_locked`` while the user is locked, or while that
+    many checks are already under way (the PIN is not checked then), ``user_not_found`` for an
+    unknown extension and ``pin_policy`` for a PIN longer than any PIN.
     """
     _check_extension(extension)
+    if len(pin) > MAX_LENGTH:
+        raise ProvisionerError(
+            Kind.UNPROCESSABLE,
+            "pin_policy",
+            f"A PIN has at most {MAX_LENGTH} digits.",
+            reason="length",
+        )
     async with core.pool.acquire() as conn:
         user = await store.get_user_by_extension(conn, extension)
-    if user is None:
-        raise not_found("user_not_found", "No user has this extension.")
-    now = datetime.now(UTC)
-    if user["pin_locked_until"] is not None and user["pin_locked_until"] > now:
-        raise _pin_locked(user["pin_locked_until"])
+        if user is None:
+            raise not_found("user_not_found", "No user has this extension.")
+        reserved = await store.reserve_pin_check(
+            conn, user["id"], threshold=PIN_FAILURES_BEFORE_LOCK
+        )
+        if not reserved:
+            locked = await store.get_user_by_id(conn, user["id"])
+    if not reserved:
+        now = datetime.now(UTC)
+        until = locked["pin_locked_until"] if locked is not None else None
+        # Not locked yet: the last checks before the lock are still being verified.
+        raise _pin_locked(until if until is not None and until > now else now)
     valid = (
         user["pin_hash"] is not None
         and pin.isascii()
@@ -79,7 +97,7 @@ async def check_pin(core: Core, extension: str, pin: str, source: str) -> tuple[
             await store.reset_pin_failures(conn, user["id"])
             return user, PinCheck(True)
         METRICS.auth_failures.inc(kind="pin")
-        row = await store.record_pin_failure(
+        row = await store.lock_pin_if_due(
             conn,
             user["id"],
             threshold=PIN_FAILURES_BEFORE_LOCK,
@@ -87,11 +105,12 @@ async def check_pin(core: Core, extension: str, pin: str, source: str) -> tuple[
             max_seconds=LOCK_MAX_SECONDS,
         )
         locked_until = row["pin_locked_until"]
-        if locked_until is not None and locked_until > now:
-            METRICS.lockouts.inc(kind="pin")
-            await audit.record(
-                conn, actor, "pin.locked", user["username"], {"lockouts": row["pin_lockouts"]}
-            )
+        if locked_until is not None and locked_until > datetime.now(UTC):
+            if row["locked_now"]:
+                METRICS.lockouts.inc(kind="pin")
+                await audit.record(
+                    conn, actor, "pin.locked", user["username"], {"lockouts": row["pin_lockouts"]}
+                )
             return user, PinCheck(False, locked_until)
         await audit.record(
             conn, actor, "pin.check_failed", user["username"], {"failures": row["pin_failures"]}

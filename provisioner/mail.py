@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import make_msgid
 
 import aiosmtplib
 import jinja2
@@ -56,7 +57,9 @@ class Mailer:
         """Hand ``mail`` to the SMTP server; raise ``mail_failed`` when it is not accepted."""
         message = EmailMessage()
         message["From"] = self._sender
-        message["To"] = formataddr((mail.to_name, mail.to))
+        # An Address, not a formatted string: no display name (quotes, commas, "<...>", encoded
+        # words) can change the header's structure or add a recipient.
+        message["To"] = Address(display_name=mail.to_name, addr_spec=mail.to)
         message["Subject"] = mail.subject
         message["Message-ID"] = make_msgid(domain=self._sender.rpartition("@")[2] or None)
         message.set_content(mail.body)

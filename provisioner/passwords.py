@@ -99,8 +99,10 @@ async def admin_set_password(
 ) -> PasswordChange:
     """An administrator sets a password, optionally mailing it, or a random one and mails it.
 
-    For the email modes the mail is sent inside the transaction, before it commits: when the
-    mail server refuses, nothing changes and the old password keeps working.
+    For the email modes the mail is sent first, before any row is locked or written: when the
+    mail server refuses, nothing changes and the old password keeps working; a slow one holds
+    no lock. A change of the user's password or email while the mail was on its way refuses
+    this one (``password_changed_meanwhile``): the mail then names a password never set.
     """
     require_admin(actor)
     if mode not in MODES:
@@ -121,9 +123,29 @@ async def admin_set_password(
     new_password = generate_password() if password is None else password
     check_password_policy(new_password, username=username, email=user["email"])
     password_hash = await core.hasher.hash_password(new_password)
+    if emailing:
+        # Sent before any lock is taken (a slow mail server must not block the user's other
+        # changes) and before anything is written: refused mail changes nothing.
+        await mailer.send(
+            render_new_password(
+                to=_require_email(user),
+                display_name=user["display_name"],
+                username=username,
+                password=new_password,
+                temporary=temporary,
+                language=user["language"],
+            )
+        )
     async with core.pool.acquire() as conn, conn.transaction():
-        user = await get_user(conn, username, for_update=True)
-        _require_local(user)
+        current = await get_user(conn, username, for_update=True)
+        _require_local(current)
+        if current["credential_version"] != user["credential_version"] or (
+            emailing and current["email"] != user["email"]
+        ):
+            raise conflict(
+                "password_changed_meanwhile",
+                "The user's password or email changed meanwhile; nothing was set. Try again.",
+            )
         await store.set_user_password(conn, user["id"], password_hash, must_change=temporary)
         await store.delete_dead_sessions(conn, user["id"])
         await audit.record(
@@ -133,16 +155,6 @@ async def admin_set_password(
             username,
             {"mode": mode, "temporary": temporary, "email_sent": emailing},
         )
-        if emailing:
-            mail = render_new_password(
-                to=_require_email(user),
-                display_name=user["display_name"],
-                username=username,
-                password=new_password,
-                temporary=temporary,
-                language=user["language"],
-            )
-            await mailer.send(mail)
     return PasswordChange(email_sent=emailing)
 
 

@@ -15,10 +15,11 @@ import ipaddress
 import logging
 import re
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from provisioner.devices import IdentifyCache
+from provisioner.discovery import Discovery
 from provisioner.phonecache import REALM, Credential, CredentialHasher, DeviceCache, FetchRecorder
 
 log = logging.getLogger("provisioner.phones")
@@ -142,7 +143,17 @@ class FailureLimiter:
     Log lines have a fixed shape for fail2ban:
     ``provisioning auth failure from <HOST>: <reason>`` and
     ``provisioning source <HOST> blocked for <N>s``.
+
+    Sources are what clients choose (an IPv6 host has 2^64 addresses at hand), so the state is
+    bounded in bytes (``max_bytes``, each source costing its length plus a fixed estimate): past
+    the bound the oldest sources still counting are forgotten first, then the oldest blocks.
+    Expired blocks go as soon as they are the oldest, not only when their source comes back.
     """
+
+    SOURCE_BYTES = 200
+    """One source beside its address's characters: dict slot, key header, list or float."""
+    FAILURE_BYTES = 32
+    """One failure's timestamp in a counting source's list."""
 
     def __init__(
         self,
@@ -150,13 +161,15 @@ class FailureLimiter:
         threshold: int = 10,
         window: float = 60.0,
         cooldown: float = 300.0,
-        max_sources: int = 100_000,
+        max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.threshold = threshold
         self.window = window
         self.cooldown = cooldown
-        self._max_sources = max_sources
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        # Both in insertion order, oldest first (a counting source moves to the end on a failure).
+        self._failures: dict[str, list[float]] = {}
         self._blocked: dict[str, float] = {}
 
     def retry_after(self, source: str, now: float | None = None) -> int | None:
@@ -165,22 +178,54 @@ class FailureLimiter:
             return None
         now = time.monotonic() if now is None else now
         if until <= now:
-            del self._blocked[source]
+            self._unblock(source)
             return None
         return max(1, int(until - now + 0.999))
 
     def fail(self, source: str, reason: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         log.warning("provisioning auth failure from %s: %s", source, reason)
-        recent = [t for t in self._failures.pop(source, []) if now - t < self.window]
+        self._expire_blocks(now)
+        if source in self._blocked:
+            return  # a caller that skipped retry_after: the block stands as it is
+        earlier = self._failures.pop(source, None)
+        if earlier is not None:
+            self.bytes -= self._counting_cost(source, earlier)
+        recent = [t for t in earlier or () if now - t < self.window]
         recent.append(now)
-        self._failures[source] = recent
-        if len(self._failures) > self._max_sources:
-            self._failures.popitem(last=False)
         if len(recent) >= self.threshold:
             self._blocked[source] = now + self.cooldown
-            del self._failures[source]
+            self.bytes += self._blocked_cost(source)
             log.warning("provisioning source %s blocked for %ds", source, int(self.cooldown))
+        else:
+            self._failures[source] = recent
+            self.bytes += self._counting_cost(source, recent)
+        self._shrink()
+
+    def _expire_blocks(self, now: float) -> None:
+        # Every block lasts ``cooldown``, so insertion order is expiry order.
+        while self._blocked:
+            source, until = next(iter(self._blocked.items()))
+            if until > now:
+                return
+            self._unblock(source)
+
+    def _unblock(self, source: str) -> None:
+        del self._blocked[source]
+        self.bytes -= self._blocked_cost(source)
+
+    def _shrink(self) -> None:
+        while self.bytes > self.max_bytes and self._failures:
+            source = next(iter(self._failures))
+            self.bytes -= self._counting_cost(source, self._failures.pop(source))
+        while self.bytes > self.max_bytes and self._blocked:
+            self._unblock(next(iter(self._blocked)))
+
+    def _counting_cost(self, source: str, failures: list[float]) -> int:
+        return self.SOURCE_BYTES + len(source) + self.FAILURE_BYTES * len(failures)
+
+    def _blocked_cost(self, source: str) -> int:
+        return self.SOURCE_BYTES + len(source)
 
 
 def client_address(
@@ -188,19 +233,27 @@ def client_address(
     forwarded_for: str | None,
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
 ) -> str:
-    """The phone's address: the peer, or, behind trusted proxies, the last untrusted hop."""
+    """The phone's address: the peer, or, behind trusted proxies, the last untrusted hop.
+
+    A hop that is not an address is text a client wrote, not an address a proxy saw: the source
+    is then the last address a trusted party did see (the hop that handed it on). So the source
+    is always an address (or the peer as given), never client text, which could otherwise fill
+    the limiter with long keys or put another host's address into the fail2ban lines.
+    """
     address = peer or "unknown"
     if not forwarded_for or not trusted:
         return address
     hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    seen = address
     for hop in [address, *reversed(hops)]:
         try:
             ip = ipaddress.ip_address(hop)
         except ValueError:
-            return hop if hop != address else address
+            return seen
         if not any(ip in network for network in trusted):
             return hop
-    return hops[0] if hops else address
+        seen = hop
+    return seen
 
 
 @dataclass
@@ -211,3 +264,7 @@ class Phones:
     recorder: FetchRecorder
     limiter: FailureLimiter
     nonces: NonceSigner
+    identified: IdentifyCache = field(default_factory=IdentifyCache)
+    discovery: Discovery | None = None
+    """Unknown phones that fetch with the bootstrap credential; None: ``PROVISIONER_DISCOVERY``
+    is off."""

@@ -6,6 +6,10 @@ refreshed for one device whenever any process announces a change on the
 :data:`provisioner.provisioning.DEVICE_CHANNEL` channel (LISTEN/NOTIFY).
 
 Fetches are recorded in memory and written in batches by :class:`FetchRecorder`.
+
+Both outlive the database: while it is away the cache serves what it holds and the recorder
+keeps its records (compacted, so a boot storm during an outage cannot exhaust memory); both
+retry with back-off, log the loss and the return once each, and catch up by themselves.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import asyncpg
 
 from provisioner import store
 from provisioner.db import Connection
+from provisioner.outage import DATABASE_BACKOFF, Outage, database_unavailable
 from provisioner.provisioning import DEVICE_CHANNEL
+from provisioner.sealing import unseal
 from provisioner.vault import Vault, VaultError, device_credential_purpose
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,8 @@ class DeviceCache:
     hasher: CredentialHasher = field(default_factory=CredentialHasher)
     devices: dict[str, CachedDevice] = field(default_factory=dict)
     bootstrap: Credential | None = None
+    sync: Outage = field(default_factory=lambda: Outage(log, "device cache"))
+    """Whether the cache follows the database's changes (``down``: it serves what it has)."""
 
     def set_bootstrap(self, username: str, password: str) -> None:
         self.bootstrap = self.hasher.credential(username, password)
@@ -122,9 +130,9 @@ class DeviceCache:
                     bootstrap_allowed=row["bootstrap_allowed"],
                 )
             if row["name"] is not None:
-                device.files[row["name"]] = served_file(
-                    row["name"], bytes(row["body"]), row["etag"]
-                )
+                body = self._body(row["mac"], row["name"], bytes(row["body"]), row["sealed"])
+                if body is not None:
+                    device.files[row["name"]] = served_file(row["name"], body, row["etag"])
         if macs is None:
             self.devices = fresh
             return
@@ -133,6 +141,14 @@ class DeviceCache:
                 self.devices[mac] = fresh[mac]
             else:
                 self.devices.pop(mac, None)
+
+    def _body(self, mac: str, name: str, stored: bytes, sealed: bool) -> bytes | None:
+        """The file's clear bytes: decrypted here, once per cache fill, never per request."""
+        try:
+            return unseal(self.vault, mac, name, stored, sealed=sealed)
+        except VaultError:
+            log.error("device %s: %s does not decrypt with this key; not served", mac, name)
+            return None
 
     def _credential(self, mac: str, encrypted: bytes | None) -> Credential | None:
         if encrypted is None:
@@ -162,65 +178,92 @@ class DeviceListener:
         self._wake.set()
 
     async def run(self) -> None:
-        """Listen until cancelled; after a lost connection, reconnect and reload everything."""
-        backoff = 1.0
+        """Listen until cancelled; after a lost connection, reconnect and reload everything.
+
+        Meanwhile the cache serves what it holds. Never ends by itself.
+        """
+        sync = self._cache.sync
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("device listener cannot connect (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            backoff = 1.0
-            try:
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(self._channel, self._on_notify)
-                # Load after LISTEN, so no change can fall between the load and the listening.
-                await self._cache.load(conn)
-                self.ready.set()
-                while not lost.is_set():
-                    waiter = asyncio.create_task(self._wake.wait())
-                    lost_waiter = asyncio.create_task(lost.wait())
-                    try:
-                        await asyncio.wait(
-                            {waiter, lost_waiter}, return_when=asyncio.FIRST_COMPLETED
-                        )
-                    finally:
-                        waiter.cancel()
-                        lost_waiter.cancel()
-                    self._wake.clear()
-                    macs, self._pending = sorted(self._pending), set()
-                    if macs and not lost.is_set():
-                        await self._cache.load(conn, macs)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("device listener lost its connection (%s)", type(exc).__name__)
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout=2)
+                await self._follow()
+            except Exception as exc:
+                if database_unavailable(exc):
+                    delay = sync.lost(exc)
+                else:
+                    log.exception("device listener: unexpected failure; reconnecting")
+                    delay = DATABASE_BACKOFF.cap
+                await asyncio.sleep(delay)
+
+    async def _follow(self) -> None:
+        """One connection's worth of following; raises when the connection is lost."""
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+            await conn.add_listener(self._channel, self._on_notify)
+            # Load after LISTEN, so no change can fall between the load and the listening.
+            self._pending.clear()
+            await self._cache.load(conn)
+            self._cache.sync.reached()
+            self.ready.set()
+            while not lost.is_set():
+                waiter = asyncio.create_task(self._wake.wait())
+                lost_waiter = asyncio.create_task(lost.wait())
+                try:
+                    await asyncio.wait({waiter, lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    lost_waiter.cancel()
+                self._wake.clear()
+                macs, self._pending = sorted(self._pending), set()
+                if macs and not lost.is_set():
+                    await self._cache.load(conn, macs)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+        raise ConnectionResetError("the listening connection was lost")
 
 
 @dataclass
 class FetchRecorder:
-    """Buffers fetch records; :meth:`flush` writes them in one round trip per batch."""
+    """Buffers fetch records; :meth:`flush` writes them in one round trip per batch.
+
+    While the database is away the records wait in memory. Past ``compact_at`` of them, only
+    the newest fetch of each device's file is kept: what completes push jobs and shows a
+    device's last fetch survives, the complete history of an outage's boot storm does not.
+    """
 
     pool: asyncpg.Pool
     fetches: list[tuple[str, str, int, datetime, str, bool]] = field(default_factory=list)
     retired: set[str] = field(default_factory=set)
+    compact_at: int = 100_000
+    outage: Outage = field(default_factory=lambda: Outage(log, "fetch recorder"))
+    _retry_in: float = field(default=0.0, init=False)
 
     def record(self, mac: str, file: str, revision: int, source: str, *, personal: bool) -> None:
         """Queue a fetch; ``personal``: the device's own file (not one shared by all)."""
         self.fetches.append((mac, file, revision, datetime.now(UTC), source, personal))
+        if len(self.fetches) >= self.compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        newest: dict[tuple[str, str], tuple[str, str, int, datetime, str, bool]] = {}
+        for fetch in self.fetches:  # in order of arrival: the last one of a file stays
+            newest[fetch[0], fetch[1]] = fetch
+        self.fetches = list(newest.values())
+        # As many devices' files as that still leaves: compact again only when it doubled.
+        self.compact_at = max(self.compact_at, 2 * len(self.fetches))
+        log.debug("fetch records compacted to %d (database unavailable)", len(self.fetches))
 
     def retire_bootstrap(self, mac: str) -> None:
         self.retired.add(mac)
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Write what is buffered; False when the database is away (it waits for next time)."""
         fetches, self.fetches = self.fetches, []
         retired, self.retired = self.retired, set()
         if not fetches and not retired:
-            return
+            return True
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 if retired:
@@ -231,14 +274,24 @@ class FetchRecorder:
                     )
                 if fetches:
                     await store.insert_fetches(conn, fetches)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # Keep them for the next round rather than lose them.
-            log.warning("fetch records not written yet (%s)", type(exc).__name__)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                # Retrying records the database refuses would fail the same way forever.
+                log.exception("%d fetch record(s) dropped: the database refused them", len(fetches))
+                return True
             self.fetches[:0] = fetches
             self.retired |= retired
+            self._retry_in = self.outage.lost(exc)
+            return False
+        self.outage.reached()
+        return True
 
     async def run(self, interval: float = 1.0) -> None:
+        """Flush every ``interval`` seconds until cancelled; never ends by itself."""
         while True:
             started = time.monotonic()
-            await self.flush()
-            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+            if await self.flush():
+                delay = interval - (time.monotonic() - started)
+            else:
+                delay = self._retry_in
+            await asyncio.sleep(max(0.05, delay))

@@ -1,23 +1,24 @@
 """The render pipeline: a device's data → its vendor's files → a stored revision.
 
 Rendering happens on change, never per request. Each device keeps its last good revision (bytes
-per file, a content hash); a render whose output is byte-identical keeps the revision, and a
-failed render keeps the previous revision in service and records the error on the device.
+per file, sealed under the vault key by :mod:`provisioner.sealing`, and a keyed content hash); a
+render whose output is byte-identical keeps the revision, and a failed render keeps the previous
+revision in service and records the error on the device.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 
-from provisioner import access_codes, pbx, store
+from provisioner import access_codes, pbx, sealing, store
 from provisioner.core import Core
 from provisioner.db import Connection
 from provisioner.devices import ADAPTERS
@@ -72,8 +73,21 @@ def adapter_for(vendor: str) -> Adapter:
 def carries_pin(vendor: str, model_name: str) -> bool:
     """Whether devices of this vendor and model carry their users' PINs in their configs."""
     adapter = ADAPTERS.get(vendor)
-    model = None if adapter is None else adapter.model(model_name)
+    model = None if adapter is None else adapter.served_model(model_name)
     return adapter is not None and model is not None and adapter.pin_key(model) is not None
+
+
+def site_of(row: Any) -> Site:
+    """The settings every config of a site carries, from its ``sites`` row."""
+    return Site(
+        registrar_host=row["registrar_host"],
+        registrar_port=row["registrar_port"],
+        transport=row["transport"],
+        timezone=row["timezone"],
+        language=row["language"],
+        ntp_server=row["ntp_server"],
+        sip_realm=pbx.effective_realm(row),
+    )
 
 
 async def load_context(core: Core, conn: Connection, mac: str) -> tuple[Adapter, RenderContext]:
@@ -82,22 +96,14 @@ async def load_context(core: Core, conn: Connection, mac: str) -> tuple[Adapter,
     if device is None:
         raise RenderError("the device no longer exists")
     adapter = adapter_for(device["vendor"])
-    model = adapter.model(device["model"])
+    model = adapter.served_model(device["model"])
     if model is None:
         raise RenderError(f"{device['vendor']} has no model {device['model']!r}")
     site_row = await store.get_site(conn, device["site"])
     assert site_row is not None  # foreign key
     if not site_row["registrar_host"]:
         raise RenderError(f"site {device['site']!r} has no SIP registrar configured")
-    site = Site(
-        registrar_host=site_row["registrar_host"],
-        registrar_port=site_row["registrar_port"],
-        transport=site_row["transport"],
-        timezone=site_row["timezone"],
-        language=site_row["language"],
-        ntp_server=site_row["ntp_server"],
-        sip_realm=pbx.effective_realm(site_row),
-    )
+    site = site_of(site_row)
     # The PIN reaches only models with a documented user-PIN key (DESIGN, "PIN on devices").
     carries_pin = adapter.pin_key(model) is not None
     lines = []
@@ -141,19 +147,6 @@ def render_files(
     templates = Templates(adapter.vendor, core.settings.template_dir)
     files = adapter.render(ctx, templates)
     return files, templates.problems
-
-
-def content_hash(files: dict[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        body = files[name]
-        digest.update(f"{name}\0{len(body)}\0".encode())
-        digest.update(body)
-    return digest.hexdigest()
-
-
-def etag_of(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 async def preview(core: Core, mac: str) -> dict[str, bytes]:
@@ -202,7 +195,7 @@ async def render_device_in(core: Core, conn: Connection, mac: str) -> RenderOutc
         revision = await store.set_device_render_error(conn, mac, error)
         return RenderOutcome(mac, revision or 0, changed=False, error=error)
     await store.set_line_digests(conn, mac, pbx.line_digests(ctx.lines, ctx.site.sip_realm))
-    new_hash = content_hash(files)
+    new_hash = sealing.content_hash(core.vault, files)
     problem = "; ".join(problems) or None
     if current["revision_hash"] == new_hash:
         await store.set_device_render_error(conn, mac, problem)
@@ -210,7 +203,7 @@ async def render_device_in(core: Core, conn: Connection, mac: str) -> RenderOutc
     revision = await store.replace_device_files(
         conn,
         mac,
-        [(name, body, etag_of(body)) for name, body in sorted(files.items())],
+        sealing.seal(core.vault, mac, files),
         revision_hash=new_hash,
         render_error=problem,
     )

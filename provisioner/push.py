@@ -6,6 +6,10 @@ leased with ``FOR UPDATE SKIP LOCKED``, so two workers never work on it at once,
 worker died is taken up again when its lease expires. Workers sleep until PostgreSQL wakes them
 (``LISTEN provisioner_push``), with a slow poll as a safety net.
 
+A worker outlives its database: while PostgreSQL is away it retries with back-off, logs the loss
+and the return once each (:class:`provisioner.outage.Outage`), listens again, and hands back at
+once the jobs the outage interrupted rather than letting their leases run out.
+
 State machine: ``pending`` → (render; notify) → ``notified`` → (the device fetches the revision
 the job was made for) → ``fetched``; or ``failed`` after :attr:`PushWorker.max_attempts`. A
 device that restarts to apply a configuration (:meth:`Adapter.needs_maintenance_window`) is
@@ -19,10 +23,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,22 +35,14 @@ from provisioner.core import Core
 from provisioner.devices.base import Adapter, RenderError
 from provisioner.metrics import METRICS
 from provisioner.notify import ApiAccess, ApiPusher, Notifier, NotifyError, NotifyTarget
+from provisioner.outage import DATABASE_BACKOFF, Outage, database_unavailable
+from provisioner.outage import Backoff as Backoff  # re-exported: the AMI follower and tests
 from provisioner.usrloc import LocationLookup
 from provisioner.vault import device_api_password_purpose, sip_password_purpose
 
 log = logging.getLogger(__name__)
 
 PUSH_CHANNEL = "provisioner_push"
-
-
-@dataclass(frozen=True)
-class Backoff:
-    base: float = 2.0
-    cap: float = 300.0
-
-    def delay(self, attempt: int) -> float:
-        """Exponential with full jitter (attempt 1 → up to ``base`` seconds)."""
-        return random.uniform(0.5, 1.0) * min(self.cap, self.base * 2.0 ** (attempt - 1))
 
 
 class PushWorker:
@@ -80,30 +74,83 @@ class PushWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._listener: asyncpg.Connection | None = None
+        self._listen_refused = False
+        self._interrupted: list[Any] = []
+        self.outage = Outage(log, "push worker")
+        """Whether the worker reaches its database (``/healthz`` shows it)."""
+        self.running = False
+        """Between the start and the end of :meth:`run`."""
 
     # --- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Work until cancelled; then let running jobs finish briefly and release the rest."""
-        listener = await self._listen()
+        """Work until cancelled; then let running jobs finish briefly and release the rest.
+
+        Never ends by itself: a database outage, or a failure nobody foresaw, is waited out
+        with back-off and the loop carries on.
+        """
+        self.running = True
         try:
             while True:
-                claimed = await self._claim()
-                if claimed:
-                    continue
-                await self._sleep()
+                try:
+                    await self._step()
+                except Exception as exc:
+                    if database_unavailable(exc):
+                        delay = self.outage.lost(exc)
+                    else:
+                        log.exception("push worker: unexpected failure; carrying on")
+                        delay = DATABASE_BACKOFF.cap
+                    await asyncio.sleep(delay)
         finally:
-            await self._shutdown(listener)
+            self.running = False
+            await self._shutdown()
 
-    async def _listen(self) -> asyncpg.Connection | None:
+    async def _step(self) -> None:
+        await self._keep_listening()
+        await self._release_interrupted()
+        claimed = await self._claim()
+        self.outage.reached()
+        if not claimed:
+            await self._sleep()
+
+    async def _keep_listening(self) -> None:
+        """Open the LISTEN connection at start, and again after it was lost."""
+        if self._listen_refused or (self._listener is not None and not self._listener.is_closed()):
+            return
+        self._listener = None
         assert self.core.settings.database_url is not None
+        conn = await asyncpg.connect(self.core.settings.database_url)
         try:
-            conn = await asyncpg.connect(self.core.settings.database_url)
             await conn.add_listener(PUSH_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+            if database_unavailable(exc) or not isinstance(exc, asyncpg.PostgresError):
+                raise
             log.warning("push worker polls only: LISTEN failed (%s)", type(exc).__name__)
-            return None
-        return conn
+            self._listen_refused = True
+            return
+        self._listener = conn
+        # A lost connection wakes the loop, which finds the database gone (or listens again).
+        conn.add_termination_listener(lambda _conn: self._wake.set())
+        # Whatever became due while nobody listened is looked at now, not at the next poll.
+        self._wake.set()
+
+    async def _release_interrupted(self) -> None:
+        """Hand back the jobs an outage interrupted, due at once: the database is back, and
+        their leases would keep them from every worker for up to ``lease_seconds``."""
+        while self._interrupted:
+            job = self._interrupted[0]
+            await self._finish(
+                job,
+                job["state"],
+                None,
+                None,
+                "interrupted: the database was unavailable",
+                retry_in=0,
+            )
+            self._interrupted.pop(0)
 
     async def _sleep(self) -> None:
         async with self.core.pool.acquire() as conn:
@@ -128,7 +175,7 @@ class PushWorker:
             task.add_done_callback(self._inflight.discard)
         return len(jobs)
 
-    async def _shutdown(self, listener: asyncpg.Connection | None) -> None:
+    async def _shutdown(self) -> None:
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=5)
             for task in pending:
@@ -139,9 +186,9 @@ class PushWorker:
                 released = await store.release_push_jobs(conn, self.name)
             if released:
                 log.info("push worker released %d unfinished job(s)", released)
-        if listener is not None:
+        if self._listener is not None:
             with contextlib.suppress(OSError, asyncpg.InterfaceError):
-                await listener.close(timeout=2)
+                await self._listener.close(timeout=2)
 
     # --- one job -------------------------------------------------------------------------------
 
@@ -149,9 +196,15 @@ class PushWorker:
         async with self._slots:
             try:
                 await self._attempt(job)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # The database hiccupped: the lease runs out and the job is tried again.
-                log.warning("push job %d interrupted: %s", job["id"], type(exc).__name__)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    # Handed back once the database answers again (the loop logs the outage).
+                    log.debug("push job %d interrupted: %s", job["id"], type(exc).__name__)
+                    self._interrupted.append(job)
+                    return
+                log.exception("push job %d for %s: unexpected failure", job["id"], job["mac"])
+                with contextlib.suppress(Exception):  # else its lease runs out
+                    await self._failed_attempt(job, f"internal error ({type(exc).__name__})")
 
     async def _attempt(self, job: Any) -> None:
         mac = job["mac"]
@@ -172,7 +225,7 @@ class PushWorker:
             await self._finish(job, "fetched", revision, None, None)
             return
         adapter = provisioning.adapter_for(device["vendor"])
-        model = adapter.model(device["model"])
+        model = adapter.served_model(device["model"])
         if model is not None and adapter.needs_maintenance_window(model):
             opening = await self._window_opening(device)
             if opening is not None:
@@ -238,7 +291,7 @@ class PushWorker:
 
     async def _target(self, device: Any) -> NotifyTarget:
         adapter = provisioning.adapter_for(device["vendor"])
-        model = adapter.model(device["model"])
+        model = adapter.served_model(device["model"])
         if model is None:
             raise NotifyError(f"unknown model {device['model']}")
         event = adapter.sip_event(model)

@@ -5,13 +5,21 @@ the queue holds each device once, so the base is rendered once or twice rather t
 and the API answers without waiting for renders. The push worker renders each device again
 before notifying it (renders are idempotent), so a render lost with this process is only
 delayed, never skipped.
+
+While the database is away the queue keeps what it holds, waits with back-off (logging the loss
+and the return once each), and goes on when the database answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable
+
+from provisioner.outage import Outage, database_unavailable
+
+log = logging.getLogger(__name__)
 
 Render = Callable[[str], Awaitable[object]]
 
@@ -22,6 +30,7 @@ class RenderQueue:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self.outage = Outage(log, "render queue")
 
     def schedule(self, render: Render, macs: Iterable[str]) -> None:
         for mac in macs:
@@ -34,7 +43,19 @@ class RenderQueue:
         try:
             while self._pending:
                 mac = next(iter(self._pending))
-                await self._pending.pop(mac)(mac)
+                render = self._pending.pop(mac)
+                try:
+                    await render(mac)
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        # A render records its own errors on the device; this is a bug. The
+                        # push worker renders the device again before notifying it.
+                        log.exception("background render of %s failed", mac)
+                        continue
+                    self._pending.setdefault(mac, render)  # unless scheduled again meanwhile
+                    await asyncio.sleep(self.outage.lost(exc))
+                    continue
+                self.outage.reached()
         finally:
             self._idle.set()
 

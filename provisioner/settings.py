@@ -78,6 +78,9 @@ class Settings:
     kamailio_location_url: str | None = None
     """Kamailio's usrloc database: contacts come from its ``location`` table
     (``PROVISIONER_KAMAILIO_LOCATION_URL``)."""
+    discovery: bool = True
+    """Record and serve unknown phones of known vendors that fetch with the bootstrap
+    credential (``PROVISIONER_DISCOVERY``: ``on`` or ``off``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -121,6 +124,7 @@ class Settings:
             kamailio_location_url=_parse_database_url(
                 "PROVISIONER_KAMAILIO_LOCATION_URL", get("KAMAILIO_LOCATION_URL")
             ),
+            discovery=_parse_switch("PROVISIONER_DISCOVERY", get("DISCOVERY"), default=True),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise SettingsError("PROVISIONER_TLS_CERT: set together with PROVISIONER_TLS_KEY")
@@ -161,6 +165,7 @@ class Settings:
             "trusted_proxies": ", ".join(map(str, self.trusted_proxies)) or "(none)",
             "phones_allow": ", ".join(map(str, self.phones_allow)) or "(any address)",
             "tls": f"{self.tls_cert} / {self.tls_key}" if self.tls_cert else "(plain HTTP)",
+            "discovery": "on" if self.discovery else "off",
         }
 
 
@@ -256,6 +261,18 @@ def _parse_processes(value: str | None) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 64:
         raise SettingsError("PROVISIONER_PHONES_PROCESSES: expected a number from 1 to 64")
     return int(value)
+
+
+_SWITCH = {"on": True, "off": False}
+
+
+def _parse_switch(name: str, value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    switch = _SWITCH.get(value.strip().lower())
+    if switch is None:
+        raise SettingsError(f"{name}: expected on or off, got {value!r}")
+    return switch
 
 
 def _parse_networks(name: str, value: str | None) -> tuple[IPNetwork, ...]:

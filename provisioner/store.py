@@ -51,26 +51,47 @@ async def get_user_by_extension(conn: Connection, extension: str) -> Record | No
 
 
 async def reset_pin_failures(conn: Connection, user_id: int) -> None:
+    """A right PIN: failures count in a row, so the count starts again (reservations of checks
+    still in flight included)."""
     await conn.execute(
         "UPDATE users SET pin_failures = 0 WHERE id = $1 AND pin_failures <> 0", user_id
     )
 
 
-async def record_pin_failure(
+async def reserve_pin_check(conn: Connection, user_id: int, *, threshold: int) -> bool:
+    """Count a PIN check as a failure *before* it is verified, unless the user is locked or
+    ``threshold`` checks are already counted: at most ``threshold`` checks are ever in flight or
+    failed in a row, whatever the concurrency. False: no check may be made now."""
+    reserved = await conn.fetchval(
+        """UPDATE users SET pin_failures = pin_failures + 1
+           WHERE id = $1 AND pin_failures < $2
+             AND (pin_locked_until IS NULL OR pin_locked_until <= now())
+           RETURNING pin_failures""",
+        user_id,
+        threshold,
+    )
+    return reserved is not None
+
+
+async def lock_pin_if_due(
     conn: Connection, user_id: int, *, threshold: int, base_seconds: int, max_seconds: int
 ) -> Record:
-    """Count a wrong PIN; the ``threshold``-th in a row locks, each lock twice as long."""
+    """After a wrong PIN: when ``threshold`` failures in a row are counted, lock the user (each
+    lock twice as long as the one before) and start counting again; ``locked_now`` says whether
+    this call locked."""
     row = await conn.fetchrow(
-        """UPDATE users SET
-                  pin_lockouts = CASE WHEN pin_failures + 1 >= $2 THEN pin_lockouts + 1
+        """WITH before AS (SELECT pin_failures >= $2 AS due FROM users WHERE id = $1 FOR UPDATE)
+           UPDATE users SET
+                  pin_lockouts = CASE WHEN before.due THEN pin_lockouts + 1
                                       ELSE pin_lockouts END,
-                  pin_locked_until = CASE WHEN pin_failures + 1 >= $2
+                  pin_locked_until = CASE WHEN before.due
                       THEN now() + make_interval(secs => least($4::float8,
                                $3::float8 * power(2, pin_lockouts)))
                       ELSE pin_locked_until END,
-                  pin_failures = CASE WHEN pin_failures + 1 >= $2 THEN 0
-                                      ELSE pin_failures + 1 END
-           WHERE id = $1 RETURNING pin_failures, pin_lockouts, pin_locked_until""",
+                  pin_failures = CASE WHEN before.due THEN 0 ELSE pin_failures END
+           FROM before
+           WHERE id = $1
+           RETURNING pin_failures, pin_lockouts, pin_locked_until, before.due AS locked_now""",
         user_id,
         threshold,
         base_seconds,
@@ -151,6 +172,24 @@ async def update_user(conn: Connection, user_id: int, changes: Mapping[str, Any]
     )
     assert row is not None
     return row
+
+
+async def lock_local_admins(conn: Connection) -> list[int]:
+    """The ids of every admin of the local backend, their rows locked until the transaction
+    ends: two changes that would each remove one of the last two admins are serialised."""
+    rows = await conn.fetch(
+        """SELECT id FROM users WHERE role = 'admin' AND auth_backend = 'local'
+           ORDER BY id FOR UPDATE"""
+    )
+    return [r["id"] for r in rows]
+
+
+async def revoke_user_tokens(conn: Connection, user_id: int) -> None:
+    """Bump the credential version: every token issued before dies (sessions check it)."""
+    await conn.execute(
+        "UPDATE users SET credential_version = credential_version + 1 WHERE id = $1", user_id
+    )
+    await delete_dead_sessions(conn, user_id)
 
 
 async def delete_user(conn: Connection, user_id: int) -> None:
@@ -996,10 +1035,10 @@ async def replace_device_files(
     revision_hash: str,
     render_error: str | None,
 ) -> int:
-    """Store a new revision's files (name, body, etag); return the new revision number."""
+    """Store a new revision's files (name, sealed body, etag); return the new revision number."""
     await conn.execute("DELETE FROM device_files WHERE mac = $1", mac)
     await conn.executemany(
-        "INSERT INTO device_files (mac, name, body, etag) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO device_files (mac, name, body, etag, sealed) VALUES ($1, $2, $3, $4, true)",
         [(mac, name, body, etag) for name, body, etag in files],
     )
     revision = await conn.fetchval(
@@ -1018,11 +1057,60 @@ async def list_device_files(conn: Connection, macs: Sequence[str] | None = None)
     """Stored files with what serving them needs; all devices when ``macs`` is None."""
     return await conn.fetch(
         """SELECT d.mac, d.vendor, d.revision, d.credential_encrypted, d.bootstrap_allowed,
-                  f.name, f.body, f.etag
+                  f.name, f.body, f.sealed, f.etag
            FROM devices d LEFT JOIN device_files f ON f.mac = d.mac
            WHERE $1::text[] IS NULL OR d.mac = ANY($1::text[])
            ORDER BY d.mac""",
         None if macs is None else list(macs),
+    )
+
+
+async def lock_devices_with_clear_files(conn: Connection, limit: int) -> list[str]:
+    """Lock up to ``limit`` devices that still have files stored in clear (before migration
+    009), in MAC order, as a render locks a device; return their MACs."""
+    rows = await conn.fetch(
+        """SELECT mac FROM devices
+           WHERE mac IN (SELECT DISTINCT mac FROM device_files WHERE NOT sealed
+                         ORDER BY mac LIMIT $1)
+           ORDER BY mac FOR UPDATE""",
+        limit,
+    )
+    return [row["mac"] for row in rows]
+
+
+async def list_files_of_devices(conn: Connection, macs: Sequence[str]) -> list[Record]:
+    """Every stored file (mac, name, body, sealed) of ``macs``."""
+    return await conn.fetch(
+        "SELECT mac, name, body, sealed FROM device_files WHERE mac = ANY($1::text[])",
+        list(macs),
+    )
+
+
+async def seal_device_files(conn: Connection, files: Sequence[tuple[str, str, bytes, str]]) -> None:
+    """Replace clear files (mac, name, sealed body, etag) by their sealed form."""
+    if not files:
+        return
+    macs, names, bodies, etags = (list(column) for column in zip(*files, strict=True))
+    await conn.execute(
+        """UPDATE device_files f SET body = u.body, etag = u.etag, sealed = true
+           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS u (mac, name, body, etag)
+           WHERE f.mac = u.mac AND f.name = u.name AND NOT f.sealed""",
+        macs,
+        names,
+        bodies,
+        etags,
+    )
+
+
+async def set_revision_hashes(conn: Connection, hashes: Mapping[str, str]) -> None:
+    """Set devices' revision hashes (mac → hash) without starting a new revision."""
+    if not hashes:
+        return
+    await conn.execute(
+        """UPDATE devices d SET revision_hash = u.hash
+           FROM unnest($1::text[], $2::text[]) AS u (mac, hash) WHERE d.mac = u.mac""",
+        list(hashes),
+        list(hashes.values()),
     )
 
 
@@ -1195,3 +1283,115 @@ async def set_contacts_by_sip_user(
         user_agents,
     )
     return sorted(r["mac"] for r in rows)
+
+
+# --- discovered devices (provisioner/discovery.py) ----------------------------------------------
+
+
+async def lock_discovery(conn: Connection) -> None:
+    """Serialise every write of discovered rows and each adoption (until the transaction ends),
+    so the per-source limit and the per-site cap hold across processes."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('provisioner.discovery'))")
+
+
+async def device_exists(conn: Connection, mac: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM devices WHERE mac = $1)", mac))
+
+
+async def touch_discovered_device(
+    conn: Connection,
+    mac: str,
+    *,
+    vendor: str,
+    model: str | None,
+    firmware: str | None,
+    source: str,
+) -> bool:
+    """Refresh a discovered row with what its phone sent now; False when there is none."""
+    updated = await conn.fetchval(
+        """UPDATE discovered_devices
+           SET vendor = $2, model = COALESCE($3, model), firmware = COALESCE($4, firmware),
+               source = $5, last_seen = now()
+           WHERE mac = $1
+           RETURNING mac""",
+        mac,
+        vendor,
+        model,
+        firmware,
+        source,
+    )
+    return updated is not None
+
+
+async def discovered_recently_from(conn: Connection, source: str, seconds: float) -> bool:
+    """Whether ``source`` added a discovered row within the last ``seconds``."""
+    return bool(
+        await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM discovered_devices
+                              WHERE source = $1
+                                AND first_seen > now() - $2::float8 * interval '1 second')""",
+            source,
+            seconds,
+        )
+    )
+
+
+async def insert_discovered_device(
+    conn: Connection,
+    *,
+    mac: str,
+    site: str,
+    vendor: str,
+    model: str | None,
+    firmware: str | None,
+    source: str,
+) -> None:
+    await conn.execute(
+        """INSERT INTO discovered_devices (mac, site, vendor, model, firmware, source)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        mac,
+        site,
+        vendor,
+        model,
+        firmware,
+        source,
+    )
+
+
+async def trim_discovered_devices(conn: Connection, site: str, keep: int) -> list[str]:
+    """Drop the site's least recently seen rows beyond the newest ``keep``; their MACs."""
+    rows = await conn.fetch(
+        """DELETE FROM discovered_devices
+           WHERE mac IN (SELECT mac FROM discovered_devices WHERE site = $1
+                         ORDER BY last_seen DESC, first_seen DESC, mac OFFSET $2)
+           RETURNING mac""",
+        site,
+        keep,
+    )
+    return [r["mac"] for r in rows]
+
+
+async def list_discovered_devices(conn: Connection) -> list[Record]:
+    """Every discovered row, most recently seen first (at most the cap per site)."""
+    return await conn.fetch(
+        """SELECT mac, site, vendor, model, firmware, source, first_seen, last_seen
+           FROM discovered_devices ORDER BY last_seen DESC, mac"""
+    )
+
+
+async def delete_discovered_device(conn: Connection, mac: str) -> Record | None:
+    """Remove the discovered row of ``mac`` (adopted); the row, or None when there was none."""
+    return await conn.fetchrow(
+        """DELETE FROM discovered_devices WHERE mac = $1
+           RETURNING mac, site, vendor, model, firmware, source, first_seen, last_seen""",
+        mac,
+    )
+
+
+async def seed_device_contact(conn: Connection, mac: str, contact: str) -> None:
+    """Where to notify a device before any registration reports its contact (an adopted
+    discovered phone has no SIP account yet); a registration replaces it, and none is faked:
+    ``registered_at`` stays unset."""
+    await conn.execute(
+        "UPDATE devices SET sip_contact = $2 WHERE mac = $1 AND sip_contact IS NULL", mac, contact
+    )

@@ -27,7 +27,9 @@ _EXTENSION = re.compile(r"[0-9]{1,15}")
 # Deliberately simple: one @, a dotted domain, no spaces or control characters. Deliverability
 # is the SMTP server's verdict, reported as mail_failed.
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: C0 and C1 control characters, DEL and the Unicode line/paragraph separators: none belongs in
+#: a name, and each can break a line-based format (a config file, a mail header) it reaches.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Fields whose change alters what the user's devices are sent.
 _DEVICE_FIELDS = frozenset({"display_name", "extension", "language"})
 
@@ -57,6 +59,10 @@ def is_valid_username(username: str) -> bool:
     return _USERNAME.fullmatch(username) is not None
 
 
+def has_control_chars(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
 def is_valid_email(email: str) -> bool:
     return len(email) <= 254 and _EMAIL.fullmatch(email) is not None
 
@@ -67,7 +73,7 @@ def _validate_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         if name == "display_name":
             value = value.strip()
-            if not 1 <= len(value) <= 128 or _CONTROL.search(value):
+            if not 1 <= len(value) <= 128 or has_control_chars(value):
                 raise invalid("display_name_invalid", "A display name is 1-128 characters.")
         elif name == "extension" and value is not None:
             if not _EXTENSION.fullmatch(value):
@@ -143,10 +149,20 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
         raise invalid("field_unknown", f"These fields cannot be changed: {sorted(unknown)}.")
     fields = _validate_fields(changes)
     async with core.pool.acquire() as conn, conn.transaction():
+        admins = []
+        if {"role", "auth_backend"} & fields.keys():
+            admins = await store.lock_local_admins(conn)
         user = await get_user(conn, username, for_update=True)
         changed = {k: v for k, v in fields.items() if user[k] != v}
         if not changed:
             return user
+        if {"role", "auth_backend"} & changed.keys():
+            stays_local_admin = (
+                changed.get("role", user["role"]) == "admin"
+                and changed.get("auth_backend", user["auth_backend"]) == "local"
+            )
+            if not stays_local_admin:
+                _keep_an_admin(admins, user["id"])
         macs = await store.list_device_macs_for_user(conn, user["id"])
         if "extension" in changed and changed["extension"] is None and macs:
             raise conflict(
@@ -157,6 +173,9 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
             row = await store.update_user(conn, user["id"], changed)
         except asyncpg.UniqueViolationError as exc:
             raise _unique_violation(exc) from None
+        if "auth_backend" in changed:
+            # The user now signs in elsewhere: nothing issued under the old backend stays valid.
+            await store.revoke_user_tokens(conn, user["id"])
         jobs: list[int] = []
         if _DEVICE_FIELDS & changed.keys():
             jobs = await store.enqueue_push_jobs(conn, macs, "user.update")
@@ -174,12 +193,24 @@ async def delete_user(core: Core, actor: Actor, username: str) -> None:
     if actor.acts_for(username):
         raise conflict("cannot_delete_self", "You cannot delete your own account.")
     async with core.pool.acquire() as conn, conn.transaction():
+        admins = await store.lock_local_admins(conn)
         user = await get_user(conn, username, for_update=True)
+        _keep_an_admin(admins, user["id"])
         macs = await store.list_device_macs_for_user(conn, user["id"])
         await store.delete_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "user.delete")
         await audit.record(conn, actor, "user.delete", username, {"push_jobs": jobs})
     provisioning.schedule_renders(core, macs)
+
+
+def _keep_an_admin(local_admins: list[int], user_id: int) -> None:
+    """Refuse to take the last local admin away (demote, delete, move to another backend):
+    nobody could administer the service any more, and an external directory may be down."""
+    if local_admins == [user_id]:
+        raise conflict(
+            "last_admin",
+            "This is the only administrator who signs in locally; make another one first.",
+        )
 
 
 async def find_user(core: Core, actor: Actor, username: str) -> Any:

@@ -1,4 +1,5 @@
-"""Encryption at rest for secrets that templates must carry in clear (PINs, SIP secrets).
+"""Encryption at rest for secrets that templates must carry in clear (PINs, SIP secrets), and
+for the rendered configs that carry them.
 
 AES-256-GCM with a key from the key file; each ciphertext is bound to its purpose (associated
 data such as ``pin:42``), so a ciphertext copied into another row or column does not decrypt.
@@ -59,19 +60,23 @@ class Vault:
         return hmac.new(self._key, b"derive:" + purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, plaintext: str, purpose: str) -> bytes:
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), purpose.encode("utf-8"))
-        return _VERSION + nonce + sealed
+        return self.encrypt_bytes(plaintext.encode("utf-8"), purpose)
 
     def decrypt(self, ciphertext: bytes, purpose: str) -> str:
+        return self.decrypt_bytes(ciphertext, purpose).decode("utf-8")
+
+    def encrypt_bytes(self, plaintext: bytes, purpose: str) -> bytes:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, purpose.encode("utf-8"))
+
+    def decrypt_bytes(self, ciphertext: bytes, purpose: str) -> bytes:
         if ciphertext[:1] != _VERSION:
             raise VaultError("unknown ciphertext version")
         nonce = ciphertext[1 : 1 + _NONCE_BYTES]
         try:
-            plain = self._aead.decrypt(nonce, ciphertext[1 + _NONCE_BYTES :], purpose.encode())
+            return self._aead.decrypt(nonce, ciphertext[1 + _NONCE_BYTES :], purpose.encode())
         except InvalidTag:
             raise VaultError(f"ciphertext for {purpose} does not decrypt with this key") from None
-        return plain.decode("utf-8")
 
 
 def _read_key(path: Path) -> bytes:
@@ -108,3 +113,9 @@ def device_api_password_purpose(mac: str) -> str:
 def access_code_purpose(mac: str) -> str:
     """A DECT system's access code for subscribing handsets (``devices.access_code_encrypted``)."""
     return f"access-code:{mac}"
+
+
+def rendered_file_purpose(mac: str, name: str) -> str:
+    """One rendered file of a device (``device_files.body``): a file copied to another device's
+    row, or under another name, does not decrypt."""
+    return f"rendered-file:{mac}:{name}"

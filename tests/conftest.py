@@ -27,7 +27,9 @@ from aiosmtpd.controller import Controller
 
 from provisioner.app import create_app
 from provisioner.db import migrate
+from provisioner.sealing import unseal
 from provisioner.settings import Settings
+from provisioner.vault import Vault
 
 ADMIN_DSN = os.environ.get(
     "PROVISIONER_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -162,6 +164,21 @@ def settings_env(database_url: str, tmp_path: Path, mail_sink: MailSink) -> dict
 @pytest.fixture
 def settings(settings_env: dict[str, str]) -> Settings:
     return Settings.from_env(settings_env)
+
+
+@pytest.fixture
+def vault(settings: Settings) -> Vault:
+    """The service's vault (its key file, created by whichever comes first): to read secrets and
+    stored configs the way the service does."""
+    return Vault.from_key_file(settings.secret_key_file)
+
+
+async def stored_files(db: asyncpg.Connection, vault: Vault, mac: str) -> dict[str, bytes]:
+    """A device's stored files (``device_files``), decrypted: what its phone is served."""
+    rows = await db.fetch("SELECT name, body, sealed FROM device_files WHERE mac = $1", mac)
+    return {
+        r["name"]: unseal(vault, mac, r["name"], bytes(r["body"]), sealed=r["sealed"]) for r in rows
+    }
 
 
 AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]

@@ -18,7 +18,8 @@ from provisioner import access_codes
 from provisioner.devices import ADAPTERS
 from provisioner.devices.base import AccessCodeKey
 from provisioner.errors import ProvisionerError
-from tests.conftest import Api
+from provisioner.vault import Vault
+from tests.conftest import Api, stored_files
 from tests.test_device_cli import Cli, assert_exit, cli, key_file  # noqa: F401 (fixtures)
 
 PIN = "480913"
@@ -50,10 +51,10 @@ async def call(api: Api, method: str, path: str, body: Any = None, expect: int =
     return data
 
 
-async def files_of(db: asyncpg.Connection, mac: str) -> str:
-    rows = await db.fetch("SELECT body FROM device_files WHERE mac = $1", mac)
-    assert rows, mac
-    return "\n".join(bytes(r["body"]).decode() for r in rows)
+async def files_of(db: asyncpg.Connection, vault: Vault, mac: str) -> str:
+    files = await stored_files(db, vault, mac)
+    assert files, mac
+    return "\n".join(body.decode() for body in files.values())
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ async def fleet(
 
 
 async def test_access_codes_are_random_encrypted_and_rendered(
-    fleet: dict[str, dict[str, Any]], db: asyncpg.Connection
+    fleet: dict[str, dict[str, Any]], db: asyncpg.Connection, vault: Vault
 ) -> None:
     codes = {}
     for vendor, model, mac in DEVICES:
@@ -95,7 +96,7 @@ async def test_access_codes_are_random_encrypted_and_rendered(
         # Encrypted at rest: the column holds neither the code nor anything readable.
         assert code.encode() not in bytes(stored)
         # The base's files carry it (in the vendor's key).
-        assert code in await files_of(db, mac), (vendor, model)
+        assert code in await files_of(db, vault, mac), (vendor, model)
         codes[mac] = code
     assert codes, "no adapter declares a DECT access code"
     # Random, not derived from the (identical) assignments: not all the same.
@@ -104,7 +105,7 @@ async def test_access_codes_are_random_encrypted_and_rendered(
 
 
 async def test_a_pin_change_reaches_only_devices_that_carry_the_pin(
-    admin: Api, fleet: dict[str, dict[str, Any]], db: asyncpg.Connection
+    admin: Api, fleet: dict[str, dict[str, Any]], db: asyncpg.Connection, vault: Vault
 ) -> None:
     revisions = {mac: device["revision"] for mac, device in fleet.items()}
     changed = await call(admin, "PUT", "/users/alice/pin", {"pin": NEW_PIN})
@@ -119,7 +120,7 @@ async def test_a_pin_change_reaches_only_devices_that_carry_the_pin(
     for vendor, model, mac in DEVICES:
         await admin.settled()
         device = await call(admin, "GET", f"/devices/{mac}")
-        text = await files_of(db, mac)
+        text = await files_of(db, vault, mac)
         pin_key, code_key = keys(vendor, model)
         # The access code never changes with a PIN, and never is the PIN.
         assert device.get("access_code") == fleet[mac].get("access_code")
@@ -135,7 +136,7 @@ async def test_a_pin_change_reaches_only_devices_that_carry_the_pin(
 
 
 async def test_an_admin_replaces_the_access_code(
-    admin: Api, fleet: dict[str, dict[str, Any]], db: asyncpg.Connection
+    admin: Api, fleet: dict[str, dict[str, Any]], db: asyncpg.Connection, vault: Vault
 ) -> None:
     bases = [(v, m, mac) for v, m, mac in DEVICES if keys(v, m)[1] is not None]
     for vendor, model, mac in bases:
@@ -146,7 +147,7 @@ async def test_an_admin_replaces_the_access_code(
         result = await call(admin, "POST", f"/devices/{mac}/access-code", {"access_code": chosen})
         assert result["access_code"] == chosen
         [job] = result["push_jobs"]
-        text = await files_of(db, mac)
+        text = await files_of(db, vault, mac)
         assert chosen in text, (vendor, model)
         assert before not in text, (vendor, model)
         assert (await call(admin, "GET", f"/devices/{mac}"))["access_code"] == chosen

@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from provisioner.vault import Vault, sip_password_purpose
+from tests.conftest import stored_files
 
 REGISTRAR = "pbx.example.net"
 PIN = "730519"
@@ -118,12 +119,10 @@ async def sip_password(db: asyncpg.Connection, key_file: Path, mac: str, slot: i
     return Vault.from_key_file(key_file).decrypt(encrypted, sip_password_purpose(mac, slot))
 
 
-async def stored_file(db: asyncpg.Connection, mac: str, name: str) -> bytes:
-    body = await db.fetchval(
-        "SELECT body FROM device_files WHERE mac = $1 AND name = $2", mac, name
-    )
-    assert body is not None, (mac, name)
-    return bytes(body)
+async def stored_file(db: asyncpg.Connection, key_file: Path, mac: str, name: str) -> bytes:
+    files = await stored_files(db, Vault.from_key_file(key_file), mac)
+    assert name in files, (mac, name)
+    return files[name]
 
 
 # --- site set, device add, device render -------------------------------------------------------
@@ -173,7 +172,7 @@ async def test_site_set_device_add_and_render(
     assert device["revision"] >= 1
     assert device["render_error"] is None
     password = await sip_password(db, key_file, MAC, 1)
-    cfg = await stored_file(db, MAC, f"{MAC}.cfg")
+    cfg = await stored_file(db, key_file, MAC, f"{MAC}.cfg")
     assert f"account.1.password = {password}".encode() in cfg
     assert f"account.1.sip_server.1.address = {REGISTRAR}".encode() in cfg
 
@@ -219,7 +218,7 @@ async def test_site_set_device_add_and_render(
     assert_exit(one, 0)
     assert "==>" not in one.stdout
     # The preview is what the device gets.
-    assert one.stdout.encode() == await stored_file(db, MAC, f"{MAC}.cfg")
+    assert one.stdout.encode() == await stored_file(db, key_file, MAC, f"{MAC}.cfg")
 
     assert_exit(masked, 0)
     assert [line for line in masked.stdout.splitlines() if line.startswith("==> ")] == headers

@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from tests.conftest import Api, AppFactory, bootstrap_admin
+from provisioner.vault import Vault
+from tests.conftest import Api, AppFactory, bootstrap_admin, stored_files
 
 MakeUser = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -64,12 +65,10 @@ async def revision(db: asyncpg.Connection, mac: str) -> int:
     return int(value)
 
 
-async def device_file(db: asyncpg.Connection, mac: str, name: str) -> str:
-    body = await db.fetchval(
-        "SELECT body FROM device_files WHERE mac = $1 AND name = $2", mac, name
-    )
-    assert body is not None, (mac, name)
-    return bytes(body).decode()
+async def device_file(db: asyncpg.Connection, vault: Vault, mac: str, name: str) -> str:
+    files = await stored_files(db, vault, mac)
+    assert name in files, (mac, name)
+    return files[name].decode()
 
 
 async def sip_secrets(db: asyncpg.Connection, mac: str) -> dict[int, bytes]:
@@ -154,7 +153,7 @@ async def test_bad_macs_vendors_and_models_are_refused(admin: Api, db: asyncpg.C
         assert (status, error_code(data)) == (422, "mac_invalid"), mac
     refused: list[tuple[dict[str, Any], str]] = [
         ({"vendor": "cisco", "model": "T54W"}, "vendor_unknown"),
-        ({"vendor": "yealink", "model": "T99"}, "model_unknown"),
+        ({"vendor": "yealink", "model": "ZX99"}, "model_unknown"),  # no Yealink name
         ({"vendor": "snom", "model": "T54W"}, "model_unknown"),  # another vendor's model
     ]
     for body, code in refused:
@@ -201,7 +200,7 @@ async def test_model_is_matched_case_insensitively_and_gives_the_kind(
 
 
 async def test_assignment_rules_and_refusals_change_nothing(
-    admin: Api, make_user: MakeUser, db: asyncpg.Connection
+    admin: Api, make_user: MakeUser, db: asyncpg.Connection, vault: Vault
 ) -> None:
     await make_user("alice", extension="201")
     await make_user("bob", extension="202")
@@ -263,11 +262,11 @@ async def test_assignment_rules_and_refusals_change_nothing(
     dect = await get_device(admin, DECT)
     assert [a["ipui"] for a in dect["assignments"]] == [None, "0328D3C918"]
     assert dect["revision"] == 3
-    assert "handset.10.name = Bob" in await device_file(db, DECT, f"{DECT}.cfg")
+    assert "handset.10.name = Bob" in await device_file(db, vault, DECT, f"{DECT}.cfg")
 
 
 async def test_replacing_assignments_keeps_the_sip_account_of_unchanged_slots(
-    admin: Api, make_user: MakeUser, db: asyncpg.Connection
+    admin: Api, make_user: MakeUser, db: asyncpg.Connection, vault: Vault
 ) -> None:
     for name, extension in [("alice", "201"), ("bob", "202"), ("carol", "203")]:
         await make_user(name, extension=extension)
@@ -283,7 +282,7 @@ async def test_replacing_assignments_keeps_the_sip_account_of_unchanged_slots(
     accounts = {r["slot"]: r["sip_user"] for r in first}
     assert accounts[1] != accounts[2]
     passwords = await sip_secrets(db, YEALINK)
-    cfg = await device_file(db, YEALINK, f"{YEALINK}.cfg")
+    cfg = await device_file(db, vault, YEALINK, f"{YEALINK}.cfg")
     assert f"account.1.user_name = {accounts[1]}" in cfg
     assert f"account.2.user_name = {accounts[2]}" in cfg
     assert f"account.1.sip_server.1.address = {REGISTRAR}" in cfg
@@ -313,7 +312,7 @@ async def test_replacing_assignments_keeps_the_sip_account_of_unchanged_slots(
     assert await assign(admin, YEALINK) == []
     assert await db.fetchval("SELECT count(*) FROM device_assignments") == 0
     assert await revision(db, YEALINK) == 5
-    assert "account.3.enable = 0" in await device_file(db, YEALINK, f"{YEALINK}.cfg")
+    assert "account.3.enable = 0" in await device_file(db, vault, YEALINK, f"{YEALINK}.cfg")
     audit = await db.fetch("SELECT details FROM audit_log WHERE action = 'device.assign'")
     assert len(audit) == 5
 
@@ -336,7 +335,7 @@ async def test_one_user_on_devices_whose_macs_share_the_last_six_digits(
 
 
 async def test_render_error_until_the_site_has_a_registrar(
-    admin: Api, make_user: MakeUser, db: asyncpg.Connection
+    admin: Api, make_user: MakeUser, db: asyncpg.Connection, vault: Vault
 ) -> None:
     await make_user("alice", extension="201")
     await add_device(admin, YEALINK)
@@ -366,7 +365,7 @@ async def test_render_error_until_the_site_has_a_registrar(
         assert device["render_error"] is None
         assert device["rendered_at"] is not None
         assert [j["reason"] for j in await jobs_of(db, mac)] == ["site.update"]
-    cfg = await device_file(db, YEALINK, f"{YEALINK}.cfg")
+    cfg = await device_file(db, vault, YEALINK, f"{YEALINK}.cfg")
     assert "account.1.sip_server.1.port = 5070" in cfg
     assert "account.1.sip_server.1.transport_type = 1" in cfg
     files = await db.fetch("SELECT name FROM device_files WHERE mac = $1 ORDER BY name", YEALINK)
@@ -393,11 +392,11 @@ async def test_render_error_until_the_site_has_a_registrar(
     device = await get_device(admin, YEALINK)
     assert device["render_error"] is None
     assert device["revision"] == good[1][3] + 1
-    assert "Austria(Vienna)" in await device_file(db, YEALINK, f"{YEALINK}.cfg")
+    assert "Austria(Vienna)" in await device_file(db, vault, YEALINK, f"{YEALINK}.cfg")
 
 
 async def test_site_template_overrides(
-    make_client: AppFactory, db: asyncpg.Connection, tmp_path: Path
+    make_client: AppFactory, db: asyncpg.Connection, tmp_path: Path, vault: Vault
 ) -> None:
     overrides = tmp_path / "templates"
     (overrides / "yealink").mkdir(parents=True)
@@ -410,7 +409,7 @@ async def test_site_template_overrides(
     device = await add_device(admin, YEALINK)
     assert device["revision"] == 1
     assert "override template yealink/desk.cfg" in device["render_error"]
-    cfg = await device_file(db, YEALINK, f"{YEALINK}.cfg")
+    cfg = await device_file(db, vault, YEALINK, f"{YEALINK}.cfg")
     assert "phone_setting.phone_lock.enable = 0" in cfg  # built-in desk.cfg
     assert f"static.auto_provision.server.username = {YEALINK}" in cfg
 
@@ -424,14 +423,14 @@ async def test_site_template_overrides(
     device = await get_device(admin, YEALINK)
     assert device["render_error"] is None
     assert device["revision"] == 2
-    cfg = await device_file(db, YEALINK, f"{YEALINK}.cfg")
+    cfg = await device_file(db, vault, YEALINK, f"{YEALINK}.cfg")
     assert cfg == f"#!version:1.0.0.1\n# site override\nregistrar = {REGISTRAR}\nuser = {YEALINK}\n"
     # Files the folder does not override are still the built-in ones.
-    assert "include:config" in await device_file(db, YEALINK, f"{YEALINK}.boot")
+    assert "include:config" in await device_file(db, vault, YEALINK, f"{YEALINK}.boot")
 
 
 async def test_pin_change_re_renders_exactly_the_users_devices(
-    admin: Api, make_user: MakeUser, db: asyncpg.Connection
+    admin: Api, make_user: MakeUser, db: asyncpg.Connection, vault: Vault
 ) -> None:
     await make_user("alice", extension="201")
     await make_user("bob", extension="202")
@@ -465,10 +464,12 @@ async def test_pin_change_re_renders_exactly_the_users_devices(
         (mac, "pin.change") for mac in (YEALINK, GRANDSTREAM)
     )
     assert f"phone_setting.phone_lock.unlock_pin = {PIN}" in await device_file(
-        db, YEALINK, f"{YEALINK}.cfg"
+        db, vault, YEALINK, f"{YEALINK}.cfg"
     )
-    assert f"<P1383>{PIN}</P1383>" in await device_file(db, GRANDSTREAM, f"cfg{GRANDSTREAM}.xml")
-    assert PIN not in await device_file(db, DECT, f"{DECT}.cfg")
+    assert f"<P1383>{PIN}</P1383>" in await device_file(
+        db, vault, GRANDSTREAM, f"cfg{GRANDSTREAM}.xml"
+    )
+    assert PIN not in await device_file(db, vault, DECT, f"{DECT}.cfg")
 
 
 # --- device changes, listing, re-provisioning --------------------------------------------------
@@ -657,7 +658,7 @@ async def test_reprovision_and_push_jobs(
 
 
 async def test_site_validation_and_re_rendering(
-    admin: Api, make_user: MakeUser, db: asyncpg.Connection
+    admin: Api, make_user: MakeUser, db: asyncpg.Connection, vault: Vault
 ) -> None:
     await make_user("alice", extension="201")
     await set_registrar(admin)
@@ -716,7 +717,7 @@ async def test_site_validation_and_re_rendering(
         ]
     # The device of the other site is left alone.
     assert await snapshot(db, YEALINK_2) == devices_before[YEALINK_2]
-    cfg = await device_file(db, YEALINK, f"{YEALINK}.cfg")
+    cfg = await device_file(db, vault, YEALINK, f"{YEALINK}.cfg")
     assert "account.1.sip_server.1.address = [2001:db8::1]" in cfg
     assert "United States-Eastern Time" in cfg
 
@@ -765,7 +766,8 @@ async def test_device_view_shape(admin: Api) -> None:
     assert set(device) == {
         "mac", "vendor", "model", "kind", "label", "site", "revision", "fetched_revision",
         "rendered_at", "render_error", "bootstrap_allowed", "last_fetch", "created_at",
-        "assignments",
+        "assignments", "model_known",
     }  # fmt: skip
+    assert device["model_known"] is True
     assert device["bootstrap_allowed"] is True
     assert device["last_fetch"] is None

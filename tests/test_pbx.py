@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from provisioner.vault import Vault, sip_password_purpose
 from provisioner.web.hooks import SIGNATURE_HEADER, sign
 from provisioner.web.keys import CORE
-from tests.conftest import Api, bootstrap_admin
+from tests.conftest import Api, bootstrap_admin, stored_files
 from tests.test_device_cli import Cli, assert_exit, cli, key_file  # noqa: F401 (fixtures)
 
 HOOK_SECRET = "pbx-secret-for-the-extension-lookup"
@@ -79,11 +79,8 @@ async def line_password(service: TestClient[Any, Any], db: asyncpg.Connection, s
     return vault.decrypt(encrypted, sip_password_purpose(MAC, slot))
 
 
-async def config(db: asyncpg.Connection) -> str:
-    body = await db.fetchval(
-        "SELECT body FROM device_files WHERE mac = $1 AND name = $2", MAC, f"{MAC}.cfg"
-    )
-    return bytes(body).decode()
+async def config(db: asyncpg.Connection, vault: Vault) -> str:
+    return (await stored_files(db, vault, MAC))[f"{MAC}.cfg"].decode()
 
 
 async def subscribers(db: asyncpg.Connection) -> dict[str, tuple[str, str, str]]:
@@ -92,14 +89,14 @@ async def subscribers(db: asyncpg.Connection) -> dict[str, tuple[str, str, str]]
 
 
 async def test_every_line_account_is_in_the_registrar_view_as_digests(
-    service: TestClient[Any, Any], api: Api, db: asyncpg.Connection
+    service: TestClient[Any, Any], api: Api, db: asyncpg.Connection, vault: Vault
 ) -> None:
     accounts = await subscribers(db)
     assert set(accounts) == {f"201-{MAC}-1", f"202-{MAC}-2"}
     for slot, user in [(1, f"201-{MAC}-1"), (2, f"202-{MAC}-2")]:
         password = await line_password(service, db, slot)
         # The config the phone fetches carries exactly the password the digests are made of.
-        assert f"account.{slot}.password = {password}" in await config(db)
+        assert f"account.{slot}.password = {password}" in await config(db, vault)
         domain, ha1, ha1b = accounts[user]
         assert domain == "pbx.example.net"  # the realm defaults to the registrar host
         assert ha1 == md5(f"{user}:pbx.example.net:{password}")
@@ -130,7 +127,7 @@ async def test_the_sites_realm_changes_every_digest(
 
 
 async def test_rotation_changes_password_digest_and_config_together(
-    service: TestClient[Any, Any], api: Api, db: asyncpg.Connection
+    service: TestClient[Any, Any], api: Api, db: asyncpg.Connection, vault: Vault
 ) -> None:
     before = await subscribers(db)
     old = await line_password(service, db, 1)
@@ -145,7 +142,7 @@ async def test_rotation_changes_password_digest_and_config_together(
     after = await subscribers(db)
     assert set(after) == set(before)  # the same accounts, new secrets
     assert after[f"201-{MAC}-1"][1] == md5(f"201-{MAC}-1:pbx.example.net:{new}")
-    text = await config(db)
+    text = await config(db, vault)
     assert f"account.1.password = {new}" in text
     assert old not in text
     assert (await call(api, "GET", f"/devices/{MAC}"))["revision"] == revision + 1

@@ -39,9 +39,10 @@ from aiohttp.test_utils import TestClient
 
 from provisioner import pbx
 from provisioner.audit import Actor
+from provisioner.vault import Vault
 from provisioner.web.hooks import sign
 from provisioner.web.keys import CORE
-from tests.conftest import Api, bootstrap_admin
+from tests.conftest import Api, bootstrap_admin, stored_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRIB = ROOT / "contrib" / "asterisk"
@@ -215,12 +216,9 @@ async def api(service: TestClient[Any, Any]) -> Api:
     return admin
 
 
-async def rendered_accounts(db: asyncpg.Connection, mac: str) -> dict[str, str]:
+async def rendered_accounts(db: asyncpg.Connection, vault: Vault, mac: str) -> dict[str, str]:
     """auth name -> password, as the phone's rendered config (Yealink ``<mac>.cfg``) has them."""
-    body = await db.fetchval(
-        "SELECT body FROM device_files WHERE mac = $1 AND name = $2", mac, f"{mac}.cfg"
-    )
-    text = bytes(body).decode()
+    text = (await stored_files(db, vault, mac))[f"{mac}.cfg"].decode()
     names = dict(re.findall(r"^account\.(\d+)\.auth_name = (\S+)$", text, re.MULTILINE))
     passwords = dict(re.findall(r"^account\.(\d+)\.password = (\S+)$", text, re.MULTILINE))
     return {names[index]: passwords[index] for index in names if index in passwords}
@@ -233,7 +231,7 @@ async def view(db: asyncpg.Connection, name: str) -> list[dict[str, Any]]:
 # --- (a) the realtime views against Asterisk's schema ------------------------------------------
 
 
-async def check_views(db: asyncpg.Connection, realm: str) -> None:
+async def check_views(db: asyncpg.Connection, vault: Vault, realm: str) -> None:
     endpoints = await view(db, "ps_endpoints")
     auths = {r["id"]: r for r in await view(db, "ps_auths")}
     aors = {r["id"]: r for r in await view(db, "ps_aors")}
@@ -255,7 +253,10 @@ async def check_views(db: asyncpg.Connection, realm: str) -> None:
                 if isinstance(spec, Text) and (family, column) not in FREE_TEXT:
                     assert len(value) <= spec.length, (family, column, value)
 
-    rendered = {**await rendered_accounts(db, HOME), **await rendered_accounts(db, DESK)}
+    rendered = {
+        **await rendered_accounts(db, vault, HOME),
+        **await rendered_accounts(db, vault, DESK),
+    }
     for endpoint in endpoints:
         # The ids line up: sorcery resolves endpoint.auth and endpoint.aors by id.
         auth = auths[endpoint["auth"]]
@@ -274,12 +275,12 @@ async def check_views(db: asyncpg.Connection, realm: str) -> None:
 
 
 async def test_realtime_views_fit_asterisks_realtime_schema(
-    service: TestClient[Any, Any], api: Api, db: asyncpg.Connection
+    service: TestClient[Any, Any], api: Api, db: asyncpg.Connection, vault: Vault
 ) -> None:
-    await check_views(db, REGISTRAR)  # the realm defaults to the registrar host
+    await check_views(db, vault, REGISTRAR)  # the realm defaults to the registrar host
     await call(api, "PUT", "/sites/default", {"sip_realm": "voice.example.org"})
     await api.settled()
-    await check_views(db, "voice.example.org")
+    await check_views(db, vault, "voice.example.org")
 
     # The context the views give every endpoint is the one contrib's dialplan defines.
     dialplan = (CONTRIB / "extensions.conf").read_text()

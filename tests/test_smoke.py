@@ -8,7 +8,15 @@ from tests.conftest import Api
 async def test_healthz(client: Any) -> None:
     response = await client.get("/healthz")
     assert response.status == 200
-    assert (await response.json()) == {"status": "ok"}
+    assert (await response.json()) == {
+        "status": "ok",
+        "parts": {
+            "database": "up",
+            "device_cache": "up",
+            "fetch_recorder": "up",
+            "render_queue": "up",
+        },
+    }
 
 
 async def test_admin_creates_user_and_sets_pin(admin: Api, make_user: Any) -> None:

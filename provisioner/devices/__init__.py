@@ -7,8 +7,9 @@ line here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
+from enum import Enum, auto
 from types import MappingProxyType
+from typing import Final
 
 from provisioner.devices import gigaset, grandstream, mitel, poly, snom, yealink
 from provisioner.devices.base import Adapter, FileRequest
@@ -28,17 +29,77 @@ ADAPTERS: Mapping[str, Adapter] = MappingProxyType(
 )
 
 
-@lru_cache(maxsize=65_536)
-def identify(path: str, user_agent: str) -> tuple[Adapter, FileRequest] | None:
+#: What :func:`identify` answers: the adapter that claims a request and what it asks for.
+Identified = tuple[Adapter, FileRequest] | None
+
+
+def identify(path: str, user_agent: str) -> Identified:
     """The adapter that claims a phone's request, and what the request asks for.
 
-    Cached: a boot storm repeats the same few requests per device, and adapters are pure.
+    Not cached here: see :class:`IdentifyCache` for why and where.
     """
     for adapter in ADAPTERS.values():
         request = adapter.identify(path, user_agent)
         if request is not None:
             return adapter, request
     return None
+
+
+class Miss(Enum):
+    """:meth:`IdentifyCache.get` found nothing (None is a cached answer: no adapter claims it)."""
+
+    MISS = auto()
+
+
+MISS: Final = Miss.MISS
+
+
+class IdentifyCache:
+    """:func:`identify` answers for requests that passed authentication, bounded in bytes.
+
+    A boot storm repeats the same few requests per device, and adapters are pure, so answers
+    are worth keeping; but the key is what a client sends (path and User-Agent). The caller
+    therefore looks up first, identifies uncached on a miss, and stores the answer
+    (:meth:`put`) only once the request authenticated: an unauthenticated client cannot add a
+    byte. The bound is in bytes, not entries (an entry costs its key's length plus
+    :data:`ENTRY_BYTES`), so long keys cannot multiply it; past the bound the oldest entries go
+    first. Lookups do not reorder (a hit costs one dict lookup); an evicted entry that is still
+    in use comes back on its device's next fetch.
+    """
+
+    ENTRY_BYTES = 640
+    """One entry beside its key's characters, rounded up from tracemalloc (~600 bytes): the
+    dict slot, the key tuple and its two string headers, the :class:`FileRequest`."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        """``max_bytes``: 32 MiB holds about 50,000 entries, the three files of each of
+        ~16,000 devices (the User-Agent names the MAC, so even shared files key per device)."""
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[tuple[str, str], Identified] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, path: str, user_agent: str) -> Identified | Miss:
+        return self._entries.get((path, user_agent), MISS)
+
+    def put(self, path: str, user_agent: str, identified: Identified) -> None:
+        key = (path, user_agent)
+        if key in self._entries:
+            return
+        cost = self._cost(key)
+        if cost > self.max_bytes:
+            return
+        self._entries[key] = identified
+        self.bytes += cost
+        while self.bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            del self._entries[oldest]
+            self.bytes -= self._cost(oldest)
+
+    def _cost(self, key: tuple[str, str]) -> int:
+        return self.ENTRY_BYTES + len(key[0]) + len(key[1])
 
 
 def pin_limit_conflicts(shortest: int, longest: int) -> list[str]:

@@ -44,7 +44,7 @@ _MAC_HEX = re.compile(r"[0-9a-f]{12}")
 _MAC_IN_TEXT = re.compile(
     r"(?<![0-9A-Fa-f])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{12})(?![0-9A-Fa-f])"
 )
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: An IANA zone name as it may be looked up on disk: no ``..``, no leading ``/``.
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
 
@@ -348,6 +348,31 @@ class Adapter(ABC):
     def model(self, name: str) -> ModelInfo | None:
         """Look a model up by name, case-insensitively."""
         return self.models.get(name.strip().upper())
+
+    def generic_model(self, name: str) -> ModelInfo | None:
+        """The capabilities to serve model ``name`` with when it is not in :attr:`models` but
+        still names a model of this family (e.g. a newer or older model the table does not list
+        yet), so the device gets the family's generic configuration instead of being refused.
+
+        None when ``name`` cannot be one of this vendor's models (then adding the device is
+        refused). The result's ``name`` is ``name`` as the vendor writes it (upper case when
+        unsure). Pure; the default is None.
+        """
+        return None
+
+    def served_model(self, name: str) -> ModelInfo | None:
+        """What a stored device of model ``name`` is served as: the table's model, else the
+        family's generic one (:meth:`generic_model`), else None."""
+        resolved = self.resolve_model(name)
+        return None if resolved is None else resolved[0]
+
+    def resolve_model(self, name: str) -> tuple[ModelInfo, bool] | None:
+        """``name``'s capabilities and whether the model is in the table (False: generic)."""
+        known = self.model(name)
+        if known is not None:
+            return known, True
+        generic = self.generic_model(name.strip())
+        return None if generic is None else (generic, False)
 
     def model_name(self, name: str) -> str:
         """The vendor's spelling of model ``name`` when it is known, else ``name`` in upper case."""

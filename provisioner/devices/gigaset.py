@@ -1,4 +1,4 @@
-"""Gigaset Nx70 IP PRO DECT systems (N610, N670, N870, N870E).
+"""Gigaset Nx70 IP PRO DECT systems (N610, N670, N870, N870E) and unlisted models of that line.
 
 One provisioning file describes the whole DECT system: the SIP provider profile, the provisioning
 server and one handset entry (``add_hs``) with its SIP account per occupied slot. The base asks for
@@ -12,6 +12,11 @@ Administrator Documentation, section 8.2 "Registering/de-registering handsets"),
 :meth:`GigasetAdapter.pin_key` is None and hot-desk logins go through the PBX. The DECT access
 code (``hs.<handset>.DECT_AC``, at most 4 digits in the same document) is the base's own random
 code from :attr:`RenderContext.access_code`.
+
+The bases of the generation before (N300 IP, N510 IP PRO, N720 DM/IP PRO) are recognised in
+requests but not provisioned: they take another format (``ProviderFrame`` with ``SYMB_ITEM`` keys)
+that they reach only through Gigaset's binary redirect files, so they get no model
+(:data:`LEGACY_MODELS`). Maxwell desk phones are recognised too and not provisioned either.
 
 Sources, the reasoning behind each key and what is still unverified: ``docs/vendors/gigaset.md``.
 """
@@ -48,8 +53,28 @@ from provisioner.devices.base import (
 #: Gigaset's MAC prefixes. A request without a Gigaset User-Agent is only accepted for these.
 GIGASET_OUIS = frozenset({"7c2f80", "002104", "589ec6"})
 
-#: Model token in the UA's product part, e.g. ``Gigaset N870 IP PRO`` or ``Gigaset N870E IP PRO``.
-_UA_MODEL = re.compile(r"gigaset\s+(?P<model>[A-Z]+\d+[A-Z]?)\b", re.IGNORECASE)
+#: The product part of a User-Agent: everything before the ``/`` that starts the firmware version
+#: (``Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605``,
+#: ``N720-DM-PRO/70.040.00.000.000``), optionally in double quotes as older Nx70 firmware sends
+#: it. Bounded, so it cannot backtrack.
+_UA_PRODUCT = re.compile(r'\s{0,4}"?\s{0,4}(?P<product>[^/;"\s][^/;"]{0,48})/\s{0,4}[0-9]')
+#: A DECT base of the N series as Gigaset names it, with or without the vendor word, the product
+#: line suffix (``IP PRO``, ``DM PRO``) and separators: ``N870E``, ``Gigaset N870 IP PRO``,
+#: ``N720-DM-PRO``. ``suffix`` tells a product name (which needs no vendor word) from a bare token.
+_N_SERIES = re.compile(
+    r"(?P<vendor>gigaset[\s_-]{1,4})?N[\s_-]?(?P<number>\d{3})(?P<e>E?)"
+    r"(?P<suffix>[\s_-]{1,4}(?:IP|DM)[\s_-]{1,4}PRO)?",
+    re.IGNORECASE,
+)
+#: A Maxwell desk phone (``Maxwell 3 PRO``, ``Gigaset Maxwell Basic``): recognised, not provisioned.
+_MAXWELL = re.compile(
+    r"(?:gigaset[\s_-]{1,4})?maxwell[\s_-]{0,4}(?P<number>basic|\d{1,2})(?:[\s_-]{1,4}PRO)?",
+    re.IGNORECASE,
+)
+#: Real Gigaset User-Agents are well under 100 characters; a longer one, or one with control
+#: characters, is nobody's: it is treated as absent rather than parsed.
+_UA_MAX = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAC_FILE = re.compile(r"(?P<mac>[0-9a-fA-F]{12})\.xml")
 _FOLDER_FILE = "provisioning.xml"
 
@@ -105,13 +130,27 @@ GIGASET_TIME_ZONES = frozenset(
 #: Time zone abbreviations in a POSIX TZ rule (``CET``, ``<+0530>``): names, not behaviour.
 _TZ_ABBREVIATION = re.compile(r"<[^>]*>|[A-Za-z]{3,}")
 
+#: The provisioning file's ``productID`` for every Nx70 system (Gigaset wiki examples valid for
+#: N610/N670/N870/N870E); it is the ``family`` of every model served by this adapter.
+NX70_FAMILY = "e2"
+
 _MODELS = (
-    # family = the provisioning file's productID.
-    ModelInfo("N610", "dect", 8, family="e2"),
-    ModelInfo("N670", "dect", 20, family="e2"),
-    ModelInfo("N870", "dect", 250, family="e2"),
-    ModelInfo("N870E", "dect", 250, family="e2"),
+    # The Nx70 line, software 83.V2.x: one file format for all of them (docs/vendors/gigaset.md).
+    ModelInfo("N610", "dect", 8, family=NX70_FAMILY),
+    ModelInfo("N670", "dect", 20, family=NX70_FAMILY),
+    ModelInfo("N870", "dect", 250, family=NX70_FAMILY),
+    ModelInfo("N870E", "dect", 250, family=NX70_FAMILY),
 )
+
+#: N-series bases of the generations before the Nx70 (N300 IP, N510 IP PRO software 42.x, N720
+#: DM/IP PRO software 70.x). They read ``ProviderFrame`` files with ``SYMB_ITEM`` keys, which they
+#: find through Gigaset's binary ``master.bin``/``siu`` redirect files: the Nx70 file means nothing
+#: to them, so they have no generic model (docs/vendors/gigaset.md, "Older bases").
+LEGACY_MODELS = frozenset({"N300", "N510", "N720"})
+
+#: Handsets an unlisted model of the Nx70 line is served with: the smallest system's (N610), so a
+#: configuration that fits it fits any system of the line.
+GENERIC_HANDSETS = 8
 
 
 @dataclass(frozen=True)
@@ -134,17 +173,39 @@ class GigasetAdapter(Adapter):
     models = models_by_name(_MODELS)
     user_fields = frozenset[UserField]({"display_name", "extension", "sip_credentials"})
 
+    def model(self, name: str) -> ModelInfo | None:
+        """Look a model up by name, also as Gigaset writes it: ``N870``, ``n870e``,
+        ``Gigaset N870 IP PRO``, ``N870-IP-PRO``."""
+        return self.models.get(n_series_model(name) or name.strip().upper())
+
+    def generic_model(self, name: str) -> ModelInfo | None:
+        """An unlisted N-series name (``N770``, ``Gigaset N530 IP PRO``) is a system of the Nx70
+        line: served with its file (productID ``e2``) and the smallest system's 8 handsets.
+
+        None for the older bases (:data:`LEGACY_MODELS`), whose format is another, and for any
+        name that is no N-series base (desk phones included).
+        """
+        model = n_series_model(name)
+        if model is None or model in self.models or model.rstrip("E") in LEGACY_MODELS:
+            return None
+        return ModelInfo(model, "dect", GENERIC_HANDSETS, family=NX70_FAMILY)
+
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
         """Recognise ``<MAC>.xml`` (either case) and ``provisioning.xml``.
 
         The Nx70 User-Agent reads ``Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605``,
-        sometimes with a ``;Handset=N`` suffix, and old firmware sends no MAC at all.
+        sometimes in double quotes or with a ``;Handset=N`` suffix, and without a MAC on old
+        firmware; the older bases send ``N510 IP PRO/42.245.00.000.000;7C2F804DF9A9`` or
+        ``N720-DM-PRO/70.040.00.000.000`` (no vendor word). ``model`` is the base's model, also
+        for bases this adapter does not provision (``N720``). A User-Agent that is too long or
+        carries control characters counts as absent.
         """
-        is_gigaset = names_vendor(user_agent, self.vendor)
+        user_agent = _usable(user_agent)
+        model = user_agent_model(user_agent)
+        is_gigaset = names_vendor(user_agent, self.vendor) or model is not None
         if names_other_vendor(user_agent, self.vendor) and not is_gigaset:
             return None
         ua_mac = _user_agent_mac(user_agent) if is_gigaset else None
-        model = _user_agent_model(user_agent)
         name = path.strip().lstrip("/")
 
         match = _MAC_FILE.fullmatch(name)
@@ -246,14 +307,47 @@ def _clock_rule(zone: str) -> str | None:
     return None if rule is None else _TZ_ABBREVIATION.sub("*", rule)
 
 
+def n_series_model(name: str) -> str | None:
+    """``name`` as an N-series model (``N870``, ``N870E``), or None when it names none.
+
+    Accepts the vendor's spellings: any case, with or without ``Gigaset``, separators and the
+    ``IP PRO``/``DM PRO`` suffix.
+    """
+    match = _N_SERIES.fullmatch(name.strip())
+    return None if match is None else f"N{match['number']}{match['e'].upper()}"
+
+
+def user_agent_model(user_agent: str) -> str | None:
+    """The Gigaset model a User-Agent's product part names, or None.
+
+    An N-series base (``N870``, ``N720``) counts when the product names Gigaset or carries the
+    ``IP PRO``/``DM PRO`` suffix, as every base's User-Agent does; a Maxwell desk phone is named
+    as Gigaset writes it (``Maxwell 3``). Anything else (another vendor's model behind the word
+    ``Gigaset``) gives None.
+    """
+    match = _UA_PRODUCT.match(user_agent)
+    if match is None:
+        return None
+    product = match["product"].strip()
+    if (n_series := _N_SERIES.fullmatch(product)) is not None:
+        if n_series["vendor"] or n_series["suffix"]:
+            return f"N{n_series['number']}{n_series['e'].upper()}"
+        return None
+    if (maxwell := _MAXWELL.fullmatch(product)) is not None:
+        return f"Maxwell {maxwell['number'].capitalize()}"
+    return None
+
+
+def _usable(user_agent: str) -> str:
+    """``user_agent``, or "" when no Gigaset could have sent it (too long, control characters)."""
+    if len(user_agent) > _UA_MAX or _CONTROL.search(user_agent):
+        return ""
+    return user_agent
+
+
 def _user_agent_mac(user_agent: str) -> str | None:
     """The MAC among the UA's ``;``-separated fields, in whatever form the firmware wrote it."""
     return first_mac(user_agent.strip().strip('"').split(";")[1:])
-
-
-def _user_agent_model(user_agent: str) -> str | None:
-    match = _UA_MODEL.search(user_agent)
-    return match.group("model").upper() if match else None
 
 
 def _handset(line: Line) -> _Handset:

@@ -39,6 +39,11 @@ The OMM's HTTP User-Agent is not documented, so requests are recognised by file 
 ``<MAC>.cfg`` (a name Yealink, Poly and Fanvil use too), by the RFPs' MAC prefix. Changes reach a
 running OMM over OM AXI (:meth:`MitelAdapter.push`), not a SIP NOTIFY (``sip_event`` is None).
 
+Models: the device is the OMM, named by the RFP that hosts it. Only an OMM on an RFP applies the
+OM AXI commands of these files, from SIP-DECT 6.0 on, and only RFPs with internal flash (the 3rd
+and 4th generations) can host an OMM; every such RFP gets the same files, so the models differ
+only in name and software image (``family``). ``SIP-DECT`` stands for an OMM on any of them.
+
 Sources, the meaning of every key and what is still unverified: ``docs/vendors/mitel.md``.
 """
 
@@ -124,10 +129,49 @@ _TRANSPORT = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}
 #: the zone set on it rather than receiving an id it may refuse.
 _OMM_TIME_ZONES = {"CET-1CEST,M3.5.0,M10.5.0/3": "CET"}
 
+#: PP users of an OMM on an RFP: the System Manual's user-data example initialises uid 1..512 (R6.1,
+#: 7.8.4, p. 247). No other figure for an RFP-hosted OMM was found (docs/vendors/mitel.md).
+OMM_USERS = 512
+
+#: The software image each RFP generation runs (dect-e/howto-dect, "Software update").
+GEN3_IMAGE = "iprfp3G"
+GEN4_IMAGE = "iprfp4G"
+
 _MODELS = (
-    # An OMM on an RFP handles 512 users; the manual's user-data example runs uid 1..512.
-    ModelInfo("SIP-DECT", "dect", 512),
+    # An OMM on any RFP that can host one: the name devices were registered under so far.
+    ModelInfo("SIP-DECT", "dect", OMM_USERS),
+    # 3rd generation: RFP 35 IP, 36 IP, 37 IP, 43 WLAN.
+    ModelInfo("RFP 35", "dect", OMM_USERS, family=GEN3_IMAGE),
+    ModelInfo("RFP 36", "dect", OMM_USERS, family=GEN3_IMAGE),
+    ModelInfo("RFP 37", "dect", OMM_USERS, family=GEN3_IMAGE),
+    ModelInfo("RFP 43", "dect", OMM_USERS, family=GEN3_IMAGE),
+    # 4th generation: RFP 44 IP, 45 IP, 47 IP (and 47 IP DRC), 48 WLAN.
+    ModelInfo("RFP 44", "dect", OMM_USERS, family=GEN4_IMAGE),
+    ModelInfo("RFP 45", "dect", OMM_USERS, family=GEN4_IMAGE),
+    ModelInfo("RFP 47", "dect", OMM_USERS, family=GEN4_IMAGE),
+    ModelInfo("RFP 48", "dect", OMM_USERS, family=GEN4_IMAGE),
 )
+
+#: RFPs that cannot host an OMM that applies these files: the 1st generation (31, 33, 41) works
+#: only with OpenCom, the 2nd (32, 34, 42) boots over TFTP without internal flash, cannot run the
+#: OMM since SIP-DECT 3.0 and is supported up to SIP-DECT 8.0 only (docs/vendors/mitel.md).
+NO_OMM_RFPS = frozenset({31, 32, 33, 34, 41, 42})
+
+#: An RFP as Mitel, Aastra and the OM AXI (``RFPHwTypeType``) write it: ``RFP 35``, ``RFP35 IP``,
+#: ``RFP 43 WLAN``, ``RFP 47 IP DRC``, ``RFP L35``, ``RFP SL43``, ``RFP 32 US``.
+_RFP_NAME = re.compile(
+    r"(?:(?:mitel|aastra)[\s_-]{1,4})?RFP[\s_-]{0,4}(?P<variant>SL|L)?[\s_-]{0,4}(?P<number>\d{2})"
+    r"(?:[\s_-]{1,4}(?:IP|WLAN|DRC|US)){0,3}",
+    re.IGNORECASE,
+)
+#: The OMM without its host: ``SIP-DECT``, ``SIP DECT OMM``, ``Mitel SIP-DECT``, ``OMM``.
+_OMM_NAME = re.compile(
+    r"(?:(?:mitel|aastra)[\s_-]{1,4})?(?:sip[\s_-]{0,4}dect(?:[\s_-]{1,4}omm)?|omm)",
+    re.IGNORECASE,
+)
+#: A User-Agent longer than this, or with control characters, is treated as absent.
+_UA_MAX = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -160,6 +204,30 @@ class MitelAdapter(Adapter):
     vendor = "mitel"
     models = models_by_name(_MODELS)
     user_fields = frozenset[UserField]({"display_name", "extension", "sip_credentials"})
+
+    def model(self, name: str) -> ModelInfo | None:
+        """Look a model up by name, also as Mitel writes it: ``RFP35``, ``RFP 43 WLAN``,
+        ``RFP L35 IP`` (an L-RFP is the same hardware with a bundled licence), ``SIP DECT``."""
+        return self.models.get(omm_model_name(name) or name.strip().upper())
+
+    def generic_model(self, name: str) -> ModelInfo | None:
+        """An unlisted RFP that can host the OMM (a single-cell ``RFP SL43``, a later RFP) is
+        served like the listed ones: the same files, :data:`OMM_USERS` user slots, the software
+        image of its generation where the number tells it.
+
+        None for RFPs that cannot host such an OMM (:data:`NO_OMM_RFPS`) and for any other name,
+        an OMM on a Linux server included (whether it applies configuration files is not
+        documented, docs/vendors/mitel.md).
+        """
+        model = omm_model_name(name)
+        match = _RFP_NAME.fullmatch(name.strip())
+        if model is None or model in self.models or match is None:
+            return None
+        number = int(match["number"])
+        if number in NO_OMM_RFPS or number < 35:
+            return None
+        family = GEN3_IMAGE if number <= 43 else GEN4_IMAGE if number <= 48 else ""
+        return ModelInfo(model, "dect", OMM_USERS, family=family)
 
     async def push(self, ctx: RenderContext, access: ApiAccess) -> str:
         """Update every PP user that carries a PIN on the OMM over OM AXI (``SetPPUser``).
@@ -205,6 +273,8 @@ class MitelAdapter(Adapter):
         the OMM's own folder ``<mac>/``. Without that folder ``ipdect.cfg`` names no device:
         ``mac`` is then None and the caller must know the device from its credential.
         """
+        if len(user_agent) > _UA_MAX or _CONTROL.search(user_agent):
+            user_agent = ""  # no OMM sends that: treated as absent
         if names_other_vendor(user_agent, self.vendor) and not _MITEL_UA.search(user_agent):
             return None
         parts = path.strip().lstrip("/").split("/")
@@ -259,6 +329,23 @@ class MitelAdapter(Adapter):
 
     def access_code_key(self, model: ModelInfo) -> AccessCodeKey | None:
         return ACCESS_CODE_KEY
+
+
+def omm_model_name(name: str) -> str | None:
+    """``name`` as this adapter's model name (``RFP 35``, ``RFP SL43``, ``SIP-DECT``), or None.
+
+    Accepts Mitel's spellings in any case, with or without separators, the vendor word and the
+    ``IP``/``WLAN``/``DRC``/``US`` suffixes. An L-RFP (``RFP L35``) is its base model: since
+    SIP-DECT 6.0 licences are independent of the RFP (dect-e/howto-dect, "RFP generations").
+    """
+    text = name.strip()
+    if _OMM_NAME.fullmatch(text):
+        return "SIP-DECT"
+    match = _RFP_NAME.fullmatch(text)
+    if match is None:
+        return None
+    variant = "SL" if (match["variant"] or "").upper() == "SL" else ""
+    return f"RFP {variant}{match['number']}"
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,4 +1,13 @@
-"""Poly (Polycom) VVX and Poly Edge E desk phones running UC Software / PVOS.
+"""Poly (Polycom) phones that run UC Software (UCS) 4.0 and later or its successor PVOS.
+
+The installed base this adapter serves (``docs/vendors/poly.md``, "Models and firmware lines"):
+SoundPoint IP 321-670 and SoundStation IP 5000-7000 (last on UCS 4.0.x), the first VVX generation
+(101-600, 1500; last on UCS 5.9.x), VVX 150-601 (UCS 6), Poly Edge E, CCX (in OpenSIP mode) and
+Trio (PVOS). They all read the same master file and the same parameter names, so one template
+variant serves every model; the table differs only in line counts and the firmware line it
+names. Older phones that only run SIP 3.x or earlier and Poly's OBi-based devices (VVX D230,
+Edge B) use other files, and the Rove DECT systems were not researched: none of them is in the
+table or accepted as a generic model.
 
 Boot sequence (Polycom UC Software administrator guides): the phone fetches its master
 configuration file ``<mac>.cfg``, else the default master ``000000000000.cfg``; the master's
@@ -16,8 +25,12 @@ phone itself uploads; without them the central configuration is authoritative),
 ``<mac>-license.cfg``, ``<mac>-directory.xml``, ``000000000000-directory.xml`` and the
 ``<mac>-boot.log`` / ``<mac>-app.log`` uploads.
 
-Poly's User-Agent carries no MAC unless ``device.prov.tagSerialNo`` is set (then
-``(SN:<serial>)``, the serial number being the MAC); the MAC comes from the path.
+User-Agents (``FileTransport <product>-<model>-UA/<version> [(SN:<serial>)] [Type/<stage>]``;
+the SIP form drops ``FileTransport``, and UCS 4.x SIP ones append ``_<mac>`` to the version):
+the model token is ``VVX_450``, ``SPIP_335``, ``SSIP_6000``, ``Edge_E450``, ``CCX_600``,
+``Trio_8800``, and is reduced to the table's spelling by :func:`canonical_model`. Poly's
+User-Agent carries no MAC unless ``device.prov.tagSerialNo`` is set (then ``(SN:<serial>)``, the
+serial number being the MAC) or in that ``_<mac>`` form; the device's MAC comes from the path.
 
 The PIN: no key carries it (:meth:`PolyAdapter.pin_key` is None). Poly's phone lock is unlocked
 with the phone's *user password* (VVX user guides, "Locking the Phone": "You can unlock the phone
@@ -64,19 +77,95 @@ log = logging.getLogger(__name__)
 
 POLY_OUIS = frozenset({"0004f2", "64167f", "482567"})
 
-#: Line registrations per model (Poly datasheets; VVX counts match the UC Software 5.9 field
-#: plugins, Edge E counts are the datasheets' "lines").
+#: Firmware lines (``ModelInfo.family``): the newest software line a model runs. Every line reads
+#: the same files and keys (``docs/vendors/poly.md``, "Older firmware").
+UCS4 = "UCS 4.0"
+UCS5 = "UCS 5.9"
+UCS6 = "UCS 6"
+PVOS = "PVOS"
+#: A VVX the table does not list: UCS 5.x or 6.x, which read the same files.
+UCS = "UCS"
+
+#: Line registrations per model. Sources per group in ``docs/vendors/poly.md`` ("Models and
+#: firmware lines"); counts marked there as unverified are conservative guesses.
 MODELS: tuple[ModelInfo, ...] = (
-    ModelInfo("VVX150", "desk", 2, "VVX"),
-    ModelInfo("VVX250", "desk", 4, "VVX"),
-    ModelInfo("VVX350", "desk", 6, "VVX"),
-    ModelInfo("VVX450", "desk", 12, "VVX"),
-    ModelInfo("VVX501", "desk", 12, "VVX"),
-    ModelInfo("VVX601", "desk", 16, "VVX"),
-    ModelInfo("E350", "desk", 8, "Edge"),
-    ModelInfo("E450", "desk", 16, "Edge"),
-    ModelInfo("E550", "desk", 24, "Edge"),
+    # SoundPoint IP / SoundStation IP, end of sale; UCS 4.0.x is their last software (SIP 3.1
+    # administrator's guide, "Registration <reg/>": 550/560 four, 650/670 six without
+    # expansion modules, SoundStation IP one; 321/331/335 two, 450 three: unverified).
+    ModelInfo("SPIP321", "desk", 2, UCS4),
+    ModelInfo("SPIP331", "desk", 2, UCS4),
+    ModelInfo("SPIP335", "desk", 2, UCS4),
+    ModelInfo("SPIP450", "desk", 3, UCS4),
+    ModelInfo("SPIP550", "desk", 4, UCS4),
+    ModelInfo("SPIP560", "desk", 4, UCS4),
+    ModelInfo("SPIP650", "desk", 6, UCS4),
+    ModelInfo("SPIP670", "desk", 6, UCS4),
+    ModelInfo("SSIP5000", "desk", 1, UCS4),
+    ModelInfo("SSIP6000", "desk", 1, UCS4),
+    ModelInfo("SSIP7000", "desk", 1, UCS4),
+    # First VVX generation, end of sale; last on UCS 5.9.x (wazo-provd-plugins 5.9.2
+    # plugin-info, "lines").
+    ModelInfo("VVX101", "desk", 1, UCS5),
+    ModelInfo("VVX201", "desk", 2, UCS5),
+    ModelInfo("VVX300", "desk", 6, UCS5),
+    ModelInfo("VVX301", "desk", 6, UCS5),
+    ModelInfo("VVX310", "desk", 6, UCS5),
+    ModelInfo("VVX311", "desk", 6, UCS5),
+    ModelInfo("VVX400", "desk", 12, UCS5),
+    ModelInfo("VVX401", "desk", 12, UCS5),
+    ModelInfo("VVX410", "desk", 12, UCS5),
+    ModelInfo("VVX411", "desk", 12, UCS5),
+    ModelInfo("VVX500", "desk", 12, UCS5),
+    ModelInfo("VVX600", "desk", 16, UCS5),
+    ModelInfo("VVX1500", "desk", 6, UCS5),
+    # VVX x50 and x01 (UCS 6.x).
+    ModelInfo("VVX150", "desk", 2, UCS6),
+    ModelInfo("VVX250", "desk", 4, UCS6),
+    ModelInfo("VVX350", "desk", 6, UCS6),
+    ModelInfo("VVX450", "desk", 12, UCS6),
+    ModelInfo("VVX501", "desk", 12, UCS6),
+    ModelInfo("VVX601", "desk", 16, UCS6),
+    # Poly Edge E (PVOS 8+). E350/E450/E550 from the datasheets; the siblings of a series are
+    # given the same count and E100/E220 two lines: unverified.
+    ModelInfo("E100", "desk", 2, PVOS),
+    ModelInfo("E220", "desk", 2, PVOS),
+    ModelInfo("E300", "desk", 8, PVOS),
+    ModelInfo("E320", "desk", 8, PVOS),
+    ModelInfo("E350", "desk", 8, PVOS),
+    ModelInfo("E400", "desk", 16, PVOS),
+    ModelInfo("E450", "desk", 16, PVOS),
+    ModelInfo("E500", "desk", 24, PVOS),
+    ModelInfo("E550", "desk", 24, PVOS),
+    # CCX in OpenSIP mode and Trio conference phones (PVOS): no line count found, one line.
+    ModelInfo("CCX400", "desk", 1, PVOS),
+    ModelInfo("CCX500", "desk", 1, PVOS),
+    ModelInfo("CCX505", "desk", 1, PVOS),
+    ModelInfo("CCX600", "desk", 1, PVOS),
+    ModelInfo("Trio8300", "desk", 1, PVOS),
+    ModelInfo("Trio8500", "desk", 1, PVOS),
+    ModelInfo("Trio8800", "desk", 1, PVOS),
+    ModelInfo("TrioC60", "desk", 1, PVOS),
 )
+
+#: Poly models that only ever ran SIP 3.x or earlier. Their application needs Polycom's own
+#: ``sip.cfg`` / ``phone1.cfg`` defaults, which this service does not host: refused, not served
+#: generically (``docs/vendors/poly.md``, "Older firmware").
+SIP3_ONLY = frozenset(
+    {"SPIP300", "SPIP301", "SPIP320", "SPIP330", "SPIP430", "SPIP500", "SPIP501", "SPIP600",
+     "SPIP601", "SSIP4000"}
+)  # fmt: skip
+
+#: Names a model of a family this adapter serves may have beyond the table (canonical form), and
+#: the firmware line such a model runs. OBi-based devices (VVX D230, Edge B, Rove, OBi) match
+#: none of them.
+GENERIC_SERIES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"VVX\d{3,4}"), UCS),
+    (re.compile(r"E\d{3}"), PVOS),
+    (re.compile(r"CCX\d{3}"), PVOS),
+    (re.compile(r"TRIO(?:\d{4}|C\d{2})"), PVOS),
+)
+#: A generic model gets one line: every model of these series has at least registration 1.
+GENERIC_SLOTS = 1
 
 MASTER_FILE = "000000000000.cfg"
 #: Poly answers ``check-sync`` by re-reading its configuration; with
@@ -146,12 +235,53 @@ TRANSPORTS = {"udp": "UDPOnly", "tcp": "TCPOnly", "tls": "TLS"}
 _MASTER = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.cfg")
 _USER = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})-user\.cfg", re.IGNORECASE)
 # "FileTransport PolycomVVX-VVX_450-UA/6.4.0.1234 Type/Application",
-# "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602 Type/Application"
-_UA = re.compile(r"FileTransport\s+Poly(?:com)?[A-Za-z]*-(?P<model>[A-Za-z0-9_]+)-UA/", re.I)
+# "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602 Type/Application",
+# "Polycom/5.5.2.8571 PolycomVVX-VVX_310-UA/5.5.2.8571" (SIP form, no FileTransport).
+# Bounded repetitions keep a search linear however long the header.
+_UA = re.compile(r"\bPoly(?:com)?[A-Za-z]{0,24}-(?P<model>[A-Za-z0-9_]{1,24})-UA/", re.I)
+#: Longer User-Agents, or ones with control characters, are no phone's: treated as absent.
+MAX_USER_AGENT = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_SEPARATORS = re.compile(r"[\s_./-]+")
+#: Series words as Poly writes them in names and User-Agents, to the table's prefix.
+_SERIES_WORDS = (
+    ("SOUNDPOINTIP", "SPIP"),
+    ("SOUNDSTATIONIP", "SSIP"),
+    ("REALPRESENCETRIO", "TRIO"),
+    ("EDGE", ""),
+)
+_BARE_IP = re.compile(r"IP(?P<number>\d{3,4})")
+_MAX_MODEL_NAME = 64
+
+
+def canonical_model(name: str) -> str:
+    """``name`` in the table's form, upper case: ``Poly Edge E450`` and ``Edge_E450`` → ``E450``,
+    ``SoundPoint IP 335`` / ``SPIP_335`` / ``IP 335`` → ``SPIP335``, ``RealPresence Trio 8800`` /
+    ``Trio_8800`` → ``TRIO8800``, ``Polycom VVX 450`` → ``VVX450``.
+
+    Separators (space, ``_``, ``-``, ``.``, ``/``) and a ``Poly`` / ``Polycom`` prefix are
+    dropped. Pure; an over-long name gives ``""`` (no model).
+    """
+    if len(name) > _MAX_MODEL_NAME:
+        return ""
+    text = _SEPARATORS.sub("", name.upper())
+    for prefix in ("POLYCOM", "POLY"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    for word, short in _SERIES_WORDS:
+        if text.startswith(word) and text != word:
+            text = short + text[len(word) :]
+            break
+    if m := _BARE_IP.fullmatch(text):
+        number = m["number"]
+        text = ("SPIP" if len(number) == 3 else "SSIP") + number
+    return text
 
 
 class PolyAdapter(Adapter):
-    """Poly VVX and Edge E phones.
+    """Poly phones on UC Software 4.0 and later / PVOS (see the module docstring).
 
     No configuration key carries the user's PIN: the only documented unlock secret,
     ``device.auth.localUserPassword``, is a device parameter whose change restarts the phone
@@ -162,14 +292,44 @@ class PolyAdapter(Adapter):
     models = models_by_name(MODELS)
     user_fields = frozenset[UserField]({"display_name", "extension", "language", "sip_credentials"})
 
+    def model(self, name: str) -> ModelInfo | None:
+        """Look a model up by name in any of Poly's spellings (:func:`canonical_model`)."""
+        return self.models.get(canonical_model(name))
+
+    def generic_model(self, name: str) -> ModelInfo | None:
+        """A VVX, Edge E, CCX or Trio model the table does not list, with one line.
+
+        The name must be one of :data:`GENERIC_SERIES` once canonical (``VVX\\d{3,4}``,
+        ``E\\d{3}``, ``CCX\\d{3}``, ``Trio`` + 4 digits or ``C`` + 2 digits). Every model of
+        these series reads the same master file and keys, so nothing of the rendering depends
+        on the model beyond its line count; one line is what each of them surely has. None for
+        SIP 3.x-only SoundPoint / SoundStation IP models (:data:`SIP3_ONLY`), for the
+        discontinued SoundPoint / SoundStation lines (the table is complete), for OBi-based
+        devices (VVX D230, Edge B, Rove) and for anything else.
+        """
+        canonical = canonical_model(name)
+        if canonical in SIP3_ONLY:
+            return None
+        for pattern, family in GENERIC_SERIES:
+            if pattern.fullmatch(canonical):
+                spelled = "Trio" + canonical[4:] if canonical.startswith("TRIO") else canonical
+                return ModelInfo(spelled, "desk", GENERIC_SLOTS, family)
+        return None
+
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
         """Recognise the master files and ``<mac>-user.cfg``.
 
         ``<mac>.cfg`` is also Yealink's name for a device file: it is claimed when the
-        User-Agent is Poly's, or, with an empty or unknown User-Agent, when the MAC carries one
-        of Poly's OUIs. A User-Agent naming another vendor is never claimed.
+        User-Agent is Poly's (names a Poly model), or, with an empty or unknown User-Agent, when
+        the MAC carries one of Poly's OUIs. A User-Agent naming another vendor is never claimed.
+        A User-Agent longer than :data:`MAX_USER_AGENT` or with control characters is treated as
+        absent (no model, no MAC from it).
         """
-        if "/" in path or names_other_vendor(user_agent, self.vendor):
+        if "/" in path:
+            return None
+        if len(user_agent) > MAX_USER_AGENT or _CONTROL.search(user_agent):
+            user_agent = ""
+        if names_other_vendor(user_agent, self.vendor):
             return None
         ua_mac = last_mac_in(user_agent)
         ua_model = self._model_in_user_agent(user_agent)
@@ -249,12 +409,13 @@ class PolyAdapter(Adapter):
         return None
 
     def _model_in_user_agent(self, user_agent: str) -> str | None:
+        """The model the User-Agent names, in the table's spelling or as a generic model of a
+        served series; None when it names none, or a model this adapter does not serve."""
         m = _UA.search(user_agent)
         if m is None:
             return None
-        raw = m["model"]
-        raw = raw.split("_", 1)[1] if raw.lower().startswith("edge_") else raw
-        return self.model_name(raw.replace("_", ""))
+        resolved = self.resolve_model(m["model"])
+        return None if resolved is None else resolved[0].name
 
 
 def _zone(name: str) -> Zone:

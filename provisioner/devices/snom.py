@@ -1,16 +1,23 @@
-"""Snom desk phones (D7xx, D8xx) and Snom M-series DECT bases (M300, M400, M700, M900).
+"""Snom desk phones (3xx/8xx on firmware 8, 7xx on 8.9, D1xx/D3xx/D7xx/D8xx on 10.1) and Snom
+M-series DECT bases (M300, M400, M700, M900).
 
-Sources for every key, and what is still unverified: ``docs/vendors/snom.md``.
+Sources for every key and model, and what is still unverified: ``docs/vendors/snom.md``.
 
 Boot sequence (Snom service wiki, "Auto Provisioning", step 2): the device fetches
-``snom<model>.htm``, a ``<setting-files>`` list; it names ``snom<model>-<MAC>.htm`` (``{mac}`` in a
+``snom<type>.htm``, a ``<setting-files>`` list; it names ``snom<type>-<MAC>.htm`` (``{mac}`` in a
 URL is replaced by the device's MAC in upper case), a second list that names the device's
 settings ``<MAC>.xml``. All three are rendered here:
 
-* ``snom<model>.htm`` carries no secret (``shared``); its URL holds the ``{mac}`` placeholder.
-* ``snom<model>-<MAC>.htm`` and ``<MAC>.xml`` carry the per-device provisioning credential as
+* ``snom<type>.htm`` carries no secret (``shared``); its URL holds the ``{mac}`` placeholder.
+* ``snom<type>-<MAC>.htm`` and ``<MAC>.xml`` carry the per-device provisioning credential as
   RFC 3986 userinfo in their URLs; ``<MAC>.xml`` carries the SIP accounts, on a desk phone the
   user's PIN, on a base the DECT access code.
+
+``<type>`` is the phone type the device names itself by (its User-Agent's ``snom<type>`` token),
+which is the model name except for the D715 and D725: they call themselves ``snom715`` and
+``snom725`` (:data:`PHONE_TYPES`). Every firmware line from 8 on takes the same XML keys, so one
+template per kind serves all of them; firmware 6 and older read no XML settings (old Snom wiki,
+"Setting Files"): such a phone is identified, but what it is served is of no use until upgraded.
 
 The PIN: on desk phones it is ``keyboard_lock_pw``, the PIN a locked keypad asks for (Snom
 service wiki, "Key lock on Snom phones", section "Key lock with PIN"); Snom documents no length
@@ -21,9 +28,10 @@ carry the PIN (the PBX's hot-desk login uses it). ``subscr_dect_ac_code`` is the
 
 Pushes: desk phones get ``check-sync;reboot=false`` and ``checksync_action`` is provisioned as
 ``sync`` (Snom service wiki, "checksync_action", firmware 10.1.180+: reload the configuration
-without enforcing a reboot, whatever the event says). No Snom document says an M-series base
-applies handset or user changes without restarting, so M-series pushes wait for the site's
-maintenance window (:meth:`SnomAdapter.needs_maintenance_window`) and then reboot the base.
+without enforcing a reboot, whatever the event says; older firmware follows the event). No Snom
+document says an M-series base applies handset or user changes without restarting, so M-series
+pushes wait for the site's maintenance window (:meth:`SnomAdapter.needs_maintenance_window`) and
+then reboot the base; so do a generically served desk phone's, whose firmware is unknown.
 
 Snom's ``http_user``/``http_pass`` are the credentials of the device's *own* web interface, not
 of the provisioning server, so they are deliberately not used for provisioning.
@@ -51,6 +59,7 @@ from provisioner.devices.base import (
     Templates,
     UserField,
     check_slots,
+    clean_text,
     free_slots,
     has_oui,
     last_mac_in,
@@ -63,27 +72,86 @@ log = logging.getLogger(__name__)
 
 SNOM_OUIS = frozenset({"000413"})
 
+#: Firmware lines (:attr:`ModelInfo.family`). The desk lines are the last firmware a model runs:
+#: ``8`` (3xx/8xx, firmware 8.4 to 8.7.5), ``8.9`` (710/720/760, last 8.9.3.x), ``10.1-eol``
+#: (D120/D3x5/D7x5 models whose 10.1 firmware ended early; whether they got 10.1.180, the first
+#: with ``checksync_action``, is unverified) and ``10.1`` (current). ``M`` is the M-series
+#: (firmware 05.x/06.x). Files and keys are the same on every line (docs/vendors/snom.md,
+#: "Firmware lines").
+FW_8, FW_8_9, FW_10_EOL, FW_10, FW_DECT = "8", "8.9", "10.1-eol", "10.1", "M"
+#: The family of models served generically (:meth:`SnomAdapter.generic_model`): firmware unknown.
+FW_GENERIC = "generic"
+
 #: Identities of desk phones and handset subscriptions of DECT systems. Desk counts are the
-#: "identities" of Snom's datasheets (D7xx/D86x as listed by field plugins for 10.1.x firmware);
-#: DECT counts are the handset subscriptions a base can hold (multicell systems as a whole).
+#: identities field plugins list per model and firmware (wazo-provd-plugins ``plugin-info``;
+#: the snom 300 from FusionPBX's template, see docs/vendors/snom.md); DECT counts are the handset
+#: subscriptions a base can hold (multicell systems as a whole). Conference phones (MeetingPoint,
+#: C520, C620), the PA1 paging adapter and the M100/M200/M500 bases are not served: the first and
+#: last take another file format, and none is a desk phone or a base of this scheme.
 MODELS: tuple[ModelInfo, ...] = (
-    ModelInfo("D712", "desk", 4, "D7"),
-    ModelInfo("D713", "desk", 6, "D7"),
-    ModelInfo("D715", "desk", 4, "D7"),
-    ModelInfo("D717", "desk", 6, "D7"),
-    ModelInfo("D725", "desk", 12, "D7"),
-    ModelInfo("D735", "desk", 12, "D7"),
-    ModelInfo("D745", "desk", 12, "D7"),
-    ModelInfo("D765", "desk", 12, "D7"),
-    ModelInfo("D785", "desk", 12, "D7"),
-    ModelInfo("D815", "desk", 12, "D8"),
-    ModelInfo("D862", "desk", 8, "D8"),
-    ModelInfo("D865", "desk", 12, "D8"),
-    ModelInfo("M300", "dect", 20, "M"),
-    ModelInfo("M400", "dect", 20, "M"),
-    ModelInfo("M700", "dect", 1000, "M"),
-    ModelInfo("M900", "dect", 1000, "M"),
+    # firmware 8 (8.4/8.7): end of sale, still on desks
+    ModelInfo("300", "desk", 4, FW_8),
+    ModelInfo("320", "desk", 12, FW_8),
+    ModelInfo("360", "desk", 12, FW_8),
+    ModelInfo("370", "desk", 12, FW_8),
+    ModelInfo("820", "desk", 12, FW_8),
+    ModelInfo("821", "desk", 12, FW_8),
+    ModelInfo("870", "desk", 12, FW_8),
+    # firmware 8.9
+    ModelInfo("710", "desk", 4, FW_8_9),
+    ModelInfo("720", "desk", 12, FW_8_9),
+    ModelInfo("760", "desk", 12, FW_8_9),
+    # firmware 10.1, ended early
+    ModelInfo("D120", "desk", 2, FW_10_EOL),
+    ModelInfo("D305", "desk", 4, FW_10_EOL),
+    ModelInfo("D375", "desk", 12, FW_10_EOL),
+    ModelInfo("D745", "desk", 12, FW_10_EOL),
+    ModelInfo("D765", "desk", 12, FW_10_EOL),
+    # firmware 10.1, current
+    ModelInfo("D315", "desk", 4, FW_10),
+    ModelInfo("D335", "desk", 12, FW_10),
+    ModelInfo("D345", "desk", 12, FW_10),
+    ModelInfo("D385", "desk", 12, FW_10),
+    ModelInfo("D712", "desk", 4, FW_10),
+    ModelInfo("D713", "desk", 6, FW_10),
+    ModelInfo("D715", "desk", 4, FW_10),
+    ModelInfo("D717", "desk", 6, FW_10),
+    ModelInfo("D725", "desk", 12, FW_10),
+    ModelInfo("D735", "desk", 12, FW_10),
+    ModelInfo("D785", "desk", 12, FW_10),
+    ModelInfo("D812", "desk", 12, FW_10),
+    ModelInfo("D815", "desk", 12, FW_10),
+    ModelInfo("D862", "desk", 8, FW_10),
+    ModelInfo("D865", "desk", 12, FW_10),
+    # M-series DECT
+    ModelInfo("M300", "dect", 20, FW_DECT),
+    ModelInfo("M400", "dect", 20, FW_DECT),
+    ModelInfo("M700", "dect", 1000, FW_DECT),
+    ModelInfo("M900", "dect", 1000, FW_DECT),
 )
+
+#: Models whose phone type (the ``snom<type>`` of their User-Agent and file names) is not their
+#: name: the D715 and D725 call themselves ``snom715`` and ``snom725`` (Snom's redirection
+#: service phone types and firmware file names; wazo-provd-plugins' 10.1 plugins list them as
+#: ``715``/``725``).
+PHONE_TYPES: dict[str, str] = {"D715": "715", "D725": "725"}
+#: Other names a model goes by, normalised (:func:`normalise_model`), to the table's name.
+MODEL_ALIASES: dict[str, str] = {
+    **{phone_type: name for name, phone_type in PHONE_TYPES.items()},
+    "D710": "710",  # the snom 710 was also sold as D710 (same phone type)
+    "M400SC": "M400",  # phone type in a Snom redirection-service client's list
+}
+
+#: A name the table does not list but that can be a Snom desk phone of this scheme: a D-series
+#: model (``D140``, ``D385N``) or a number of the 3xx-8xx generations. Served with one identity
+#: (every Snom desk phone has at least one; identities beyond the first are then neither written
+#: nor emptied) and its pushes wait for the maintenance window (its firmware is unknown).
+_GENERIC_DESK = re.compile(r"D[1-9][0-9]{2}[A-Z]?|[3-8][0-9]{2}")
+GENERIC_DESK_IDENTITIES = 1
+#: An unlisted M-series base of the M300/M400/M700/M900 scheme (``M325``, ``M430``): the
+#: smallest base's 20 handsets. M1xx, M2xx and M5xx bases take another file format: refused.
+_GENERIC_DECT = re.compile(r"M[3479][0-9]{2}")
+GENERIC_DECT_HANDSETS = 20
 
 #: Snom's own time zone codes (``timezone`` setting). ``GER+1``, ``ITA+1`` and ``USA-5`` appear
 #: in Snom's wiki examples; the others are in the same list of the phone's web interface as open
@@ -154,65 +222,125 @@ DECT_ACCESS_CODE_KEY = AccessCodeKey(
 )
 
 #: Desk phones reload their settings without a reboot (Snom service wiki, "checksync_action");
-#: ``checksync_action`` = ``sync`` makes them do so whatever a check-sync event asks for.
+#: ``checksync_action`` = ``sync`` makes them do so whatever a check-sync event asks for. Firmware
+#: before 10.1.180 has no ``checksync_action`` and follows the event, which says ``reboot=false``
+#: (what wazo-provd-plugins sends to every desk generation from 8.7 on).
 DESK_EVENT = "check-sync;reboot=false"
 CHECKSYNC_ACTION = "sync"
 #: M-series bases: sent only inside the site's maintenance window (see
 #: :meth:`SnomAdapter.needs_maintenance_window`), where a restart is what applies the change.
 DECT_EVENT = "check-sync;reboot=true"
 
+#: The longest User-Agent read for facts; a longer one, or one with control characters, is
+#: treated as absent (the recorded ones are under 130 characters).
+MAX_USER_AGENT = 512
+
 _IPUI = re.compile(r"(?:0[xX])?(?P<hex>[0-9A-Fa-f]{10})")
-_SHARED_HTM = re.compile(r"snom(?P<model>[A-Za-z0-9]+)\.htm", re.IGNORECASE)
+_SHARED_HTM = re.compile(r"snom(?P<model>[A-Za-z0-9]{1,16})\.htm", re.IGNORECASE)
 _DEVICE_HTM = re.compile(
-    r"snom(?P<model>[A-Za-z0-9]+)-(?P<mac>[0-9A-Fa-f]{12})\.htm", re.IGNORECASE
+    r"snom(?P<model>[A-Za-z0-9]{1,16})-(?P<mac>[0-9A-Fa-f]{12})\.htm", re.IGNORECASE
 )
 _DEVICE_XML = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.xml", re.IGNORECASE)
 
 _UA_IS_SNOM = re.compile(r"\bsnom", re.IGNORECASE)
-# "snomD785-SIP 10.1...", "Snom M900 05.20...", "snom720 8.7...", "snomM700/03.23..."
-_UA_MODEL = re.compile(r"\bsnom\s?(?P<model>[A-Z]?[0-9]{3})(?![0-9])", re.IGNORECASE)
+#: The model token of a Snom User-Agent, in every form recorded (docs/vendors/snom.md):
+#: ``snomD785-SIP 10.1...``, ``snom320-SIP 6.5.20; snom320 jffs2 ...``, ``snom720 8.7...``,
+#: ``Snom M900 05.20...``, ``snomM700/03.23...``, ``snom m9 9.1.43``.
+_UA_MODEL = re.compile(
+    r"\bsnom[ _-]?(?P<model>[A-Z]{0,2}[0-9]{1,3}[A-Z]{0,3})(?![A-Z0-9.])", re.IGNORECASE
+)
+_NAME_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def normalise_model(name: str) -> str:
+    """``name`` as the model table spells it: upper case, without the vendor prefix, separators or
+    the ``-SIP`` suffix of the phone type (``snom D785``, ``snomD785-SIP``, ``d-785`` -> ``D785``).
+    """
+    text = name.strip().upper().removeprefix("SNOM")
+    text = re.sub(r"[\s_-]SIP$", "", text)
+    return _NAME_SEPARATORS.sub("", text)
+
+
+def phone_type(model: ModelInfo) -> str:
+    """The ``<type>`` in ``model``'s file names ``snom<type>.htm`` and ``snom<type>-<MAC>.htm``."""
+    return PHONE_TYPES.get(model.name, model.name)
 
 
 class SnomAdapter(Adapter):
-    """Snom D-series desk phones and M-series DECT bases."""
+    """Snom desk phones (firmware 8 to 10.1) and M-series DECT bases."""
 
     vendor = "snom"
     models = models_by_name(MODELS)
     user_fields = frozenset[UserField]({"display_name", "language", "sip_credentials"})
 
-    def identify(self, path: str, user_agent: str) -> FileRequest | None:
-        """Recognise ``snom<model>.htm``, ``snom<model>-<MAC>.htm`` and ``<MAC>.xml``.
+    def model(self, name: str) -> ModelInfo | None:
+        """Look a model up by name, also as Snom writes it (``snomD785``, ``snom715-SIP``,
+        ``Snom M900``, ``D-785``) and by its other names (:data:`MODEL_ALIASES`)."""
+        key = normalise_model(name)
+        return self.models.get(MODEL_ALIASES.get(key, key))
 
+    def generic_model(self, name: str) -> ModelInfo | None:
+        """An unlisted Snom desk phone (``D140``, ``D385N``, ``380``) or M-series base of the
+        M300-M900 scheme (``M325``): served with the family's files and templates.
+
+        A desk phone gets one identity and a base the smallest base's 20 handsets; the firmware
+        of either is unknown, so its pushes wait for the maintenance window. None for names of
+        the table, for bases and phones of other formats (M100, M200, M500, C520, PA1,
+        MeetingPoint) and for anything else.
+        """
+        key = normalise_model(name)
+        if self.model(key) is not None:
+            return None
+        if _GENERIC_DESK.fullmatch(key):
+            return ModelInfo(key, "desk", GENERIC_DESK_IDENTITIES, FW_GENERIC)
+        if _GENERIC_DECT.fullmatch(key):
+            return ModelInfo(key, "dect", GENERIC_DECT_HANDSETS, FW_DECT)
+        return None
+
+    def identify(self, path: str, user_agent: str) -> FileRequest | None:
+        """Recognise ``snom<type>.htm``, ``snom<type>-<MAC>.htm`` and ``<MAC>.xml``.
+
+        ``<type>`` must be a model of the table (by any of its names) or one
+        :meth:`generic_model` accepts; the file is named the way :meth:`render` names it
+        (``snomD715.htm`` and ``snom715.htm`` are both the D715's ``snom715.htm``).
         ``<MAC>.xml`` is also Gigaset's file name: it is claimed when the User-Agent is Snom's,
-        or, with an empty or unknown User-Agent, when the MAC carries Snom's OUI.
+        or, with an empty or unknown User-Agent, when the MAC carries Snom's OUI. A User-Agent
+        that names another vendor refuses the request; one that is too long or carries control
+        characters counts as absent.
         """
         if "/" in path or names_other_vendor(user_agent, self.vendor):
             return None
+        if len(user_agent) > MAX_USER_AGENT or clean_text(user_agent) != user_agent:
+            user_agent = ""
         ua_mac = last_mac_in(user_agent)
-        ua_model = self._model_in_user_agent(user_agent)
 
         if m := _DEVICE_HTM.fullmatch(path):
+            model = self._served(m["model"])
+            if model is None:
+                return None
             mac = m["mac"].lower()
-            model = self._canonical_model(m["model"])
             return FileRequest(
-                file=f"snom{model}-{mac.upper()}.htm",
+                file=f"snom{phone_type(model)}-{mac.upper()}.htm",
                 mac=mac,
                 user_agent_mac=ua_mac,
-                model=model,
+                model=model.name,
             )
         if m := _SHARED_HTM.fullmatch(path):
-            model = self._canonical_model(m["model"])
+            model = self._served(m["model"])
+            if model is None:
+                return None
             return FileRequest(
-                file=f"snom{model}.htm",
+                file=f"snom{phone_type(model)}.htm",
                 mac=ua_mac,
                 user_agent_mac=ua_mac,
-                model=model,
+                model=model.name,
                 shared=True,
             )
         if m := _DEVICE_XML.fullmatch(path):
             mac = m["mac"].lower()
             if not _UA_IS_SNOM.search(user_agent) and not has_oui(mac, SNOM_OUIS):
                 return None
+            ua_model = self._model_in_user_agent(user_agent)
             return FileRequest(
                 file=f"{mac.upper()}.xml", mac=mac, user_agent_mac=ua_mac, model=ua_model
             )
@@ -225,7 +353,8 @@ class SnomAdapter(Adapter):
         mac = ctx.device.mac.upper()
         base_url = ctx.provisioning_url.rstrip("/") + "/"
         auth_url = with_credentials(base_url, ctx.provisioning_user, ctx.provisioning_password)
-        device_list = f"snom{model.name}-{mac}.htm"
+        file_type = phone_type(model)
+        device_list = f"snom{file_type}-{mac}.htm"
         settings = f"{mac}.xml"
         language = lines[0].language if lines else ctx.site.language
 
@@ -258,8 +387,8 @@ class SnomAdapter(Adapter):
                 **values,
             )
         return {
-            f"snom{model.name}.htm": templates.render(
-                "setting-files.htm", urls=[f"{base_url}snom{model.name}-{{mac}}.htm"]
+            f"snom{file_type}.htm": templates.render(
+                "setting-files.htm", urls=[f"{base_url}snom{file_type}-{{mac}}.htm"]
             ),
             device_list: templates.render("setting-files.htm", urls=[auth_url + settings]),
             settings: settings_xml,
@@ -270,8 +399,10 @@ class SnomAdapter(Adapter):
         return DECT_EVENT if model.kind == "dect" else DESK_EVENT
 
     def needs_maintenance_window(self, model: ModelInfo) -> bool:
-        """M-series bases: no Snom document says they apply changes without restarting."""
-        return model.kind == "dect"
+        """M-series bases: no Snom document says they apply changes without restarting. A desk
+        phone served generically too: its firmware, and so whether it honours ``reboot=false``,
+        is unknown."""
+        return model.kind == "dect" or model.family == FW_GENERIC
 
     def pin_key(self, model: ModelInfo) -> PinKey | None:
         """Desk phones: ``keyboard_lock_pw``; bases have no documented user-PIN key."""
@@ -281,13 +412,19 @@ class SnomAdapter(Adapter):
         """M-series bases: ``subscr_dect_ac_code`` (per handset, the base's one code)."""
         return DECT_ACCESS_CODE_KEY if model.kind == "dect" else None
 
-    def _canonical_model(self, raw: str) -> str:
-        known = self.model(raw)
-        return known.name if known else raw
+    def _served(self, name: str) -> ModelInfo | None:
+        """The table's model ``name`` names, else the generic one, else None."""
+        resolved = self.resolve_model(name)
+        return None if resolved is None else resolved[0]
 
     def _model_in_user_agent(self, user_agent: str) -> str | None:
-        m = _UA_MODEL.search(user_agent)
-        return self._canonical_model(m["model"]) if m else None
+        """The first model token of ``user_agent`` that names a Snom model this adapter serves
+        (``snomT54W`` or ``snomPA1`` names none: unknown)."""
+        for m in _UA_MODEL.finditer(user_agent):
+            model = self._served(m["model"])
+            if model is not None:
+                return model.name
+        return None
 
 
 def _access_code(ctx: RenderContext, model: ModelInfo) -> str:

@@ -1,24 +1,37 @@
-"""Yealink desk phones (T3x/T4x/T5x) and Yealink DECT bases (W70B, W80).
+"""Yealink desk phones (T2x/T3x/T4x/T5x, CP, VP) and Yealink DECT bases (W52P to W90).
 
-Sources for every key, and what is still unverified: ``docs/vendors/yealink.md``.
+Sources for every key and model, and what is still unverified: ``docs/vendors/yealink.md``.
 
 Boot sequence (Yealink Administrator's Guide for SIP-T2/T4/T5/CP920, "Boot Files"): the phone
 asks for its MAC-oriented boot file ``<mac>.boot``, else the common boot file
 ``y000000000000.boot``, then every file the boot file names in ``include:config "..."`` lines, in
 order; without any boot file it asks for the common CFG file ``y0000000000NN.cfg`` and then the
-MAC-oriented ``<mac>.cfg``. ``NN`` is a per-model number (:attr:`ModelInfo.family`), not the
-firmware family: T43U/T46U/T48U/T42U share firmware 108 but ask for 107/108/109/116.
+MAC-oriented ``<mac>.cfg`` (what V70..V80 firmware does: the guides read describe boot files from
+V81 on). ``NN`` is a per-model number (:attr:`ModelInfo.family`), not the firmware family:
+T41S/T42S/T46S/T48S share firmware 66 but ask for 68/67/66/65. A model whose number is not known
+has ``family`` "": it gets no common file and its boot files name only ``<mac>.cfg``, which
+carries every setting anyway (a 404 for the common file is harmless).
 
 Every file is rendered per device (the server picks the device by the MAC in the path, else in the
-User-Agent), so both boot files can name the device's own two CFG files:
+User-Agent), so both boot files can name the device's own CFG files:
 
-* ``<mac>.boot`` and ``y000000000000.boot``: the same two include lines; no secret (``shared``).
+* ``<mac>.boot`` and ``y000000000000.boot``: the include lines; no secret (``shared``).
 * ``y0000000000NN.cfg``: site settings (time, NTP, language, no-reboot resync); no secret.
 * ``<mac>.cfg``: the SIP accounts, the provisioning credential, the desk phone's unlock PIN or the
   DECT base's access code, and the site settings again so the device is complete even when the
   common file is not fetched.
 
-The PIN: on desk phones it is ``phone_setting.phone_lock.unlock_pin``, the PIN that unlocks a
+Firmware generations (the "template variant" of a model, :class:`Generation`): a model is
+rendered for the last firmware generation Yealink released for it. ``v8x`` (V81 and later) is the
+current key set. ``v7x`` is for the T2xP/T19P/T21P/T32G/T38G/VP530 generation, whose last
+firmware is V70 to V73: no ``static.`` prefix on the provisioning keys, ``account.N.transport``
+instead of ``account.N.sip_server.1.transport_type``, and ``account.N.sip_server_host`` /
+``sip_server_port`` (V70/V71) written beside ``account.N.sip_server.1.address`` / ``port`` (V72+).
+No Yealink V7x document read shows the phone-lock keys, so a v7x phone carries no PIN, and
+whether its firmware honours ``sip.notify_reboot_enable`` is only known for V73 from an open
+project, so pushes to it wait for the maintenance window.
+
+The PIN: on v8x desk phones it is ``phone_setting.phone_lock.unlock_pin``, the PIN that unlocks a
 locked phone (Administrator's Guide, "Phone Lock"; a web-interface language file labels the field
 "Phone Unlock PIN (0~15 Digit)", Yealink's own parameter table was not read). The DECT bases have
 no documented per-handset *user* PIN, so a base's files never carry the PIN (the PBX's hot-desk
@@ -34,19 +47,29 @@ to 0 and the event says ``reboot=false``; new settings then take effect after th
 the few the guide marks as needing a reboot (network settings and the like), none of which these
 templates set.
 
-``<mac>.cfg`` is Poly's and Fanvil's file name too: it is claimed when the User-Agent is
-Yealink's, or, with an empty or unknown User-Agent, when the MAC carries a Yealink OUI.
+Unknown models (:meth:`YealinkAdapter.generic_model`): a name shaped like a Yealink desk phone
+(``T73U``, ``CP9xx``, ``VPxx``) or DECT base (``W75B``, ``W75DM``, ``W78P``) that is not in the
+table is served as a v8x device with one line (desk) or five handsets (DECT, the smallest Yealink
+base), no common file and no PIN (its phone-lock key is not known to exist).
+
+``<mac>.cfg`` is Poly's and Fanvil's file name too: it is claimed when the User-Agent names a
+Yealink model, or, with an empty or unknown User-Agent, when the MAC carries a Yealink OUI.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
+from types import MappingProxyType
+from typing import Literal
 
 from provisioner.devices.base import (
     AccessCodeKey,
     Adapter,
+    DeviceKind,
     FileRequest,
     ModelInfo,
     PinKey,
@@ -67,36 +90,129 @@ log = logging.getLogger(__name__)
 #: Yealink MAC prefixes (VENDORS.md); Yealink holds more, these are the ones seen in the field.
 YEALINK_OUIS = frozenset({"001565", "805ec0", "805e0c", "249ad8", "44dbd2", "e434d7"})
 
-#: Lines (desk) or handsets (DECT) per model, from Yealink's datasheets; ``family`` is the NN of
-#: the model's common file ``y0000000000NN.cfg``.
-MODELS: tuple[ModelInfo, ...] = (
-    ModelInfo("T31G", "desk", 2, "123"),
-    ModelInfo("T33G", "desk", 4, "124"),
-    ModelInfo("T34W", "desk", 4, "171"),
-    ModelInfo("T41S", "desk", 6, "68"),
-    ModelInfo("T42S", "desk", 12, "67"),
-    ModelInfo("T42U", "desk", 12, "116"),
-    ModelInfo("T43U", "desk", 12, "107"),
-    ModelInfo("T44W", "desk", 12, "174"),
-    ModelInfo("T46S", "desk", 16, "66"),
-    ModelInfo("T46U", "desk", 16, "108"),
-    ModelInfo("T48S", "desk", 16, "65"),
-    ModelInfo("T48U", "desk", 16, "109"),
-    ModelInfo("T53", "desk", 12, "95"),
-    ModelInfo("T53W", "desk", 12, "95"),
-    ModelInfo("T54W", "desk", 16, "96"),
-    ModelInfo("T57W", "desk", 16, "97"),
-    ModelInfo("T58W", "desk", 16, "150"),
-    ModelInfo("W70B", "dect", 10, "146"),
-    # W80 multi-cell: the DECT manager carries 100 accounts, one per handset (Yealink's "Supported
-    # Accounts" table); a W80B acting as DM-base carries fewer (50: unverified).
-    ModelInfo("W80B", "dect", 50, "103"),
-    ModelInfo("W80DM", "dect", 100, "103"),
+#: ``v8x``: firmware V81 and later (the current key set). ``v7x``: firmware V70 to V73 (older keys,
+#: no phone-lock PIN, pushes wait for the maintenance window). See the module doc.
+Generation = Literal["v7x", "v8x"]
+
+
+@dataclass(frozen=True)
+class YealinkModel:
+    """One row of the model table: the capabilities and what the templates need beyond them."""
+
+    info: ModelInfo
+    firmware: str
+    """The leading number of the firmware versions the model runs (``66`` in ``66.86.0.15``);
+    "" when not known. Several models share one firmware (T41S..T48S: 66)."""
+    generation: Generation
+    """The model's last firmware generation, which picks the template variant."""
+    aliases: tuple[str, ...] = ()
+    """Other names the same device goes by (a package name, a variant without PoE)."""
+
+
+def _row(
+    name: str,
+    kind: DeviceKind,
+    slots: int,
+    common: str,
+    firmware: str,
+    generation: Generation = "v8x",
+    *aliases: str,
+) -> YealinkModel:
+    return YealinkModel(ModelInfo(name, kind, slots, common), firmware, generation, aliases)
+
+
+#: Every model of the current and the previous generations still in service, with its SIP
+#: accounts (desk) or handsets (DECT), the NN of its common file ``y0000000000NN.cfg`` ("" when
+#: not known) and its firmware family. Accounts: Yealink's Administrator's Guide ("X is the account
+#: ID. For T54S/T48S/T48G/T46S/T46G/T29G, X=1-16; ..."), datasheets and open projects; the source
+#: of each figure is in docs/vendors/yealink.md.
+TABLE: tuple[YealinkModel, ...] = (
+    # T2xP, T19P, T21P, T3xG, VP530: last firmware V70..V73.
+    _row("T19P", "desk", 1, "31", "31", "v7x"),
+    _row("T20P", "desk", 2, "7", "9", "v7x"),
+    _row("T21P", "desk", 2, "34", "34", "v7x"),
+    _row("T22P", "desk", 3, "5", "7", "v7x"),
+    _row("T26P", "desk", 3, "4", "6", "v7x"),
+    _row("T28P", "desk", 6, "0", "2", "v7x"),
+    _row("T32G", "desk", 3, "32", "32", "v7x"),
+    _row("T38G", "desk", 6, "38", "38", "v7x"),
+    _row("VP530", "desk", 4, "23", "23", "v7x", "VP530P"),
+    # T2x E2, T4xG/P, T4xS, T5xS, T5xA, CP8xx/9xx, W52P, W60B: last firmware V81..V86.
+    _row("T19P_E2", "desk", 1, "53", "53", "v8x", "T19_E2"),
+    _row("T21P_E2", "desk", 2, "52", "52", "v8x", "T21_E2"),
+    _row("T23P", "desk", 3, "44", "44"),
+    _row("T23G", "desk", 3, "44", "44"),
+    _row("T27P", "desk", 6, "45", "45"),
+    _row("T27G", "desk", 6, "69", "69"),
+    _row("T29G", "desk", 16, "46", "46"),
+    _row("T40P", "desk", 3, "54", "54"),
+    _row("T40G", "desk", 3, "76", "76"),
+    _row("T41P", "desk", 6, "36", "36"),
+    _row("T42G", "desk", 12, "29", "29"),
+    _row("T46G", "desk", 16, "28", "28"),
+    _row("T48G", "desk", 16, "35", "35"),
+    _row("T49G", "desk", 16, "51", "51"),
+    _row("T41S", "desk", 6, "68", "66"),
+    _row("T42S", "desk", 12, "67", "66"),
+    _row("T46S", "desk", 16, "66", "66"),
+    _row("T48S", "desk", 16, "65", "66"),
+    _row("T52S", "desk", 12, "74", "70"),
+    _row("T54S", "desk", 16, "70", "70"),
+    _row("T56A", "desk", 16, "", "58"),
+    _row("T58", "desk", 16, "58", "58", "v8x", "T58A", "T58V"),
+    _row("CP860", "desk", 1, "37", "37"),
+    _row("CP920", "desk", 1, "78", "78"),
+    _row("CP960", "desk", 1, "73", "73"),
+    _row("W52P", "dect", 5, "25", "25", "v8x", "W56P"),
+    _row("W60B", "dect", 8, "77", "77", "v8x", "W60P", "W53P"),
+    # T3x, T4xU/W, T5xW, CP925/965, W70B, W80, W90: current firmware (V85/V86 and later).
+    _row("T30", "desk", 1, "127", "124"),
+    _row("T30P", "desk", 1, "127", "124"),
+    _row("T31", "desk", 2, "123", "124"),
+    _row("T31P", "desk", 2, "123", "124"),
+    _row("T31G", "desk", 2, "123", "124"),
+    _row("T31W", "desk", 2, "172", ""),
+    _row("T33P", "desk", 4, "124", "124"),
+    _row("T33G", "desk", 4, "124", "124"),
+    _row("T34W", "desk", 4, "171", ""),
+    _row("T41U", "desk", 6, "", "108"),
+    _row("T42U", "desk", 12, "116", "108"),
+    _row("T43U", "desk", 12, "107", "108"),
+    _row("T44U", "desk", 12, "", ""),
+    _row("T44W", "desk", 12, "174", ""),
+    _row("T46U", "desk", 16, "108", "108"),
+    _row("T48U", "desk", 16, "109", "108"),
+    _row("T53", "desk", 12, "95", "96"),
+    _row("T53C", "desk", 12, "95", "96"),
+    _row("T53W", "desk", 12, "95", "96"),
+    _row("T54W", "desk", 16, "96", "96"),
+    _row("T57W", "desk", 16, "97", "96"),
+    _row("T58W", "desk", 16, "150", "150"),
+    _row("CP925", "desk", 1, "148", ""),
+    _row("CP965", "desk", 1, "143", ""),
+    _row("W70B", "dect", 10, "146", "146", "v8x", "W73P", "W76P", "W79P"),
+    # W80/W90 multi-cell: the DECT manager carries 100 (W80DM) or 250 (W90DM) accounts, one per
+    # handset; a base acting as DM-base carries fewer (50: unverified).
+    _row("W80B", "dect", 50, "103", "103"),
+    _row("W80DM", "dect", 100, "103", "103"),
+    _row("W90B", "dect", 50, "130", "130"),
+    _row("W90DM", "dect", 250, "130", "130"),
 )
+
+MODELS: tuple[ModelInfo, ...] = tuple(row.info for row in TABLE)
+
+#: Models whose firmware predates auto provisioning with these keys (pre-V70 configuration
+#: format): recognised in a User-Agent, never served (neither from the table nor generically).
+UNSUPPORTED = frozenset({"T18", "T18P"})
+
+#: What an unknown model of the family is served with (see :meth:`YealinkAdapter.generic_model`).
+GENERIC_DESK_SLOTS = 1
+GENERIC_DECT_SLOTS = 5
 
 COMMON_BOOT = "y000000000000.boot"
 
-#: ``account.N.sip_server.1.transport_type``: 0 UDP, 1 TCP, 2 TLS (3 would be DNS-NAPTR).
+#: ``account.N.sip_server.1.transport_type`` (v8x) and ``account.N.transport`` (v7x): 0 UDP,
+#: 1 TCP, 2 TLS (3 would be DNS-NAPTR).
 TRANSPORTS = {"udp": 0, "tcp": 1, "tls": 2}
 
 #: ISO 639-1 code to the value of ``lang.gui`` / ``lang.wui`` (the names Yealink's templates use).
@@ -156,7 +272,7 @@ DESK_PIN_KEY = PinKey(
     ),
     min_digits=1,
 )
-#: The base PIN a handset enters to register (subscribe) to a W70B/W80 base: the base's DECT
+#: The base PIN a handset enters to register (subscribe) to a Yealink DECT base: the base's DECT
 #: access code. 4 digits, the default ``0000`` and the DECT default; no Yealink table for its
 #: range was found.
 DECT_ACCESS_CODE_KEY = AccessCodeKey(
@@ -173,11 +289,51 @@ DECT_ACCESS_CODE_KEY = AccessCodeKey(
 #: config) the device re-fetches and applies its files without rebooting.
 EVENT = "check-sync;reboot=false"
 
+#: The longest User-Agent read. Yealink's are under 80 characters; a longer one, or one with
+#: control characters, is treated as no User-Agent at all (the request is then the OUI's to claim).
+MAX_USER_AGENT = 256
+
 _DEVICE_BOOT = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.boot")
 _DEVICE_CFG = re.compile(r"(?P<mac>[0-9A-Fa-f]{12})\.cfg")
 _COMMON_CFG = re.compile(r"y(?P<family>[0-9]{12})\.cfg")
-# "Yealink SIP-T54W 96.86.0.70 80:5e:c0:aa:bb:cc", "Yealink W70B 146.85.0.20 ..."
-_UA = re.compile(r"\byealink\s+(?:sip-)?(?P<model>[A-Za-z0-9]+)(?P<rest>.*)", re.IGNORECASE)
+_UNREADABLE = re.compile(r"[\x00-\x1f\x7f]")
+#: A model token: letters, digits, an optional E2 suffix (``T21P_E2``, ``T21P E2``).
+_MODEL = r"[a-z]{1,3}\d{2,3}[a-z0-9]{0,4}(?:[\s_-]e2\b)?"
+#: "Yealink SIP-T54W 96.86.0.70 <mac>", "yealink SIP-T28P ...", "Yealink SIP VP-T49G ...",
+#: "Yealink-T46G 28.71.0.81 28.1.0.128.0.0.0", "Yealink W70B 146.85.0.20 <mac>" (vendor word,
+#: optional "SIP" / "SIP VP" prefix, any separators).
+_UA = re.compile(
+    rf"\byealink[\s/_-]+(?:sip[\s_-]+)?(?:vp[\s_-]+(?=t\d))?(?P<model>{_MODEL})(?P<rest>.*)",
+    re.IGNORECASE,
+)
+#: "W52P 25.30.0.2 <mac>", "VP530P 23.70.0.40 <mac>": no vendor word (old DECT and video
+#: firmware); accepted only for a model of the table, followed by a firmware version.
+_UA_BARE = re.compile(rf"(?P<model>{_MODEL})\s+\d+(?:\.\d+){{3}}(?P<rest>.*)", re.IGNORECASE)
+#: What an admin or a User-Agent may put before the model: the vendor and "SIP-" / "SIP VP-".
+_NAME_PREFIX = re.compile(
+    r"^(?:yealink[\s/_-]*)?(?:sip[\s_-]+)?(?:vp[\s_-]+(?=t\d))?", re.IGNORECASE
+)
+_NOT_ALNUM = re.compile(r"[^A-Z0-9]")
+#: What a model name may consist of, however written: letters, digits, blanks, ``-``, ``_``, ``/``.
+_NAME = re.compile(r"[A-Za-z0-9 _/-]{1,64}")
+#: Shapes of the names of Yealink SIP desk phones and DECT bases (compact, upper case).
+_GENERIC_DESK = re.compile(r"T\d{2}[A-Z]{0,2}(?:E2)?|CP9\d{2}|VP\d{2,3}[A-Z]?")
+_GENERIC_DECT = re.compile(r"W\d{2}(?:B|DM|P)")
+_E2 = re.compile(r"(?<=\d)([A-Z]?)E2$")
+
+
+def _compact(name: str) -> str:
+    """``name`` without vendor or ``SIP-`` prefix and separators, in upper case: ``T21PE2``;
+    "" when ``name`` holds anything else than a model name can (control characters, ...)."""
+    name = name.strip()
+    if not _NAME.fullmatch(name):
+        return ""
+    return _NOT_ALNUM.sub("", _NAME_PREFIX.sub("", name).upper())
+
+
+_ROWS: Mapping[str, YealinkModel] = MappingProxyType(
+    {_compact(name): row for row in TABLE for name in (row.info.name, *row.aliases)}
+)
 
 
 class YealinkAdapter(Adapter):
@@ -187,12 +343,40 @@ class YealinkAdapter(Adapter):
     models = models_by_name(MODELS)
     user_fields = frozenset[UserField]({"display_name", "language", "sip_credentials"})
 
+    def model(self, name: str) -> ModelInfo | None:
+        """Look a model up by name: any case, with or without ``Yealink`` / ``SIP-`` prefix and
+        separators (``sip-t21p e2`` is ``T21P_E2``), or by an alias (``W73P`` is a ``W70B``)."""
+        row = _row_for(name)
+        return row.info if row else None
+
+    def generic_model(self, name: str) -> ModelInfo | None:
+        """A Yealink-shaped name outside the table: desk ``T\\d\\d[A-Z]{0,2}`` (``T73U``),
+        ``CP9\\d\\d``, ``VP\\d\\d``; DECT base ``W\\d\\d`` + ``B`` / ``DM`` / ``P`` (``W75DM``).
+
+        Conservative capabilities: a desk phone gets one line, a base five handsets (the smallest
+        Yealink base), no common file (``family`` ""), the current key set and no PIN.
+        Handsets (``W56H``), pre-V70 models (:data:`UNSUPPORTED`) and anything else: None.
+        """
+        compact = _compact(name)
+        if len(compact) > 8 or compact in UNSUPPORTED:
+            return None
+        if _GENERIC_DESK.fullmatch(compact):
+            return ModelInfo(_E2.sub(r"\1_E2", compact), "desk", GENERIC_DESK_SLOTS)
+        if _GENERIC_DECT.fullmatch(compact):
+            return ModelInfo(compact, "dect", GENERIC_DECT_SLOTS)
+        return None
+
     def identify(self, path: str, user_agent: str) -> FileRequest | None:
         """Recognise ``<mac>.boot``, ``y000000000000.boot``, ``y0000000000NN.cfg``, ``<mac>.cfg``.
 
-        Requests whose User-Agent names another vendor are never Yealink's.
+        Requests whose User-Agent names another vendor are never Yealink's. A User-Agent that is
+        too long or carries control characters counts as none.
         """
-        if "/" in path or names_other_vendor(user_agent, self.vendor):
+        if "/" in path:
+            return None
+        if len(user_agent) > MAX_USER_AGENT or _UNREADABLE.search(user_agent):
+            user_agent = ""
+        if names_other_vendor(user_agent, self.vendor):
             return None
         ua_model, ua_mac = self._parse_user_agent(user_agent)
 
@@ -201,8 +385,11 @@ class YealinkAdapter(Adapter):
             return FileRequest(f"{mac}.boot", mac, ua_mac, ua_model, shared=True)
         if path == COMMON_BOOT:
             return FileRequest(COMMON_BOOT, ua_mac, ua_mac, ua_model, shared=True)
-        if (m := _COMMON_CFG.fullmatch(path)) and int(m["family"]):
-            return FileRequest(path, ua_mac, ua_mac, ua_model, shared=True)
+        if m := _COMMON_CFG.fullmatch(path):
+            # y000000000000.cfg is the T28P's common file, and nobody else's.
+            if int(m["family"]) or self._family_of(ua_model) == "0":
+                return FileRequest(path, ua_mac, ua_mac, ua_model, shared=True)
+            return None
         if m := _DEVICE_CFG.fullmatch(path):
             mac = m["mac"].lower()
             if ua_model is None and not has_oui(mac, YEALINK_OUIS):
@@ -211,14 +398,15 @@ class YealinkAdapter(Adapter):
         return None
 
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
-        """Render both boot files, the model's common file and ``<mac>.cfg``.
+        """Render both boot files, the model's common file (when it has one) and ``<mac>.cfg``.
 
-        A desk phone carries the PIN of the user on line 1 as its unlock PIN; a DECT base never
-        carries a PIN, only its access code.
+        A v8x desk phone of the table carries the PIN of the user on line 1 as its unlock PIN; a
+        v7x or unknown desk phone and a DECT base never carry a PIN (a base: its access code).
         """
         model = ctx.device.model
         mac = ctx.device.mac
         slots = slot_table(check_slots(ctx.lines, model, f"Yealink {model.name}"), model)
+        generation = self._generation(model)
         common = common_file_name(model)
         first = slots[0][1]
         dect = model.kind == "dect"
@@ -228,7 +416,9 @@ class YealinkAdapter(Adapter):
             "handset_language": _handset_language(ctx.site.language) if dect else None,
             "gui": not dect,
         }
-        boot = templates.render("device.boot", includes=[common, f"{mac}.cfg"])
+        boot = templates.render(
+            "device.boot", includes=[name for name in (common, f"{mac}.cfg") if name]
+        )
         device_values = {
             **site_values,
             "language": _language(first.language if first else ctx.site.language),
@@ -240,50 +430,92 @@ class YealinkAdapter(Adapter):
         }
         if dect:
             device_cfg = templates.render("dect.cfg", access_code=ctx.access_code, **device_values)
+        elif generation == "v7x":
+            device_cfg = templates.render("desk_v7x.cfg", **device_values)
         else:
+            phone_lock = self.pin_key(model) is not None
             device_cfg = templates.render(
                 "desk.cfg",
-                unlock_pin=first.pin if first else None,
+                phone_lock=phone_lock,
+                unlock_pin=first.pin if first and phone_lock else None,
                 lock_timeout=LOCK_TIMEOUT,
                 **device_values,
             )
-        return {
-            f"{mac}.boot": boot,
-            COMMON_BOOT: boot,
-            common: templates.render(
+        files = {f"{mac}.boot": boot, COMMON_BOOT: boot, f"{mac}.cfg": device_cfg}
+        if common:
+            files[common] = templates.render(
                 "common.cfg", language=_language(ctx.site.language), **site_values
-            ),
-            f"{mac}.cfg": device_cfg,
-        }
+            )
+        return files
 
     def sip_event(self, model: ModelInfo) -> str | None:
         """``check-sync;reboot=false`` for every model (configs set ``notify_reboot_enable``)."""
         return EVENT
 
     def needs_maintenance_window(self, model: ModelInfo) -> bool:
-        """False: every model applies a re-fetched config without rebooting (see module doc)."""
-        return False
+        """True for v7x models (whether V70..V72 firmware honours ``notify_reboot_enable`` is not
+        documented, so a check-sync may reboot them); False for the others (see module doc)."""
+        return self._generation(model) == "v7x"
 
     def pin_key(self, model: ModelInfo) -> PinKey | None:
-        """Desk phones: ``phone_setting.phone_lock.unlock_pin``; bases have no user-PIN key."""
-        return DESK_PIN_KEY if model.kind == "desk" else None
+        """v8x desk phones of the table: ``phone_setting.phone_lock.unlock_pin``; v7x and unknown
+        desk phones and the bases have no documented user-PIN key."""
+        row = table_row(model)
+        known = row is not None and row.generation == "v8x"
+        return DESK_PIN_KEY if known and model.kind == "desk" else None
 
     def access_code_key(self, model: ModelInfo) -> AccessCodeKey | None:
         """DECT bases: ``base.pin_code``, the base PIN a handset enters to register."""
         return DECT_ACCESS_CODE_KEY if model.kind == "dect" else None
 
+    def _generation(self, model: ModelInfo) -> Generation:
+        row = table_row(model)
+        return row.generation if row is not None else "v8x"
+
+    def _family_of(self, name: str | None) -> str | None:
+        known = self.model(name) if name else None
+        return known.family if known else None
+
     def _parse_user_agent(self, user_agent: str) -> tuple[str | None, str | None]:
-        """The model and the MAC a Yealink User-Agent names (either may be missing)."""
+        """The model and the MAC a Yealink User-Agent names (either may be missing).
+
+        The model is the vendor's spelling of a table model, or the upper-case name of a model
+        :meth:`generic_model` or :data:`UNSUPPORTED` knows; any other name (another vendor's
+        model behind "Yealink") is no model.
+        """
         m = _UA.search(user_agent)
         if m is None:
-            return None, None
-        macs = (token.strip("()[];,") for token in m["rest"].split())
-        return self.model_name(m["model"]), first_mac(macs)
+            bare = _UA_BARE.match(user_agent)
+            if bare is None or _row_for(bare["model"]) is None:
+                return None, None
+            m = bare
+        macs = (token.strip("()[];,") for token in m["rest"].split()[:8])
+        return self._known_name(m["model"]), first_mac(macs)
+
+    def _known_name(self, name: str) -> str | None:
+        row = _row_for(name)
+        if row is not None:
+            return row.info.name
+        generic = self.generic_model(name)
+        if generic is not None:
+            return generic.name
+        compact = _compact(name)
+        return compact if compact in UNSUPPORTED else None
 
 
-def common_file_name(model: ModelInfo) -> str:
-    """``y0000000000NN.cfg``: the model's number, zero-padded to twelve digits."""
-    return f"y{int(model.family):012d}.cfg"
+def _row_for(name: str) -> YealinkModel | None:
+    return _ROWS.get(_compact(name))
+
+
+def table_row(model: ModelInfo) -> YealinkModel | None:
+    """The table row ``model`` comes from; None for a generic model."""
+    row = _ROWS.get(_compact(model.name))
+    return row if row is not None and row.info == model else None
+
+
+def common_file_name(model: ModelInfo) -> str | None:
+    """``y0000000000NN.cfg``: the model's number, zero-padded to twelve digits; None without one."""
+    return f"y{int(model.family):012d}.cfg" if model.family else None
 
 
 def _language(code: str) -> str:

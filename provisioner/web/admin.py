@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from provisioner import audit, auth, devices_service, passwords, pins, users
+from provisioner import audit, auth, devices_service, discovery, passwords, pins, users
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.errors import Kind, ProvisionerError, invalid
@@ -39,7 +39,7 @@ from provisioner.web.admin_session import (
     set_flash,
     web_session,
 )
-from provisioner.web.devices_api import device_view, job_view
+from provisioner.web.devices_api import device_view, discovered_view, job_view, model_view
 from provisioner.web.errors import STATUS
 from provisioner.web.inputs import query_int
 from provisioner.web.keys import CORE
@@ -49,6 +49,10 @@ routes = web.RouteTableDef()
 PAGE_SIZE = 50
 AUDIT_PAGE_SIZE = 50
 DEVICE_JOBS_SHOWN = 10
+#: Users the "New phones" list offers by name; any other username may be typed.
+USER_PICKER = 200
+#: Discovered phones the devices page shows (most recently seen first); the API lists all.
+NEW_PHONES_SHOWN = 100
 _MAX_PAGE = 1_000_000
 
 # Which form field a domain refusal of "create user" belongs next to.
@@ -353,23 +357,80 @@ async def reprovision_user(request: web.Request) -> web.Response:
 
 @routes.get("/devices")
 async def devices_page(request: web.Request) -> web.Response:
+    return await _devices_page(request)
+
+
+def _new_phone(row: Any) -> dict[str, Any]:
+    """A discovered phone as the "New phones" list shows it."""
+    return {
+        **discovered_view(row),
+        # Handsets are assigned on the device page, with their IPUIs: no user picker for DECT.
+        "dect": discovery.kind_of(row["vendor"], row["model"]) == "dect",
+    }
+
+
+async def _devices_page(
+    request: web.Request, *, status: int = 200, adoption: Adoption | None = None
+) -> web.Response:
+    core, actor = _core(request), actor_of(request)
     search = request.query.get("q", "").strip()
     page = _page(request)
     rows, total = await devices_service.list_devices(
-        _core(request),
-        actor_of(request),
-        search=search or None,
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
+        core, actor, search=search or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
     )
+    discovered = await discovery.list_discovered(core, actor)
+    pickable: list[Any] = []
+    if discovered:
+        pickable, _ = await users.list_users(core, actor, search=None, limit=USER_PICKER, offset=0)
     return render(
         request,
         "devices.html",
+        status=status,
         section="devices",
         search=search,
         devices=[_device(r) for r in rows],
         pager=Pager(page, total, PAGE_SIZE, "/admin/devices", {"q": search}),
+        new_phones=[_new_phone(r) for r in discovered[:NEW_PHONES_SHOWN]],
+        new_phones_total=len(discovered),
+        pickable=[users.public_view(u) for u in pickable],
+        adoption=adoption,
     )
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A refused adoption: which phone, what was entered, why."""
+
+    mac: str
+    model: str
+    username: str
+    error: str
+
+
+@routes.post("/devices/adopt")
+async def adopt_device(request: web.Request) -> web.Response:
+    """Add a discovered phone with one click: its vendor and model as discovered (the model may
+    be corrected), optionally a user on line 1."""
+    form = await request.post()
+    mac, vendor, model, username = (
+        form_text(form, name).strip() for name in ("mac", "vendor", "model", "username")
+    )
+    assignments = [devices_service.Assignment(1, username)] if username else []
+    try:
+        row = await devices_service.create_device(
+            _core(request),
+            actor_of(request),
+            devices_service.NewDevice(mac=mac, vendor=vendor, model=model),
+            assignments,
+        )
+    except ProvisionerError as exc:
+        if exc.kind is Kind.FORBIDDEN:
+            raise
+        adoption = Adoption(mac, model, username, error_message(request, exc))
+        return await _devices_page(request, status=STATUS[exc.kind], adoption=adoption)
+    response = redirect(device_url(row["mac"]))
+    set_flash(request, response, "flash.device_adopted", mac=row["mac"])
+    return response
 
 
 async def _masked_preview(core: Core, actor: Actor, mac: str) -> tuple[dict[str, str], str | None]:
@@ -398,7 +459,7 @@ async def _device_page(
         core, actor, state=None, device=row["mac"], limit=DEVICE_JOBS_SHOWN
     )
     files, preview_error = await _masked_preview(core, actor, row["mac"])
-    device = _device(row, details.assignments, details.access_code)
+    device = {**_device(row, details.assignments, details.access_code), **model_view(row)}
     device["push_state"] = jobs[0]["state"] if jobs else None
     return render(
         request,

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from provisioner import passwords, pins
 from provisioner.errors import ProvisionerError
+from provisioner.outage import database_unavailable
 from provisioner.web import i18n
 from provisioner.web.admin_session import (
     LANG_COOKIE,
@@ -23,7 +24,7 @@ from provisioner.web.admin_session import (
     home_for,
     maybe_web_session,
 )
-from provisioner.web.errors import STATUS
+from provisioner.web.errors import STATUS, note_database_unavailable
 from provisioner.web.i18n_catalog import CATALOG
 from provisioner.web.keys import CORE, REQUEST_ID
 
@@ -149,7 +150,11 @@ async def html_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except asyncpg.DataError:
         text = i18n.t(page_language(request), "page.400.text")
         return error_page(request, 400, "page.400.title", text)
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            note_database_unavailable(request, exc)
+            text = i18n.t(page_language(request), "page.503.text")
+            return error_page(request, 503, "page.503.title", text)
         reference = request.get(REQUEST_ID, "")
         log.exception("page %s %s failed [%s]", request.method, request.path, reference)
         text = i18n.t(page_language(request), "page.error.text", ref=reference)

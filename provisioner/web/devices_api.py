@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from provisioner import devices_service, sites
+from provisioner import devices_service, discovery, sites
 from provisioner.audit import Actor
 from provisioner.errors import invalid
 from provisioner.users import iso_or_none
@@ -66,8 +66,17 @@ def device_view(
     return view
 
 
+def model_view(row: Any) -> dict[str, Any]:
+    """``model_known`` and, for a model served generically, the warning (device views)."""
+    warning = devices_service.model_warning(row)
+    return {"model_known": warning is None, **({"warning": warning} if warning else {})}
+
+
 def details_view(details: devices_service.DeviceDetails) -> dict[str, Any]:
-    return device_view(details.device, details.assignments, details.access_code)
+    return {
+        **device_view(details.device, details.assignments, details.access_code),
+        **model_view(details.device),
+    }
 
 
 def job_view(row: Any) -> dict[str, Any]:
@@ -102,6 +111,26 @@ async def list_devices(request: web.Request) -> web.Response:
             "offset": offset,
         }
     )
+
+
+def discovered_view(row: Any) -> dict[str, Any]:
+    return {
+        "mac": row["mac"],
+        "vendor": row["vendor"],
+        "model": row["model"],
+        "firmware": row["firmware"],
+        "source": row["source"],
+        "site": row["site"],
+        "first_seen": iso_or_none(row["first_seen"]),
+        "last_seen": iso_or_none(row["last_seen"]),
+    }
+
+
+# Before /devices/{mac}, which would take "discovered" for a MAC.
+@routes.get("/devices/discovered")
+async def list_discovered(request: web.Request) -> web.Response:
+    rows = await discovery.list_discovered(request.config_dict[CORE], _actor(request))
+    return web.json_response({"devices": [discovered_view(r) for r in rows]})
 
 
 @routes.post("/devices")
@@ -228,6 +257,11 @@ async def list_push_jobs(request: web.Request) -> web.Response:
         limit=query_int(request, "limit", 100, 1, 1000),
     )
     return web.json_response({"jobs": [job_view(r) for r in rows]})
+
+
+@routes.get("/models")
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response({"models": devices_service.list_models(_actor(request))})
 
 
 @routes.get("/sites")

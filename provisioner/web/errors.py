@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from provisioner.errors import Kind, ProvisionerError
+from provisioner.outage import database_unavailable
 from provisioner.web.keys import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,46 @@ def render_error(exc: ProvisionerError) -> web.Response:
     )
 
 
+class _OncePer:
+    """True at most once per ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = -seconds
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
+
+
+_OUTAGE_WARNING = _OncePer(60.0)
+
+
+def note_database_unavailable(request: web.Request, exc: BaseException) -> None:
+    """Log a request refused for want of the database: one line, no traceback, and a WARNING
+    at most once a minute (an outage under load must not flood the log)."""
+    log.log(
+        logging.WARNING if _OUTAGE_WARNING() else logging.DEBUG,
+        "request %s %s refused: database unavailable (%s) [%s]",
+        request.method,
+        request.path,
+        type(exc).__name__,
+        request.get(REQUEST_ID, ""),
+    )
+
+
+def database_unavailable_response() -> web.Response:
+    return error_response(
+        503,
+        "database_unavailable",
+        "The database cannot be reached; try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into the contract's error shape; never leak a stack trace."""
@@ -84,10 +127,35 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(exc.status, code, message, headers=headers)
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            note_database_unavailable(request, exc)
+            return database_unavailable_response()
         log.exception(
             "request %s %s failed [%s]", request.method, request.path, request[REQUEST_ID]
         )
         return error_response(
             500, "internal_error", f"Internal error; reference {request[REQUEST_ID]}."
         )
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs every request its parser refuses at ERROR with a traceback: one per junk
+    request, a cheap way to flood the log. The client got its 400; one DEBUG line is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args = "malformed request refused: %s", (type(exc).__name__,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_MALFORMED = _MalformedRequests()
+
+
+def quiet_malformed_requests() -> None:
+    """Install the filter on aiohttp's server logger (idempotent: a filter is added once)."""
+    logging.getLogger("aiohttp.server").addFilter(_MALFORMED)

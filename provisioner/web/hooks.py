@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
@@ -19,7 +18,7 @@ from aiohttp.typedefs import Handler
 from provisioner import hotdesk, store
 from provisioner.errors import Kind, ProvisionerError, invalid, unauthenticated
 from provisioner.web.errors import json_errors
-from provisioner.web.inputs import field
+from provisioner.web.inputs import field, load_json
 from provisioner.web.keys import CORE
 
 SIGNATURE_HEADER = "X-Provisioner-Signature"
@@ -83,10 +82,7 @@ async def signed(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise invalid("json_invalid", "The body is not valid JSON.") from None
+    data = load_json(body)
     if not isinstance(data, dict):
         raise invalid("body_invalid", "The body must be a JSON object.")
     return data

@@ -186,10 +186,41 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Search by MAC address, label, vendor or model",
         "Suche nach MAC-Adresse, Bezeichnung, Hersteller oder Modell",
     ),
+    "devices.new_phones": ("New phones", "Neue Telefone"),
+    "devices.new_phones_help": (
+        "Phones that fetched with the bootstrap credential but were never added. They get a "
+        "minimal configuration without any SIP account; add one to give it its full "
+        "configuration.",
+        "Telefone, die mit den Bootstrap-Zugangsdaten abgerufen haben, aber nie hinzugefügt "
+        "wurden. Sie erhalten eine Minimalkonfiguration ohne SIP-Konto; fügen Sie eines hinzu, "
+        "damit es seine vollständige Konfiguration erhält.",
+    ),
+    "devices.new_phones_more": (
+        "The {shown} most recently seen of {total} are shown; all of them: provisioner device "
+        "discovered, or GET /api/v1/devices/discovered.",
+        "Die {shown} zuletzt gesehenen von {total} werden gezeigt; alle: provisioner device "
+        "discovered oder GET /api/v1/devices/discovered.",
+    ),
+    "devices.new_phone_seen": (
+        "Firmware {firmware} · from {source} · first seen {first} · last seen {last}",
+        "Firmware {firmware} · von {source} · zuerst gesehen {first} · zuletzt gesehen {last}",
+    ),
+    "devices.adopt_model": ("Model", "Modell"),
+    "devices.adopt_user": ("User on line 1 (optional)", "Benutzer auf Leitung 1 (optional)"),
+    "devices.adopt_dect": (
+        "Assign the handsets on the device page once it is added.",
+        "Die Mobilteile ordnen Sie nach dem Hinzufügen auf der Geräteseite zu.",
+    ),
+    "devices.adopt": ("Add device", "Gerät hinzufügen"),
+    "devices.added": ("Added devices", "Hinzugefügte Geräte"),
     "device.title": ("Device {mac}", "Gerät {mac}"),
     "device.mac": ("MAC address", "MAC-Adresse"),
     "device.model": ("Vendor and model", "Hersteller und Modell"),
     "device.kind": ("Kind", "Art"),
+    "device.model_generic": (
+        "not in the model table: served with the family's generic configuration",
+        "nicht in der Modelltabelle: erhält die allgemeine Konfiguration der Modellreihe",
+    ),
     "device.label": ("Label", "Bezeichnung"),
     "device.site": ("Site", "Standort"),
     "device.revision": ("Revision", "Revision"),
@@ -312,6 +343,11 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Konfiguration.",
     ),
     "flash.user_created": ("User {user} has been created.", "Benutzer {user} wurde angelegt."),
+    "flash.device_adopted": (
+        "Device {mac} has been added; it gets its full configuration with its next fetch.",
+        "Gerät {mac} wurde hinzugefügt; es erhält seine vollständige Konfiguration beim nächsten "
+        "Abruf.",
+    ),
     "flash.reprovision_queued": (
         "Re-provisioning started. Push jobs queued: {jobs}.",
         "Neu-Provisionierung gestartet. Eingereihte Push-Aufträge: {jobs}.",
@@ -343,6 +379,12 @@ CATALOG: dict[str, tuple[str, str]] = {
     ),
     "page.413.title": ("Too large", "Zu groß"),
     "page.413.text": ("The form data is too large.", "Die Formulardaten sind zu groß."),
+    "page.503.title": ("Temporarily unavailable", "Vorübergehend nicht verfügbar"),
+    "page.503.text": (
+        "The service cannot reach its database just now; please try again in a moment.",
+        "Der Dienst erreicht seine Datenbank gerade nicht; bitte versuchen Sie es gleich "
+        "noch einmal.",
+    ),
     "page.error.title": ("Something went wrong", "Etwas ist schiefgelaufen"),
     "page.error.text": (
         "The request failed; please try again. If it keeps failing, quote reference {ref}.",

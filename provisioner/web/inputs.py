@@ -19,15 +19,52 @@ T = TypeVar("T")
 _MISSING: Any = object()
 
 
+#: The deepest nesting of arrays and objects a body may have. No request needs more than 3; the
+#: JSON parser recurses per level, so a deep body must be refused before it is parsed.
+MAX_JSON_DEPTH = 32
+
+
+def load_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON; ``json_invalid`` (400) when it is not, or nests too deep."""
+    if _nesting_depth(raw) > MAX_JSON_DEPTH:
+        raise invalid("json_invalid", f"The body nests deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise invalid("json_invalid", "The body is not valid JSON.") from None
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """The deepest ``[``/``{`` nesting in ``raw``, brackets inside strings not counted; a linear
+    scan that stops as soon as the limit is passed."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 async def json_body(request: web.Request, allowed: Collection[str]) -> dict[str, Any]:
     """The request's JSON object; unknown keys are refused so typos do not pass silently."""
     if request.content_type != "application/json":
         raise invalid("content_type_invalid", "Send the body as application/json.")
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise invalid("json_invalid", "The body is not valid JSON.") from None
+    body = load_json(await request.read())
     if not isinstance(body, dict):
         raise invalid("body_invalid", "The body must be a JSON object.")
     unknown = sorted(set(body) - set(allowed))
@@ -39,10 +76,7 @@ async def json_body(request: web.Request, allowed: Collection[str]) -> dict[str,
 async def json_list(request: web.Request) -> list[Any]:
     if request.content_type != "application/json":
         raise invalid("content_type_invalid", "Send the body as application/json.")
-    try:
-        body = json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise invalid("json_invalid", "The body is not valid JSON.") from None
+    body = load_json(await request.read())
     if not isinstance(body, list):
         raise invalid("body_invalid", "The body must be a JSON array.")
     return body

@@ -7,15 +7,17 @@ from aiohttp import web
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.phoneauth import Phones
+from provisioner.push import PushWorker
 from provisioner.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 CORE = web.AppKey("core", Core)
 PHONES = web.AppKey("phones", Phones)
+PUSH_WORKER = web.AppKey("push_worker", PushWorker)  # in processes that run one
 
 # Per-request state.
 ACTOR = "provisioner.actor"
 TOKEN = "provisioner.token"  # noqa: S105 (a key name, not a secret)
 REQUEST_ID = "provisioner.request_id"
 
-__all__ = ["ACTOR", "CORE", "PHONES", "REQUEST_ID", "SETTINGS", "TOKEN", "Actor"]
+__all__ = ["ACTOR", "CORE", "PHONES", "PUSH_WORKER", "REQUEST_ID", "SETTINGS", "TOKEN", "Actor"]

@@ -541,7 +541,9 @@ def _device_paths() -> dict[str, Any]:
                 description=(
                     "Adds a desk phone or DECT system with a fresh provisioning credential and "
                     "renders its files (a site without a SIP registrar leaves `render_error` "
-                    "set until the site has one). Administrators only."
+                    "set until the site has one). Adding a discovered phone "
+                    "(`GET /devices/discovered`) adopts it: its discovered row goes and a push "
+                    "job (`device.adopt`) brings it the full config. Administrators only."
                 ),
                 body="DeviceCreate",
                 responses={201: _ok("DeviceDetail", "The new device, without assignments.")},
@@ -673,6 +675,41 @@ def _device_paths() -> dict[str, Any]:
                     422: [*_MAC_422, "api_access_unused"],
                 },
             ),
+        },
+        "/devices/discovered": {
+            "get": _operation(
+                operation_id="listDiscoveredDevices",
+                tag="devices",
+                summary="List phones that fetched but were never added",
+                description=(
+                    "Phones of a known vendor that fetched a config with the bootstrap "
+                    "credential for a MAC no device has, most recently seen first: at most "
+                    "1,000 per site (the least recently seen go first), at most one new one per "
+                    "source address a minute. Such a phone gets a minimal config of its "
+                    "vendor's format (provisioning URL and credential, time, language; no SIP "
+                    "account, no secret of anyone) when it is a desk phone of a model its "
+                    "vendor's adapter serves; DECT systems and models the adapter does not "
+                    "serve get nothing until added. Adopt one with `POST /devices` (its row "
+                    "goes, a push is queued). Empty with `PROVISIONER_DISCOVERY=off`. "
+                    "Administrators only."
+                ),
+                responses={200: _ok("DiscoveredDeviceList", "Every discovered phone.")},
+                errors={403: _ADMIN_403},
+            )
+        },
+        "/models": {
+            "get": _operation(
+                operation_id="listModels",
+                tag="devices",
+                summary="List the models of every vendor's table",
+                description=(
+                    "The models `POST /devices` knows by name. A model that is not listed but "
+                    "fits a vendor's family is still added (`model_known: false`) and served "
+                    "with the family's generic configuration. Administrators only."
+                ),
+                responses={200: _ok("ModelList", "Every model, by vendor.")},
+                errors={403: _ADMIN_403},
+            )
         },
         "/devices/{mac}/access-code": {
             "parameters": [_MAC],
@@ -1228,6 +1265,18 @@ def _device_schemas() -> dict[str, Any]:
                 _object(
                     {
                         "assignments": {"type": "array", "items": _schema("Assignment")},
+                        "model_known": {
+                            "type": "boolean",
+                            "description": (
+                                "false: the model is not in the vendor's table (`GET /models`) "
+                                "but fits the family; it is served with the family's generic "
+                                "configuration."
+                            ),
+                        },
+                        "warning": {
+                            "type": "string",
+                            "description": "Present when `model_known` is false: what to check.",
+                        },
                         "access_code": {
                             **_ACCESS_CODE,
                             "description": (
@@ -1237,10 +1286,36 @@ def _device_schemas() -> dict[str, Any]:
                             ),
                         },
                     },
-                    ["assignments"],
+                    ["assignments", "model_known"],
                 ),
             ]
         },
+        "ModelList": _object(
+            {
+                "models": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "vendor": _VENDOR,
+                            "model": {"type": "string"},
+                            "kind": _KIND,
+                            "slots": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "description": "Lines of a desk phone, handsets of a DECT system.",
+                            },
+                            "family": {
+                                "type": "string",
+                                "description": "The vendor's grouping (e.g. Yealink's common "
+                                "file number).",
+                            },
+                        },
+                        ["vendor", "model", "kind", "slots", "family"],
+                    ),
+                }
+            },
+            ["models"],
+        ),
         "AccessCodeUpdate": _object(
             {"access_code": {**_ACCESS_CODE, "description": "Omit for a new random code."}},
             [],
@@ -1253,6 +1328,50 @@ def _device_schemas() -> dict[str, Any]:
                 "push_jobs": {"type": "array", "items": {"type": "integer"}},
             },
             ["access_code", "push_jobs"],
+        ),
+        "DiscoveredDeviceList": _object(
+            {
+                "devices": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "mac": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+                            "vendor": _VENDOR,
+                            "model": {
+                                "type": ["string", "null"],
+                                "description": "As the phone's User-Agent names it; null when "
+                                "it names none.",
+                            },
+                            "firmware": {
+                                "type": ["string", "null"],
+                                "description": "The version the User-Agent names, if any.",
+                            },
+                            "source": {
+                                "type": "string",
+                                "description": "The address the phone fetched from (behind "
+                                "trusted proxies, the forwarded one).",
+                            },
+                            "site": _SITE_NAME,
+                            "first_seen": _TIME,
+                            "last_seen": {
+                                **_TIME,
+                                "description": "Updated at most about once a minute.",
+                            },
+                        },
+                        [
+                            "mac",
+                            "vendor",
+                            "model",
+                            "firmware",
+                            "source",
+                            "site",
+                            "first_seen",
+                            "last_seen",
+                        ],
+                    ),
+                }
+            },
+            ["devices"],
         ),
         "DeviceListItem": {
             "allOf": [

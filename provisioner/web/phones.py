@@ -1,9 +1,18 @@
 """``GET|HEAD /provisioning/<file>``: phones fetch their configs.
 
-The hot path touches no database: identify the request (adapter, from path and User-Agent) →
-check the source is not blocked → verify the credential against the in-memory digest → serve the
-cached bytes with a strong ETag → queue a fetch record. Failures that hint at guessing (wrong
-credential, unknown MAC, MAC mismatch) count against the source address.
+The hot path touches no database: check the source is not blocked → identify the request
+(adapter, from path and User-Agent) → verify the credential against the in-memory digest →
+serve the cached bytes with a strong ETag → queue a fetch record. Failures that hint at guessing
+or flooding (wrong credential, unknown MAC, MAC mismatch, a path or User-Agent no phone sends)
+count against the source address.
+
+Nothing a client without a credential sends is kept: identification is cached only for
+requests that authenticated (:class:`provisioner.devices.IdentifyCache`), and the per-source
+failure counts are bounded in bytes (:class:`provisioner.phoneauth.FailureLimiter`).
+
+A phone with the bootstrap credential for a MAC no device has is discovery's
+(:mod:`provisioner.discovery`): served from memory too, except its first request in each
+process, which waits for one database transaction.
 """
 
 from __future__ import annotations
@@ -12,14 +21,19 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
 
 from provisioner import provisioning
 from provisioner.core import Core
-from provisioner.devices import identify
+from provisioner.devices import Miss, identify
+from provisioner.devices.base import Adapter, FileRequest
+from provisioner.discovery import WINDOW, Admission, Discovery, Known, Sighting, sighting_of
 from provisioner.metrics import METRICS
+from provisioner.outage import database_unavailable
 from provisioner.phoneauth import (
     FailureLimiter,
     NonceSigner,
@@ -37,7 +51,7 @@ from provisioner.phonecache import (
     FetchRecorder,
 )
 from provisioner.settings import IPNetwork, Settings
-from provisioner.web.errors import error_response
+from provisioner.web.errors import database_unavailable_response, error_response
 from provisioner.web.keys import CORE, PHONES, SETTINGS
 
 log = logging.getLogger("provisioner.phones")
@@ -59,14 +73,26 @@ PREFIX = "/provisioning/"
 
 async def fetch(request: web.Request) -> web.StreamResponse:
     """The route on the main application."""
-    return answer(request.config_dict[PHONES], request.config_dict[SETTINGS], request)
+    return await respond(request.config_dict[PHONES], request.config_dict[SETTINGS], request)
 
 
-def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> web.Response:
-    """Answer one phone request; shared by the main app and the lean phones' server.
+async def respond(phones: Phones, settings: Settings, request: web.BaseRequest) -> web.Response:
+    """Answer one phone request; shared by the main app and the lean phones' server."""
+    answered = answer(phones, settings, request)
+    return answered if isinstance(answered, web.Response) else await answered
+
+
+#: What :func:`answer` gives: the response, or (only for a phone discovery has to ask the
+#: database about) the coroutine that makes it.
+Answer = web.Response | Coroutine[Any, Any, web.Response]
+
+
+def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> Answer:
+    """Answer one phone request (see :func:`respond`).
 
     Synchronous on purpose: everything it needs is in memory, so the event loop never yields
-    in the middle of a fetch.
+    in the middle of a fetch. The one exception is the first request of a phone nobody has
+    added (:mod:`provisioner.discovery`), answered once the database has recorded it.
     """
     source = client_address(
         request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
@@ -83,15 +109,21 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> web.
             headers={"Retry-After": str(retry_after)},
         )
     path = request.path
-    if not path.startswith(PREFIX):
-        return _not_found()
-    claimed = identify(path[len(PREFIX) :], request.headers.get("User-Agent", ""))
-    if claimed is None:
-        return _not_found()
-    _, wanted = claimed
-    if wanted.user_agent_mac and wanted.mac and wanted.user_agent_mac != wanted.mac:
+    user_agent = request.headers.get("User-Agent", "")
+    name = path[len(PREFIX) :]
+    if not path.startswith(PREFIX) or not _plausible_name(name):
+        return _fail(phones, source, "unknown_path", _not_found())
+    if len(user_agent) > MAX_USER_AGENT:
+        return _fail(phones, source, "oversized_user_agent", _not_found())
+    cached = phones.identified.get(name, user_agent)
+    claimed = identify(name, user_agent) if isinstance(cached, Miss) else cached
+    wanted = None if claimed is None else claimed[1]
+    if wanted and wanted.user_agent_mac and wanted.mac and wanted.user_agent_mac != wanted.mac:
         return _fail(phones, source, "mac_mismatch", _not_found())
 
+    # Unrecognised names too are answered only to an authenticated phone (after the challenge
+    # a phone's first, bare request gets): the names phones ask for and nobody serves cost them
+    # nothing, and a client without a credential learns nothing about which names exist.
     presented = parse_authorization(request.headers.get("Authorization", ""))
     if presented is None:
         return _unauthorized(phones)
@@ -112,11 +144,20 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> web.
         return _unauthorized(phones, stale=True)
     if verdict != "ok":
         return _fail(phones, source, "bad_credentials", _unauthorized(phones))
+    if isinstance(cached, Miss):
+        phones.identified.put(name, user_agent, claimed)
+    if wanted is None:
+        return _not_found()  # e.g. Poly's firmware, Grandstream's binary config: not served
 
     mac = wanted.mac or (own.mac if own else None)
     device = cache.devices.get(mac) if mac else None
     if device is None:
-        return _fail(phones, source, "unknown_device", _not_found()) if mac else _not_found()
+        if mac is None:
+            return _not_found()
+        if own is None and phones.discovery is not None:
+            assert claimed is not None  # wanted came from it
+            return _discovered(phones, claimed[0], wanted, mac, source, user_agent, request)
+        return _fail(phones, source, "unknown_device", _not_found())
     if not wanted.shared:
         if own is not None and own.mac != device.mac:
             return _fail(phones, source, "other_device", _not_found())
@@ -131,6 +172,86 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> web.
     phones.recorder.record(
         device.mac, wanted.file, device.revision, source, personal=not wanted.shared
     )
+    METRICS.fetches.inc()
+    if _etag_matches(request.headers.get("If-None-Match"), served.etag):
+        return web.Response(status=304, headers=served.headers)
+    return web.Response(body=served.body, headers=served.headers)
+
+
+#: What a phone's request can look like. A vendor's file name is short, of these characters, a
+#: few folders deep at most (Mitel's ``<mac>/``), after any doubled slash of a base URL that
+#: ends in one; a User-Agent is a product token and a version or two (the longest recorded is
+#: under 100 characters). Anything else is refused before any work and counted as a failure.
+#: (Names phones do ask for and nobody serves are short and plain: they pass, and get their 404
+#: only once authenticated, so a booting phone never counts against its site's address.)
+MAX_NAME = 128
+MAX_USER_AGENT = 512
+_NAME = re.compile(r"/*[A-Za-z0-9._~+@-]+(?:/[A-Za-z0-9._~+@-]+){0,3}")
+
+
+def _plausible_name(name: str) -> bool:
+    return len(name) <= MAX_NAME and _NAME.fullmatch(name) is not None
+
+
+def _discovered(
+    phones: Phones,
+    adapter: Adapter,
+    wanted: FileRequest,
+    mac: str,
+    source: str,
+    user_agent: str,
+    request: web.BaseRequest,
+) -> Answer:
+    """A phone of a known vendor, with the bootstrap credential, for a MAC no device has.
+
+    Only a refusal counts as a failure of the source (see :mod:`provisioner.discovery`).
+    """
+    discovery = phones.discovery
+    assert discovery is not None
+    seen = sighting_of(adapter.vendor, wanted, mac, source, user_agent)
+    if seen is None:
+        return _fail(phones, source, "unknown_device", _not_found())
+    known = discovery.known(seen)
+    if known is not None:
+        return _serve_discovered(known, wanted.file, request)
+    if discovery.busy(seen):
+        METRICS.fetch_refusals.inc(reason="discovery_busy")
+        return error_response(
+            429,
+            "discovery_busy",
+            "Too many new phones at once; try again shortly.",
+            headers={"Retry-After": "1"},
+        )
+    return _admit(phones, discovery, seen, wanted.file, request)
+
+
+async def _admit(
+    phones: Phones, discovery: Discovery, seen: Sighting, file: str, request: web.BaseRequest
+) -> web.Response:
+    try:
+        outcome, known = await discovery.admit(seen)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        METRICS.fetch_refusals.inc(reason="database_unavailable")
+        return database_unavailable_response()
+    if known is not None:
+        return _serve_discovered(known, file, request)
+    if outcome is Admission.LIMITED:
+        limited = error_response(
+            429,
+            "discovery_limited",
+            "A new phone from this address was recorded within the last minute; try again later.",
+            headers={"Retry-After": str(int(WINDOW))},
+        )
+        return _fail(phones, seen.source, "discovery_limited", limited)
+    return _not_found()  # added as a device meanwhile: its next fetch finds it
+
+
+def _serve_discovered(known: Known, file: str, request: web.BaseRequest) -> web.Response:
+    served = known.files.get(file)
+    if served is None:
+        return _not_found()  # recorded only (module doc of provisioner.discovery)
     METRICS.fetches.inc()
     if _etag_matches(request.headers.get("If-None-Match"), served.etag):
         return web.Response(status=304, headers=served.headers)
@@ -167,11 +288,15 @@ def _allowed(source: str, networks: tuple[IPNetwork, ...]) -> bool:
 async def open_phones(core: Core) -> AsyncIterator[Phones]:
     """The phones' endpoint state of one process: cache, listener, fetch recorder."""
     cache = DeviceCache(core.vault)
-    cache.set_bootstrap(*await provisioning.bootstrap_credential(core))
+    bootstrap = await provisioning.bootstrap_credential(core)
+    cache.set_bootstrap(*bootstrap)
     assert core.settings.database_url is not None
     listener = DeviceListener(core.settings.database_url, cache, provisioning.DEVICE_CHANNEL)
     recorder = FetchRecorder(core.pool)
+    discovery = Discovery(core, *bootstrap) if core.settings.discovery else None
     tasks = [asyncio.create_task(listener.run()), asyncio.create_task(recorder.run())]
+    if discovery is not None:
+        tasks.append(asyncio.create_task(discovery.run()))
     try:
         # The listener loads the cache once it listens: serve only after that.
         await asyncio.wait_for(listener.ready.wait(), timeout=60)
@@ -180,8 +305,11 @@ async def open_phones(core: Core) -> AsyncIterator[Phones]:
             recorder=recorder,
             limiter=FailureLimiter(),
             nonces=NonceSigner(core.vault.derive_key("digest-nonce")),
+            discovery=discovery,
         )
     finally:
+        if discovery is not None:
+            await discovery.close()
         for task in tasks:
             task.cancel()
         for task in tasks:

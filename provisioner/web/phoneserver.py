@@ -24,8 +24,8 @@ from provisioner.core import open_core
 from provisioner.phoneauth import Phones
 from provisioner.settings import Settings
 from provisioner.signals import stop_requested
-from provisioner.web.errors import error_response
-from provisioner.web.phones import answer, open_phones
+from provisioner.web.errors import error_response, quiet_malformed_requests
+from provisioner.web.phones import open_phones, respond
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def phones_server(phones: Phones, settings: Settings) -> web.Server:
             return error_response(
                 405, "method_not_allowed", "Phones only GET.", headers={"Allow": "GET, HEAD"}
             )
-        return answer(phones, settings, request)
+        return await respond(phones, settings, request)
 
     return web.Server(handle, access_log=None)
 
@@ -60,6 +60,7 @@ async def start_phones_site(
 
 async def run_standalone(settings: Settings, ssl_context: ssl.SSLContext | None) -> None:
     """One extra phones' process: its own small pool, cache, listener and recorder."""
+    quiet_malformed_requests()
     async with (
         open_core(settings, run_migrations=False, pool_size=(1, 2)) as core,
         open_phones(core) as phones,

@@ -21,17 +21,55 @@ from tests.devices.conftest import NAMES, ContextFactory, assert_no_template_syn
 
 MAC = "7c2f80e0d605"
 
-# Recorded in the field (Gigaset wiki, open provisioning servers' logs and bug reports).
-UA_N870 = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"
-UA_N870_HANDSET = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605;Handset=3"
-UA_N670 = "Gigaset N670 IP PRO/83.V2.48.0+build.4fa8a54;7C2F80E0D605"
-UA_N870E = "Gigaset N870E IP PRO/83.V2.49.1+build.1e2b3c4;589EC6123456"
-UA_N610 = "Gigaset N610 IP PRO/83.V2.39.0+build.0c1d2e3;7C2F80A1B2C3"
-UA_NO_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91"
-UA_QUOTED = '"Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"'
-UA_DOUBLE_SPACE = "Gigaset  N870  IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"
-UA_LOWER_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7c2f80e0d605"
-UA_COLON_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C:2F:80:E0:D6:05"
+# Sources of the User-Agents below (docs/vendors/gigaset.md, "User-Agents"):
+# [W-Nx70]  wazo-platform/wazo-provd-plugins, plugins/wazo-gigaset/Nx70-83.v2.49.1/common.py,
+#           comment in GigasetHTTPDeviceInfoExtractor._extract_from_ua (an N870 capture).
+# [W-old]   same repository, plugins/wazo-gigaset/common/common.py, comments in _extract_from_ua
+#           (N720 DM PRO, N510 IP PRO and Maxwell 3 captures, with and without MAC).
+# [W-107]   same repository, pull request 107 "gigaset N870: handle Handset= in User-Agent"; the
+#           plugin's regex accepts a ";Handset=<n>" field after the MAC.
+# [W-147]   same repository, pull request 147: Nx70 firmware 2.39 sends its User-Agent "between
+#           plain double quotes" while fetching new firmware.
+# [constr.] constructed from a captured format, changing only what the comment says (no capture
+#           of that exact string was found).
+UA_N870 = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"  # [W-Nx70]
+UA_N870_HANDSET = UA_N870 + ";Handset=3"  # [W-107]
+UA_N870_QUOTED = '"Gigaset N870 IP PRO/83.V2.39.0;7C2F80E0D605"'  # [W-147], constr. version
+UA_N720_MAC = "Gigaset N720 DM PRO/70.089.00.000.000;7C2F80CA21E4"  # [W-old]
+UA_N720_NO_MAC = "Gigaset N720 DM PRO/70.108.00.000.000"  # [W-old]
+UA_N720_HYPHENS = "N720-DM-PRO/70.040.00.000.000"  # [W-old]: no vendor word, hyphens, no MAC
+UA_N510_MAC = "N510 IP PRO/42.245.00.000.000;7C2F804DF9A9"  # [W-old]: no vendor word
+UA_N510_NO_MAC = "N510 IP PRO/42.245.00.000.000"  # [W-old]
+UA_N510_250 = "N510 IP PRO/42.250.00.000.000;7C2F806257D7"  # [W-old]
+UA_MAXWELL = "Maxwell 3 PRO/82.2.18.4-release;7C2F80E61AF4"  # [W-old]: a desk phone
+UA_N670 = "Gigaset N670 IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"  # constr.: model token
+UA_N870E = "Gigaset N870E IP PRO/83.V2.11.0+build.a546b91;589EC6123456"  # constr.: model, MAC
+UA_N610 = "Gigaset N610 IP PRO/83.V2.11.0+build.a546b91;7C2F80A1B2C3"  # constr.: model, MAC
+UA_NO_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91"  # constr.: as [W-old] without MAC
+UA_DOUBLE_SPACE = "Gigaset  N870  IP PRO/83.V2.11.0+build.a546b91;7C2F80E0D605"  # constr.
+UA_LOWER_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7c2f80e0d605"  # constr.
+UA_COLON_MAC = "Gigaset N870 IP PRO/83.V2.11.0+build.a546b91;7C:2F:80:E0:D6:05"  # constr.
+
+#: Every User-Agent format: what the adapter reads from it (model, MAC).
+USER_AGENTS = [
+    pytest.param(UA_N870, "N870", MAC, id="nx70"),
+    pytest.param(UA_N870_HANDSET, "N870", MAC, id="nx70-handset-field"),
+    pytest.param(UA_N870_QUOTED, "N870", MAC, id="nx70-quoted"),
+    pytest.param(UA_N670, "N670", MAC, id="nx70-n670"),
+    pytest.param(UA_N870E, "N870E", "589ec6123456", id="nx70-n870e"),
+    pytest.param(UA_N610, "N610", "7c2f80a1b2c3", id="nx70-n610"),
+    pytest.param(UA_NO_MAC, "N870", None, id="nx70-no-mac"),
+    pytest.param(UA_DOUBLE_SPACE, "N870", MAC, id="nx70-double-space"),
+    pytest.param(UA_LOWER_MAC, "N870", MAC, id="nx70-lower-mac"),
+    pytest.param(UA_COLON_MAC, "N870", MAC, id="nx70-colon-mac"),
+    pytest.param(UA_N720_MAC, "N720", "7c2f80ca21e4", id="n720"),
+    pytest.param(UA_N720_NO_MAC, "N720", None, id="n720-no-mac"),
+    pytest.param(UA_N720_HYPHENS, "N720", None, id="n720-no-vendor-hyphens"),
+    pytest.param(UA_N510_MAC, "N510", "7c2f804df9a9", id="n510-no-vendor"),
+    pytest.param(UA_N510_NO_MAC, "N510", None, id="n510-no-mac"),
+    pytest.param(UA_N510_250, "N510", "7c2f806257d7", id="n510-later-firmware"),
+    pytest.param(UA_MAXWELL, "Maxwell 3", "7c2f80e61af4", id="maxwell-desk-phone"),
+]
 
 UA_SNOM = "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 000413922D24 x)"
 UA_YEALINK = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:aa:bb:cc"
@@ -58,6 +96,71 @@ def test_models_capacities() -> None:
     assert ADAPTER.model(" n870e ") is ADAPTER.models["N870E"]
 
 
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("Gigaset N870 IP PRO", "N870"),
+        ("N870-IP-PRO", "N870"),
+        ("gigaset n870e ip pro", "N870E"),
+        ("N670 IP PRO", "N670"),
+        ("Gigaset_N610", "N610"),
+    ],
+)
+def test_models_in_the_vendors_spelling(name: str, model: str) -> None:
+    assert ADAPTER.model(name) is ADAPTER.models[model]
+    assert ADAPTER.resolve_model(name) == (ADAPTER.models[model], True)
+    assert ADAPTER.model_name(name) == model
+
+
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("N770", "N770"),  # Gigaset files its auto-provisioning FAQ for N870(E)/N770/N670/N610/N530
+        ("Gigaset N530 IP PRO", "N530"),
+        ("n970e", "N970E"),
+    ],
+)
+def test_generic_model_is_an_unlisted_system_of_the_nx70_line(name: str, model: str) -> None:
+    generic = ADAPTER.generic_model(name)
+    assert generic == ModelInfo(model, "dect", 8, family="e2")
+    assert ADAPTER.resolve_model(name) == (generic, False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Older bases: another format (ProviderFrame/SYMB_ITEM) behind binary redirect files.
+        "N720",
+        "Gigaset N720 DM PRO",
+        "N720 IP PRO",
+        "N510 IP PRO",
+        "N300",
+        # Desk phones and other vendors' models.
+        "Maxwell 3",
+        "P710 IP PRO",
+        "T54W",
+        "SIP-DECT",
+        "",
+    ],
+)
+def test_no_generic_model_for_what_this_format_does_not_reach(name: str) -> None:
+    assert ADAPTER.generic_model(name) is None
+    assert ADAPTER.resolve_model(name) is None
+
+
+def test_generic_model_renders_a_well_formed_file(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    generic = ADAPTER.generic_model("N770")
+    assert generic is not None
+    ctx = make_context(generic, mac=MAC, lines=generic.slots, access_code=AC)
+    body = ADAPTER.render(ctx, templates)["provisioning.xml"]
+    assert parse_xml(body).attrib == {"version": "1.1", "productID": "e2"}
+    assert len(handset_keys(body)) == 8
+    with pytest.raises(RenderError):
+        ADAPTER.render(make_context(generic, lines=9, access_code=AC), templates)
+
+
 # --- identify ----------------------------------------------------------------------------
 
 
@@ -72,22 +175,9 @@ def test_identify_mac_file_either_case(path: str) -> None:
     assert not req.shared
 
 
-@pytest.mark.parametrize(
-    ("user_agent", "model", "mac"),
-    [
-        (UA_N870, "N870", MAC),
-        (UA_N870_HANDSET, "N870", MAC),
-        (UA_N670, "N670", MAC),
-        (UA_N870E, "N870E", "589ec6123456"),
-        (UA_N610, "N610", "7c2f80a1b2c3"),
-        (UA_QUOTED, "N870", MAC),
-        (UA_DOUBLE_SPACE, "N870", MAC),
-        (UA_LOWER_MAC, "N870", MAC),
-        (UA_COLON_MAC, "N870", MAC),
-    ],
-)
+@pytest.mark.parametrize(("user_agent", "model", "mac"), USER_AGENTS)
 def test_identify_folder_file_takes_mac_from_user_agent(
-    user_agent: str, model: str, mac: str
+    user_agent: str, model: str, mac: str | None
 ) -> None:
     req = ADAPTER.identify("provisioning.xml", user_agent)
     assert req is not None
@@ -95,6 +185,38 @@ def test_identify_folder_file_takes_mac_from_user_agent(
     assert req.mac == mac
     assert req.user_agent_mac == mac
     assert req.model == model
+
+
+@pytest.mark.parametrize(("user_agent", "model", "mac"), USER_AGENTS)
+def test_identify_mac_file_with_every_user_agent(
+    user_agent: str, model: str, mac: str | None
+) -> None:
+    path_mac = mac or "7c2f80000001"
+    req = ADAPTER.identify(f"{path_mac.upper()}.xml", user_agent)
+    assert req is not None
+    assert (req.file, req.mac, req.user_agent_mac, req.model) == (
+        f"{path_mac.upper()}.xml",
+        path_mac,
+        mac,
+        model,
+    )
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "served"),
+    [
+        (UA_N870, True),
+        (UA_N870E, True),
+        (UA_N720_MAC, False),  # recognised, but the Nx70 file is not this base's format
+        (UA_N510_MAC, False),
+        (UA_MAXWELL, False),
+    ],
+)
+def test_what_the_user_agents_model_is_served_as(user_agent: str, served: bool) -> None:
+    req = ADAPTER.identify("provisioning.xml", user_agent)
+    assert req is not None
+    assert req.model is not None
+    assert (ADAPTER.served_model(req.model) is not None) is served
 
 
 def test_identify_folder_file_without_mac_in_user_agent() -> None:
@@ -127,6 +249,54 @@ def test_identify_unknown_user_agent_needs_gigaset_oui(user_agent: str) -> None:
     assert ADAPTER.identify("000413AABBCC.xml", user_agent) is None
     # provisioning.xml names no device; only a Gigaset User-Agent can.
     assert ADAPTER.identify("provisioning.xml", user_agent) is None
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        "Gigaset N870 IP PRO/83.V2.11.0;7C2F80E0D605" + " x" * 4096,  # 8 KB
+        "Gigaset N870 IP PRO/83.V2.11.0\x00;7C2F80E0D605",
+        "Gigaset N870 IP PRO/83.V2.11.0;7C2F80E0D605\r\nX-Injected: 1",
+        "Gigaset N870 IP PRO/83.V2.11.0;7C2F80E0D605\x85",
+        "\x1b[2JGigaset N870 IP PRO/83.V2.11.0;7C2F80E0D605",
+    ],
+    ids=["8kb", "nul", "crlf", "c1-control", "escape"],
+)
+def test_hostile_user_agents_count_as_absent(user_agent: str) -> None:
+    # No Gigaset sends these: the request is judged by its path alone.
+    assert ADAPTER.identify("provisioning.xml", user_agent) is None
+    req = ADAPTER.identify("7C2F80E0D605.xml", user_agent)
+    assert req is not None
+    assert (req.mac, req.user_agent_mac, req.model) == (MAC, None, None)
+    assert ADAPTER.identify("000413922D24.xml", user_agent) is None
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        "Gigaset SIP-T54W/96.86.0.70;7C2F80E0D605",  # another vendor's model behind "Gigaset"
+        "Gigaset T54W/96.86.0.70;7C2F80E0D605",
+        "Gigaset snomD785/10.1.33.33;7C2F80E0D605",
+        "N870/83.V2.11.0;7C2F80E0D605",  # an N number without vendor word or product suffix
+    ],
+)
+def test_a_model_of_another_vendor_is_unknown(user_agent: str) -> None:
+    req = ADAPTER.identify("7C2F80E0D605.xml", user_agent)
+    assert req is None or req.model is None
+
+
+@pytest.mark.parametrize(
+    ("path", "user_agent"),
+    [
+        ("7C2F80E0D605.xml", "Yealink SIP-T54W 96.86.0.70 7c:2f:80:e0:d6:05"),
+        ("7C2F80E0D605.xml", "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 7C2F80E0D605)"),
+        ("provisioning.xml", "Grandstream Model HW GXP2170 SW 1.0.11.3 DevId 7c2f80e0d605"),
+    ],
+)
+def test_another_vendors_user_agent_on_a_gigaset_file_name_is_refused(
+    path: str, user_agent: str
+) -> None:
+    assert ADAPTER.identify(path, user_agent) is None
 
 
 @pytest.mark.parametrize(

@@ -36,11 +36,35 @@ MAC = "003042aabbcc"  # an RFP-hosted OMM (DeTeWe/Aastra/Mitel RFPs use 00:30:42
 DEVICE_FILE = "003042AABBCC.cfg"
 ACCESS_CODE = "5183"
 
-# The OMM's own HTTP User-Agent is undocumented; these stand for what arrives in practice.
+# The User-Agent of an OMM or RFP fetching its configuration files is in no Mitel document and no
+# published capture that was found (docs/vendors/mitel.md, "Requests"): these are placeholders,
+# not recordings. Requests are recognised by path; the MAC comes from the path, and the model is
+# what the OMM was registered as, since no User-Agent names one.
 UA_EMPTY = ""
-UA_CURL = "curl/7.29.0"
-UA_OMM = "SIP-DECT OMM 8.3SP1"
+UA_CURL = "curl/7.29.0"  # placeholder: a generic HTTP client
+UA_OMM = "SIP-DECT OMM 8.3SP1"  # placeholder: one naming the product
 UA_YEALINK = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:aa:bb:cc"
+
+#: Every request form the OMM's documented file names allow (System Manual R6.1, 7.8.1:
+#: ``ipdect.cfg`` and ``<mac>.cfg`` under the configuration file URL; our ``<MAC>.cfg`` moves that
+#: URL into the folder ``<mac>/``), with the placeholder User-Agents: path, User-Agent, file, MAC.
+REQUESTS = [
+    pytest.param("ipdect.cfg", UA_EMPTY, "ipdect.cfg", None, id="common-no-ua"),
+    pytest.param("IPDECT.CFG", UA_OMM, "ipdect.cfg", None, id="common-upper-case"),
+    pytest.param("003042aabbcc/ipdect.cfg", UA_CURL, "ipdect.cfg", MAC, id="common-in-folder"),
+    pytest.param("003042AABBCC.cfg", UA_EMPTY, DEVICE_FILE, MAC, id="device-upper-mac"),
+    pytest.param("003042aabbcc.cfg", UA_CURL, DEVICE_FILE, MAC, id="device-lower-mac"),
+    pytest.param("/003042AaBbCc.cfg", UA_OMM, DEVICE_FILE, MAC, id="device-mixed-case"),
+    pytest.param(
+        "003042aabbcc/003042AABBCC.cfg", UA_EMPTY, DEVICE_FILE, MAC, id="device-in-folder"
+    ),
+    pytest.param(
+        "00:30:42:aa:bb:cc/003042AABBCC.cfg", UA_OMM, DEVICE_FILE, MAC, id="folder-with-colons"
+    ),
+    pytest.param(
+        "00-30-42-AA-BB-CC/ipdect.cfg", UA_CURL, "ipdect.cfg", MAC, id="folder-with-hyphens"
+    ),
+]
 
 MODELS = sorted(ADAPTER.models.values(), key=lambda m: m.name)
 BY_NAME = [pytest.param(model, id=model.name) for model in MODELS]
@@ -92,10 +116,81 @@ def with_pins(ctx: RenderContext, *pins: str | None) -> RenderContext:
 
 
 def test_models() -> None:
-    assert [(m.name, m.kind, m.slots) for m in MODELS] == [("SIP-DECT", "dect", 512)]
+    # The OMM, by the RFP that hosts it: 3rd generation (iprfp3G), 4th generation (iprfp4G).
+    assert [(m.name, m.kind, m.slots, m.family) for m in MODELS] == [
+        ("RFP 35", "dect", 512, "iprfp3G"),
+        ("RFP 36", "dect", 512, "iprfp3G"),
+        ("RFP 37", "dect", 512, "iprfp3G"),
+        ("RFP 43", "dect", 512, "iprfp3G"),
+        ("RFP 44", "dect", 512, "iprfp4G"),
+        ("RFP 45", "dect", 512, "iprfp4G"),
+        ("RFP 47", "dect", 512, "iprfp4G"),
+        ("RFP 48", "dect", 512, "iprfp4G"),
+        ("SIP-DECT", "dect", 512, ""),
+    ]
     assert ADAPTER.model("sip-dect") is ADAPTER.models["SIP-DECT"]
     assert ADAPTER.vendor == "mitel"
     assert ADAPTER.user_fields == {"sip_credentials", "display_name", "extension"}
+
+
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("RFP35", "RFP 35"),
+        ("rfp 35 ip", "RFP 35"),
+        ("RFP-43-WLAN", "RFP 43"),
+        ("RFP 47 IP DRC", "RFP 47"),
+        ("Mitel RFP 48 WLAN", "RFP 48"),
+        ("RFP L35 IP", "RFP 35"),  # an L-RFP is the same hardware with a bundled licence
+        ("Aastra RFP L43 WLAN", "RFP 43"),
+        ("SIP DECT", "SIP-DECT"),
+        ("Mitel SIP-DECT OMM", "SIP-DECT"),
+        ("omm", "SIP-DECT"),
+    ],
+)
+def test_models_in_the_vendors_spelling(name: str, model: str) -> None:
+    assert ADAPTER.model(name) is ADAPTER.models[model]
+    assert ADAPTER.resolve_model(name) == (ADAPTER.models[model], True)
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "family"),
+    [
+        ("RFP SL43", "RFP SL43", "iprfp3G"),  # single-cell variants of the 3rd generation
+        ("RFP SL36 IP", "RFP SL36", "iprfp3G"),
+        ("RFP 49", "RFP 49", ""),  # a later RFP: same files, software image not known
+    ],
+)
+def test_generic_model_is_an_unlisted_rfp_that_hosts_the_omm(
+    name: str, model: str, family: str
+) -> None:
+    generic = ADAPTER.generic_model(name)
+    assert generic == ModelInfo(model, "dect", 512, family=family)
+    assert ADAPTER.resolve_model(name) == (generic, False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # 2nd generation: no internal flash, no OMM since SIP-DECT 3.0, dropped after 8.0.
+        "RFP 32",
+        "RFP 34 US",
+        "RFP 42 WLAN",
+        "RFP L32",
+        # 1st generation: OpenCom only.
+        "RFP 31",
+        "RFP 33",
+        "RFP 41",
+        # An OMM on a Linux server: whether it applies configuration files is undocumented.
+        "Linux OMM",
+        "SIP-DECT server",
+        "T54W",
+        "",
+    ],
+)
+def test_no_generic_model_for_what_cannot_apply_these_files(name: str) -> None:
+    assert ADAPTER.generic_model(name) is None
+    assert ADAPTER.resolve_model(name) is None
 
 
 @pytest.mark.parametrize("model", BY_NAME)
@@ -165,6 +260,43 @@ def test_identify_device_file(path: str, user_agent: str) -> None:
     assert not req.shared
 
 
+@pytest.mark.parametrize(("path", "user_agent", "file", "mac"), REQUESTS)
+def test_identify_every_request_form(
+    path: str, user_agent: str, file: str, mac: str | None
+) -> None:
+    req = ADAPTER.identify(path, user_agent)
+    assert req is not None
+    assert (req.file, req.mac, req.user_agent_mac, req.model) == (file, mac, None, None)
+    assert req.shared is (file == "ipdect.cfg")
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        "SIP-DECT OMM" + " x" * 4096,  # 8 KB
+        "SIP-DECT\x00OMM",
+        "SIP-DECT OMM\r\nX-Injected: 1",
+        "Mitel\x85",
+    ],
+    ids=["8kb", "nul", "crlf", "c1-control"],
+)
+def test_hostile_user_agents_count_as_absent(user_agent: str) -> None:
+    # Judged by the path alone: the RFP prefix still makes it Mitel's, a Yealink MAC does not.
+    req = ADAPTER.identify("003042AABBCC.cfg", user_agent)
+    assert req is not None
+    assert (req.mac, req.model) == (MAC, None)
+    assert ADAPTER.identify("805ec0aabbcc.cfg", user_agent) is None
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [UA_YEALINK, "Gigaset N870 IP PRO/83.V2.11.0;003042AABBCC", "Grandstream Model HW GXP2170"],
+)
+def test_another_vendors_user_agent_on_an_omm_file_name_is_refused(user_agent: str) -> None:
+    assert ADAPTER.identify("003042AABBCC.cfg", user_agent) is None
+    assert ADAPTER.identify("003042aabbcc/ipdect.cfg", user_agent) is None
+
+
 def test_identify_device_file_needs_rfp_oui_or_mitel_user_agent() -> None:
     # 80:5E:C0 is Yealink's: without a Mitel User-Agent this is another vendor's <mac>.cfg.
     assert ADAPTER.identify("805ec0aabbcc.cfg", UA_EMPTY) is None
@@ -228,6 +360,25 @@ def test_render_files_parse(
         assert not text.startswith("<?xml"), name
         assert "\x00" not in text
         assert commands(body), name
+
+
+def test_every_model_gets_the_same_files(
+    make_context: ContextFactory, templates: Templates
+) -> None:
+    # The models differ in name and software image only: the OMM applies the same commands.
+    generic = ADAPTER.generic_model("RFP SL43")
+    assert generic is not None
+    renders = {
+        tuple(
+            sorted(
+                render(
+                    make_context(m, mac=MAC, lines=3, access_code=ACCESS_CODE), templates
+                ).items()
+            )
+        )
+        for m in [*MODELS, generic]
+    }
+    assert len(renders) == 1
 
 
 def test_identify_matches_render_keys(make_context: ContextFactory, templates: Templates) -> None:

@@ -16,6 +16,7 @@ from provisioner.devices.base import (
     RenderError,
     Site,
     Templates,
+    names_vendor,
 )
 from provisioner.devices.snom import ADAPTER
 from tests.devices.conftest import (
@@ -28,30 +29,62 @@ from tests.devices.conftest import (
 )
 
 MAC = "000413aabbcc"
-DESK_MODELS = ["D712", "D713", "D715", "D717", "D725", "D735", "D745", "D765", "D785", "D815",
-               "D862", "D865"]  # fmt: skip
+#: Every model of the table, by firmware line (docs/vendors/snom.md, "Models and firmware lines").
+DESK_8 = ["300", "320", "360", "370", "820", "821", "870"]
+DESK_8_9 = ["710", "720", "760"]
+DESK_10_EOL = ["D120", "D305", "D375", "D745", "D765"]
+DESK_10 = ["D315", "D335", "D345", "D385", "D712", "D713", "D715", "D717", "D725", "D735", "D785",
+           "D812", "D815", "D862", "D865"]  # fmt: skip
+DESK_MODELS = DESK_8 + DESK_8_9 + DESK_10_EOL + DESK_10
 DECT_MODELS = ["M300", "M400", "M700", "M900"]
+#: The D715 and D725 name their files by the phone type their User-Agent carries.
+PHONE_TYPE = {"D715": "715", "D725": "725"}
 
-# Recorded HTTP User-Agents: (header, model it names, MAC it carries).
+# Recorded HTTP User-Agents: (header, model it names, MAC it carries). Firmware 6.5 to 10.1 and
+# the M-series 03.x/05.x; with and without a MAC, MAC upper and lower case, extra tokens.
 USER_AGENTS = [
     # VENDORS.md
     ("Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 1.1.5-IFX-05.01.12 000413922D24)",
      "D785", "000413922d24"),
-    # provisioning-server sources quoting phones in the field
+    # wazo-provd-plugins plugins/wazo-snom/common/common.py, BaseSnomHTTPDeviceInfoExtractor
+    # (the User-Agents its comment records, firmware 6.5 to 10.1)
+    ("Mozilla/4.0 (compatible; snom320-SIP 6.5.20; snom320 jffs2 v3.36; snom320 linux 3.38)",
+     "320", None),
+    ("Mozilla/4.0 (compatible; snom320-SIP 7.3.30 1.1.3-u)", "320", None),
+    ("Mozilla/4.0 (compatible; snom320-SIP 8.4.18 1.1.3-s)", "320", None),
+    ("Mozilla/4.0 (compatible; snom710-SIP 8.7.3.19 1.1.5-IFX-05.01.12)", "710", None),
+    ("Mozilla/4.0 (compatible; snom710-SIP 8.7.5.35 1.1.5-IFX-05.01.12 000413741767)",
+     "710", "000413741767"),
+    ("Mozilla/4.0 (compatible; snom760-SIP 8.7.3.19 2010.06)", "760", None),
+    ("Mozilla/4.0 (compatible; snom820-SIP 8.4.35 1.1.4-IFX-26.11.09)", "820", None),
+    ("Mozilla/4.0 (compatible; snom870-SIP 8.4.35 SPEAr300 SNOM 1.4)", "870", None),
     ("Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 2010.12-00004-g9ba52f5 000413922D24"
      " SXM:0 UXM:0)", "D785", "000413922d24"),
+    # FusionPBX app/provision/index.php (comment quoting a phone's User-Agent)
     ("Mozilla/4.0 (compatible; snomD785-SIP 10.1.169.16 2010.12-00001-gd311851f1"
      " (Feb 25 2019 - 14:19:43) 00041396D9B4 SXM:0 UXM:0 UXMC:0)", "D785", "00041396d9b4"),
+    # wazo-provd-plugins plugins/wazo-snom/common_dect/common.py (M-series, MAC in lower case)
     ("Mozilla/4.0 (compatible; Snom M900 05.20.0001 000413b60680)", "M900", "000413b60680"),
-    # older firmware: no MAC at all
-    ("Mozilla/4.0 (compatible; snom720 8.7.5.35)", "720", None),
-    ("Mozilla/4.0 (compatible; snom870-SIP 8.4.35 SPEAr300 SNOM 1.4)", "870", None),
-    ("Mozilla/4.0 (compatible; snom320-SIP 8.4.35 1.1.3-n)", "320", None),
-    # M700/M300 provisioning guide (its SIP User-Agent; the guide masks the MAC's last digits)
+    # Snom "Provisioning Guide M700, M300" v1.04, "PNP": the base's SIP User-Agent (the guide
+    # masks the MAC's last digits)
     ("snomM700/03.23.0005 (MAC=000413AABBCC; SER= 00000; HW=255)", "M700", "000413aabbcc"),
+    # earlier fixtures of this file (firmware 8 without a MAC; source not recorded)
+    ("Mozilla/4.0 (compatible; snom720 8.7.5.35)", "720", None),
+    ("Mozilla/4.0 (compatible; snom320-SIP 8.4.35 1.1.3-n)", "320", None),
 ]  # fmt: skip
 D785_UA = USER_AGENTS[0][0]
-M900_UA = USER_AGENTS[3][0]
+M900_UA = "Mozilla/4.0 (compatible; Snom M900 05.20.0001 000413b60680)"
+
+# Recorded User-Agents of Snom devices this adapter does not serve: the vendor is Snom, the model
+# is unknown (None).
+UNSERVED_USER_AGENTS = [
+    # wazo-provd-plugins plugins/wazo-snom/common/common.py: firmware 6.5, no model token
+    "Mozilla/4.0 (compatible; snom lid 3605)",
+    # same: the PA1 paging adapter
+    "Mozilla/4.0 (compatible; snomPA1-SIP 8.4.35 1.1.3-s)",
+    # a FreePBX-Swiss provisioning script (comment): the old m9 DECT system, firmware 9
+    "Mozilla/4.0 (compatible; snom m9 9.1.43)",
+]
 
 OTHER_VENDORS = [
     ("001565aabbcc.cfg", UA_YEALINK),
@@ -65,6 +98,11 @@ OTHER_VENDORS = [
     # a Snom-looking name requested by another vendor's phone
     ("snomD785.htm", UA_YEALINK),
 ]
+
+
+def type_of(name: str) -> str:
+    """The phone type in model ``name``'s file names."""
+    return PHONE_TYPE.get(name, name)
 
 
 def settings_of(xml: bytes) -> dict[tuple[str, str | None], str]:
@@ -124,7 +162,9 @@ def occurrences(files: dict[str, bytes], secret: str) -> int:
     ("name", "kind", "slots"),
     [("D712", "desk", 4), ("D713", "desk", 6), ("D717", "desk", 6), ("D785", "desk", 12),
      ("D862", "desk", 8), ("D865", "desk", 12), ("M400", "dect", 20), ("M700", "dect", 1000),
-     ("M900", "dect", 1000)],
+     ("M900", "dect", 1000), ("300", "desk", 4), ("320", "desk", 12), ("710", "desk", 4),
+     ("760", "desk", 12), ("D120", "desk", 2), ("D305", "desk", 4), ("D315", "desk", 4),
+     ("D335", "desk", 12), ("D812", "desk", 12)],
 )  # fmt: skip
 def test_model_capacities(name: str, kind: str, slots: int) -> None:
     model = ADAPTER.model(name.lower())
@@ -135,10 +175,34 @@ def test_model_capacities(name: str, kind: str, slots: int) -> None:
 def test_every_required_model_is_declared() -> None:
     for name in DESK_MODELS + DECT_MODELS:
         assert ADAPTER.model(name) is not None, name
+    assert sorted(ADAPTER.models) == sorted(DESK_MODELS + DECT_MODELS)
+
+
+@pytest.mark.parametrize(
+    ("names", "family"),
+    [(DESK_8, "8"), (DESK_8_9, "8.9"), (DESK_10_EOL, "10.1-eol"), (DESK_10, "10.1"),
+     (DECT_MODELS, "M")],
+)  # fmt: skip
+def test_firmware_lines(names: list[str], family: str) -> None:
+    assert {model_of(name).family for name in names} == {family}
+
+
+@pytest.mark.parametrize(
+    ("written", "model"),
+    [("D785", "D785"), ("d785", "D785"), ("snomD785", "D785"), ("snomD785-SIP", "D785"),
+     ("Snom D785", "D785"), ("D-785", "D785"), (" snom_d785 ", "D785"), ("Snom M900", "M900"),
+     ("snomM700", "M700"), ("snom320", "320"), ("snom320-SIP", "320"),
+     # the phone types of the D715/D725 and other names of the 710 and M400
+     ("715", "D715"), ("snom715-SIP", "D715"), ("725", "D725"), ("D710", "710"),
+     ("M400SC", "M400")],
+)  # fmt: skip
+def test_model_names_as_snom_writes_them(written: str, model: str) -> None:
+    assert ADAPTER.resolve_model(written) == (model_of(model), True)
+    assert ADAPTER.model_name(written) == model
 
 
 def test_user_fields_leave_the_pin_to_pin_key() -> None:
-    assert "pin" not in ADAPTER.user_fields  # type: ignore[comparison-overlap]
+    assert "pin" not in ADAPTER.user_fields
     assert "sip_credentials" in ADAPTER.user_fields
 
 
@@ -189,10 +253,21 @@ def test_dect_keys(name: str) -> None:
 
 @pytest.mark.parametrize(("user_agent", "model", "ua_mac"), USER_AGENTS)
 def test_user_agent_facts(user_agent: str, model: str, ua_mac: str | None) -> None:
-    request = ADAPTER.identify(f"snom{model}.htm", user_agent)
-    assert request == FileRequest(
-        file=f"snom{model}.htm", mac=ua_mac, user_agent_mac=ua_mac, model=model, shared=True
-    )
+    assert names_vendor(user_agent, "snom")
+    # <MAC>.xml names no model: the model and the MAC are the User-Agent's.
+    request = ADAPTER.identify("000413AABBCC.xml", user_agent)
+    assert request == FileRequest("000413AABBCC.xml", MAC, ua_mac, model)
+    # The boot file the device asks for first, by its phone type.
+    shared = f"snom{type_of(model)}.htm"
+    request = ADAPTER.identify(shared, user_agent)
+    assert request == FileRequest(shared, ua_mac, ua_mac, model, shared=True)
+
+
+@pytest.mark.parametrize("user_agent", UNSERVED_USER_AGENTS)
+def test_user_agents_of_devices_not_served(user_agent: str) -> None:
+    assert names_vendor(user_agent, "snom")
+    request = ADAPTER.identify("000413AABBCC.xml", user_agent)
+    assert request == FileRequest("000413AABBCC.xml", MAC, None, None)
 
 
 @pytest.mark.parametrize(
@@ -216,11 +291,11 @@ def test_user_agent_mac_forms(variant: Callable[[str], str]) -> None:
 def test_every_boot_file_is_identified(name: str) -> None:
     ua = M900_UA if name.startswith("M") else D785_UA
     ua = ua.replace("000413b60680", "000413AABBCC").replace("000413922D24", "000413AABBCC")
-    shared = ADAPTER.identify(f"snom{name}.htm", ua)
-    device_list = ADAPTER.identify(f"snom{name}-000413AABBCC.htm", ua)
+    shared = ADAPTER.identify(f"snom{type_of(name)}.htm", ua)
+    device_list = ADAPTER.identify(f"snom{type_of(name)}-000413AABBCC.htm", ua)
     settings = ADAPTER.identify("000413AABBCC.xml", ua)
-    assert shared == FileRequest(f"snom{name}.htm", MAC, MAC, name, shared=True)
-    assert device_list == FileRequest(f"snom{name}-000413AABBCC.htm", MAC, MAC, name)
+    assert shared == FileRequest(f"snom{type_of(name)}.htm", MAC, MAC, name, shared=True)
+    assert device_list == FileRequest(f"snom{type_of(name)}-000413AABBCC.htm", MAC, MAC, name)
     assert settings is not None
     assert (settings.file, settings.mac, settings.shared) == ("000413AABBCC.xml", MAC, False)
 
@@ -238,6 +313,23 @@ def test_file_names_are_canonical_whatever_the_case(path: str, file: str) -> Non
     request = ADAPTER.identify(path, D785_UA)
     assert request is not None
     assert request.file == file
+
+
+@pytest.mark.parametrize(
+    ("path", "file", "model"),
+    [("snom715.htm", "snom715.htm", "D715"), ("snomD715.htm", "snom715.htm", "D715"),
+     ("snom725-000413AABBCC.htm", "snom725-000413AABBCC.htm", "D725"),
+     ("snomD725-000413aabbcc.htm", "snom725-000413AABBCC.htm", "D725"),
+     ("snomD710.htm", "snom710.htm", "710"), ("snomM400SC.htm", "snomM400.htm", "M400")],
+)  # fmt: skip
+def test_phone_types_and_other_names_ask_for_the_models_files(
+    path: str, file: str, model: str
+) -> None:
+    # The D715/D725 call themselves snom715/snom725 (Snom's redirection-service phone types,
+    # firmware file names): docs/vendors/snom.md. The marketing name is accepted too.
+    request = ADAPTER.identify(path, "")
+    assert request is not None
+    assert (request.file, request.model) == (file, model)
 
 
 @pytest.mark.parametrize("name", DESK_MODELS + DECT_MODELS)
@@ -316,13 +408,14 @@ def test_render_files_and_setting_lists(
     model = model_of(name)
     ctx = context_for(make_context, name, lines=min(model.slots, 3))
     out = render(ctx, templates)
-    assert set(out) == {f"snom{name}.htm", f"snom{name}-000413AABBCC.htm", "000413AABBCC.xml"}
+    shared, device_list = f"snom{type_of(name)}.htm", f"snom{type_of(name)}-000413AABBCC.htm"
+    assert set(out) == {shared, device_list, "000413AABBCC.xml"}
 
-    (shared_url,) = file_urls(out[f"snom{name}.htm"])
-    assert shared_url == f"https://prov.example.net/provisioning/snom{name}-{{mac}}.htm"
-    assert b"Pr0v" not in out[f"snom{name}.htm"]
+    (shared_url,) = file_urls(out[shared])
+    assert shared_url == f"https://prov.example.net/provisioning/snom{type_of(name)}-{{mac}}.htm"
+    assert b"Pr0v" not in out[shared]
 
-    (settings_url,) = file_urls(out[f"snom{name}-000413AABBCC.htm"])
+    (settings_url,) = file_urls(out[device_list])
     url = urlsplit(settings_url)
     assert (url.scheme, url.hostname, url.path) == (
         "https",
@@ -338,9 +431,10 @@ def test_render_files_and_setting_lists(
 def test_every_file_parses(
     name: str, lines: int, make_context: ContextFactory, templates: Templates
 ) -> None:
+    lines = min(lines, model_of(name).slots)
     out = render(context_for(make_context, name, lines=lines, ipui=True), templates)
-    assert file_urls(out[f"snom{name}.htm"])
-    assert file_urls(out[f"snom{name}-000413AABBCC.htm"])
+    assert file_urls(out[f"snom{type_of(name)}.htm"])
+    assert file_urls(out[f"snom{type_of(name)}-000413AABBCC.htm"])
     assert settings_of(out["000413AABBCC.xml"])
 
 
@@ -363,7 +457,7 @@ def test_render_accounts(name: str, make_context: ContextFactory, templates: Tem
         assert settings["user_pname", str(slot)] == ""
 
     server = urlsplit(settings["setting_server", None])
-    assert server.path == f"/provisioning/snom{name}-000413AABBCC.htm"
+    assert server.path == f"/provisioning/snom{type_of(name)}-000413AABBCC.htm"
     assert unquote(server.username or "") == ctx.provisioning_user
     assert unquote(server.password or "") == ctx.provisioning_password
     assert settings["language", None] == "Deutsch"
@@ -602,3 +696,141 @@ def test_provisioning_url_without_trailing_slash(
     )
     (url,) = file_urls(render(ctx, templates)["snomD785.htm"])
     assert url == "http://10.0.0.1:8080/provisioning/snomD785-{mac}.htm"
+
+
+# --- models the table does not list ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "name", "kind", "slots"),
+    [("D140", "D140", "desk", 1), ("snomD999-SIP", "D999", "desk", 1),
+     ("d385n", "D385N", "desk", 1), ("380", "380", "desk", 1),
+     ("M325", "M325", "dect", 20), ("snom m430", "M430", "dect", 20),
+     ("M950", "M950", "dect", 20)],
+)  # fmt: skip
+def test_generic_model(written: str, name: str, kind: str, slots: int) -> None:
+    resolved = ADAPTER.resolve_model(written)
+    assert resolved is not None
+    model, known = resolved
+    assert not known
+    assert (model.name, model.kind, model.slots) == (name, kind, slots)
+    # Its firmware is unknown: no push restarts it outside the maintenance window.
+    assert ADAPTER.needs_maintenance_window(model)
+    reboot = "true" if kind == "dect" else "false"
+    assert ADAPTER.sip_event(model) == f"check-sync;reboot={reboot}"
+    if kind == "desk":
+        assert ADAPTER.pin_key(model) is not None
+        assert ADAPTER.access_code_key(model) is None
+    else:
+        assert ADAPTER.pin_key(model) is None
+        assert ADAPTER.access_code_key(model) is not None
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["", "snom", "T54W", "SIP-T54W", "N870", "VVX450", "GXP2170",  # other vendors' models
+     "M100", "M100KLE", "M200SC", "M215", "M500",  # bases of another file format
+     "C520", "C620", "PA1", "MP", "m9",  # conference phones, paging adapter, the old m9
+     "D7C", "D7", "D78", "D7855", "190", "200", "1000", "M30", "M3000", "D785X1",
+     "x" * 300, "D785\x00"],
+)  # fmt: skip
+def test_names_that_are_no_snom_model_of_this_scheme(written: str) -> None:
+    assert ADAPTER.resolve_model(written) is None
+    assert ADAPTER.generic_model(written) is None
+
+
+def test_table_models_are_not_generic() -> None:
+    assert ADAPTER.generic_model("D785") is None
+    assert ADAPTER.generic_model("715") is None
+
+
+@pytest.mark.parametrize(("name", "kind"), [("D140", "desk"), ("M325", "dect")])
+def test_generic_model_renders_and_is_identified(
+    name: str, kind: str, make_context: ContextFactory, templates: Templates
+) -> None:
+    model = ADAPTER.generic_model(name)
+    assert model is not None
+    kwargs = {"access_code": ACCESS_CODE} if kind == "dect" else {}
+    ctx = make_context(model, mac=MAC, lines=1, **kwargs)
+    out = render(ctx, templates)
+    assert set(out) == {f"snom{name}.htm", f"snom{name}-000413AABBCC.htm", "000413AABBCC.xml"}
+    settings = settings_of(out["000413AABBCC.xml"])
+    assert settings["user_pass", "1"] == ctx.lines[0].sip_password
+    for path in [f"snom{name.lower()}.htm", f"snom{name}-000413aabbcc.htm"]:
+        request = ADAPTER.identify(path, "")
+        assert request is not None
+        assert request.file in out
+        assert request.model == name
+    with pytest.raises(RenderError):  # the safe capacity is a hard limit
+        ADAPTER.render(make_context(model, mac=MAC, lines=model.slots + 1, **kwargs), templates)
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+HUGE_UA = "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 000413922D24)" + " x" * 4096
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        pytest.param(HUGE_UA, id="8-kb"),
+        pytest.param(D785_UA.replace(" 000413922D24", "\x00000413922D24"), id="nul"),
+        pytest.param(D785_UA + "\r\nX-Injected: 1", id="crlf"),
+        pytest.param(D785_UA.replace(" ", "\t"), id="tabs"),
+        pytest.param(D785_UA + "\x7f\x85", id="del-and-c1"),
+    ],
+)
+def test_oversized_or_control_character_user_agents_count_as_absent(user_agent: str) -> None:
+    assert len(HUGE_UA) > 8192
+    request = ADAPTER.identify("snomD785-000413AABBCC.htm", user_agent)
+    assert request == FileRequest("snomD785-000413AABBCC.htm", MAC, None, "D785")
+    assert ADAPTER.identify("snomD785.htm", user_agent) == FileRequest(
+        "snomD785.htm", None, None, "D785", shared=True
+    )
+    # <MAC>.xml is Gigaset's name too: only the Snom OUI claims it now.
+    assert ADAPTER.identify("000413AABBCC.xml", user_agent) == FileRequest(
+        "000413AABBCC.xml", MAC, None, None
+    )
+    assert ADAPTER.identify("7C2F80AABBCC.xml", user_agent) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "user_agent"),
+    [
+        # another vendor's phone asking for a Snom file name
+        ("snomD785.htm", "Yealink SIP-T54W 96.86.0.70 00:15:65:aa:bb:cc"),
+        ("snomD785-000413AABBCC.htm", UA_GIGASET),
+        ("000413AABBCC.xml", "Mozilla/4.0 (compatible; snomD785-SIP 10.1 Yealink T54W)"),
+        # a Snom file name for a model no Snom device has
+        ("snomT54W.htm", D785_UA),
+        ("snomT54W-000413AABBCC.htm", D785_UA),
+        ("snomPA1.htm", ""),
+        ("snomM500-000413AABBCC.htm", ""),
+        ("snom" + "D" * 40 + ".htm", ""),
+    ],
+)
+def test_requests_for_another_vendors_model_are_refused(path: str, user_agent: str) -> None:
+    assert ADAPTER.identify(path, user_agent) is None
+
+
+def test_a_user_agent_claiming_another_vendors_model_is_unknown() -> None:
+    request = ADAPTER.identify(
+        "000413AABBCC.xml", "Mozilla/4.0 (compatible; snomT54W-SIP 1.0 000413AABBCC)"
+    )
+    assert request == FileRequest("000413AABBCC.xml", MAC, MAC, None)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["snomD785.htm", "snom715-000413AABBCC.htm", "000413AABBCC.xml", "snom.htm", "x" * 9000,
+     "snomD785.htm\x00", "\x00", "snom\u0661\u0662\u0663.htm", "000413AABBC\u0663.xml"],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "user_agent",
+    ["", HUGE_UA, "\x00" * 100, "snom" * 2000, "Mozilla/4.0 (compatible; snom" + "9" * 5000,
+     "Mozilla/4.0 (compatible; snomD785-SIP \udcff)", D785_UA],
+)  # fmt: skip
+def test_identify_never_raises(path: str, user_agent: str) -> None:
+    request = ADAPTER.identify(path, user_agent)
+    if request is not None:
+        assert request.file.isascii()

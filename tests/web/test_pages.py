@@ -84,14 +84,24 @@ async def test_a_post_without_the_csrf_token_is_refused(
         **{"Sec-Fetch-Site": "cross-site"},
     )
     assert page.status == 403
+    # A right token, but the page the form was on belongs to another origin (or to none).
+    for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example"):
+        page = await admin_forms.post(
+            "/admin/users/alice/pin",
+            {"pin": PIN},
+            csrf_from="/admin/users/alice",
+            Origin=origin,
+        )
+        assert page.status == 403, origin
     assert await db.fetchval("SELECT pin_hash FROM users WHERE username = 'alice'") is None
     assert await db.fetchval("SELECT count(*) FROM push_jobs WHERE reason = 'pin.change'") == 0
     # The sign-in form is protected too (login CSRF).
     page = await visitor().post("/me/login", {"username": "admin", "password": ADMIN_PASSWORD})
     assert page.status == 403
-    # And with the token the same post goes through.
+    # And with the token the same post goes through, from this origin too.
+    own_origin = admin_forms.base.rstrip("/")
     page = await admin_forms.post(
-        "/admin/users/alice/pin", {"pin": PIN}, csrf_from="/admin/users/alice"
+        "/admin/users/alice/pin", {"pin": PIN}, csrf_from="/admin/users/alice", Origin=own_origin
     )
     assert page.status == 303
 
@@ -375,6 +385,64 @@ async def test_a_dect_systems_access_code_is_shown_and_replaced(
     assert (
         await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'device.access_code'") == 3
     )
+
+
+async def test_new_phones_are_listed_and_added_with_one_click(
+    admin_forms: Forms, admin_api: Api, db: asyncpg.Connection
+) -> None:
+    await seed(admin_api)
+    desk, base = "001565d15c61", "7c2f80d15c62"
+    await db.execute(
+        """INSERT INTO discovered_devices (mac, vendor, model, firmware, source)
+           VALUES ($1, 'yealink', 'T54W', '96.86.0.70', '198.51.100.61'),
+                  ($2, 'gigaset', 'N870', '83.V2.11.0', '198.51.100.62')""",
+        desk,
+        base,
+    )
+    page = await admin_forms.get("/admin/devices")
+    assert page.status == 200
+    assert "New phones" in page.text
+    assert page.text.count('data-testid="new-phone"') == 2
+    assert "Firmware 96.86.0.70 · from 198.51.100.61" in page.text
+    assert f'id="user-{desk}"' in page.text
+    assert f'id="user-{base}"' not in page.text  # handsets go on the device page
+    assert '<option value="alice">Alice Example</option>' in page.text
+
+    # A user that does not exist: the page again, with the reason, and nothing added.
+    form = {"mac": desk, "vendor": "yealink", "model": "T54W", "username": "nobody"}
+    page = await admin_forms.post("/admin/devices/adopt", form, csrf_from="/admin/devices")
+    assert page.status == 404
+    assert 'role="alert">There is no such user.<' in page.text
+    assert 'value="nobody"' in page.text
+    assert await db.fetchval("SELECT count(*) FROM devices WHERE mac = $1", desk) == 0
+    assert await db.fetchval("SELECT count(*) FROM discovered_devices") == 2
+
+    # One click: the device, alice on line 1, a push to where it fetched from; the row goes.
+    form["username"] = "alice"
+    page = await admin_forms.post("/admin/devices/adopt", form, csrf_from="/admin/devices")
+    assert (page.status, page.location) == (303, f"/admin/devices/{desk}")
+    page = await admin_forms.get(f"/admin/devices/{desk}")
+    assert f"Device {desk} has been added" in page.text
+    assert "Alice Example" in page.text
+    device = await db.fetchrow("SELECT model, sip_contact FROM devices WHERE mac = $1", desk)
+    assert device is not None
+    assert (device["model"], device["sip_contact"]) == ("T54W", "sip:198.51.100.61:5060")
+    jobs = await db.fetch("SELECT reason, state FROM push_jobs WHERE mac = $1", desk)
+    assert [(j["reason"], j["state"]) for j in jobs] == [("device.adopt", "pending")]
+    assert await db.fetchval("SELECT array_agg(mac) FROM discovered_devices") == [base]
+    page = await admin_forms.get("/admin/devices")
+    assert page.text.count('data-testid="new-phone"') == 1
+
+    # The page shows the most recently seen hundred; the rest are a command away.
+    await db.executemany(
+        """INSERT INTO discovered_devices (mac, vendor, source, last_seen)
+           VALUES ($1, 'yealink', '198.51.100.63', now() - interval '1 day')""",
+        [(f"0015650{i:05x}",) for i in range(150)],
+    )
+    page = await admin_forms.get("/admin/devices")
+    assert page.text.count('data-testid="new-phone"') == 100
+    assert f"<code>{base}</code>" in page.text  # seen last: shown
+    assert "The 100 most recently seen of 151 are shown" in page.text
 
 
 async def test_audit_filters(admin_forms: Forms, admin_api: Api) -> None:
