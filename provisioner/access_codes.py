@@ -15,7 +15,7 @@ from typing import Any
 
 from provisioner import store
 from provisioner.db import Connection
-from provisioner.devices import ADAPTERS
+from provisioner.devices import served
 from provisioner.devices.base import AccessCodeKey
 from provisioner.errors import unprocessable
 from provisioner.vault import Vault, access_code_purpose
@@ -51,9 +51,8 @@ def check(code: str, key: AccessCodeKey) -> str:
 
 def key_of(device: Any) -> AccessCodeKey | None:
     """The access-code key of a device row's model, None when it has none (desk phones)."""
-    adapter = ADAPTERS.get(device["vendor"])
-    model = None if adapter is None else adapter.served_model(device["model"])
-    return None if adapter is None or model is None else adapter.access_code_key(model)
+    found = served(device["vendor"], device["model"])
+    return None if found is None else found[0].access_code_key(found[1])
 
 
 async def ensure(vault: Vault, conn: Connection, device: Any) -> str | None:

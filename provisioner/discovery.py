@@ -66,7 +66,7 @@ from provisioner import store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
-from provisioner.devices import ADAPTERS
+from provisioner.devices import ADAPTERS, served
 from provisioner.devices.base import (
     Adapter,
     DeviceInfo,
@@ -220,9 +220,8 @@ async def adopt(conn: Connection, mac: str) -> list[int]:
 
 def kind_of(vendor: str, model_name: str | None) -> DeviceKind | None:
     """Whether a discovered phone is a desk phone or a DECT system, when its model tells."""
-    adapter = ADAPTERS.get(vendor)
-    model = adapter.served_model(model_name) if adapter is not None and model_name else None
-    return None if model is None else model.kind
+    found = served(vendor, model_name)
+    return None if found is None else found[1].kind
 
 
 def servable_model(adapter: Adapter, model_name: str | None) -> ModelInfo | None:

@@ -21,7 +21,7 @@ import jinja2
 from provisioner import access_codes, pbx, sealing, store
 from provisioner.core import Core
 from provisioner.db import Connection
-from provisioner.devices import ADAPTERS
+from provisioner.devices import ADAPTERS, served
 from provisioner.devices.base import (
     Adapter,
     DeviceInfo,
@@ -72,9 +72,8 @@ def adapter_for(vendor: str) -> Adapter:
 
 def carries_pin(vendor: str, model_name: str) -> bool:
     """Whether devices of this vendor and model carry their users' PINs in their configs."""
-    adapter = ADAPTERS.get(vendor)
-    model = None if adapter is None else adapter.served_model(model_name)
-    return adapter is not None and model is not None and adapter.pin_key(model) is not None
+    found = served(vendor, model_name)
+    return found is not None and found[0].pin_key(found[1]) is not None
 
 
 def site_of(row: Any) -> Site:

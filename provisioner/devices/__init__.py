@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Final
 
 from provisioner.devices import gigaset, grandstream, mitel, poly, snom, yealink
-from provisioner.devices.base import Adapter, FileRequest
+from provisioner.devices.base import Adapter, FileRequest, ModelInfo
 
 ADAPTERS: Mapping[str, Adapter] = MappingProxyType(
     {
@@ -100,6 +100,14 @@ class IdentifyCache:
 
     def _cost(self, key: tuple[str, str]) -> int:
         return self.ENTRY_BYTES + len(key[0]) + len(key[1])
+
+
+def served(vendor: str, model_name: str | None) -> tuple[Adapter, ModelInfo] | None:
+    """The adapter of ``vendor`` and what a device of ``model_name`` is served as (the table's
+    model or the family's generic one); None for an unknown vendor or model, or no model."""
+    adapter = ADAPTERS.get(vendor)
+    model = adapter.served_model(model_name) if adapter is not None and model_name else None
+    return None if adapter is None or model is None else (adapter, model)
 
 
 def pin_limit_conflicts(shortest: int, longest: int) -> list[str]:
