@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import secrets
 import time
@@ -30,6 +31,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from provisioner import passwords, pins, store
+from provisioner.phoneauth import NONCE_LIFETIME, FailureLimiter, NonceSigner
 from provisioner.phonecache import REALM
 from provisioner.web.hooks import MAX_SKEW, SIGNATURE_HEADER, sign
 from tests.conftest import Api, MailSink, bootstrap_admin, mailed_password
@@ -38,6 +40,7 @@ from tests.test_phones import (
     BY_ID,
     Fetched,
     api,
+    basic,
     challenge_params,
     digest,
     fetch,
@@ -151,6 +154,109 @@ async def test_a_digest_answer_must_name_our_realm_md5_and_a_known_qop(
         assert password.encode() not in got.body
 
 
+def test_digest_nonces_are_fresh_from_five_seconds_ahead_to_their_lifetime() -> None:
+    signer = NonceSigner(b"k" * 32)
+    issued = 1_700_000_000
+    nonce = signer.issue(now=issued)
+    assert signer.check(nonce, now=issued) == "ok"
+    assert signer.check(nonce, now=issued - 5) == "ok", "a phone's clock may run a little ahead"
+    assert signer.check(nonce, now=issued - 6) == "stale"
+    assert signer.check(nonce, now=issued + NONCE_LIFETIME) == "ok"
+    assert signer.check(nonce, now=issued + NONCE_LIFETIME + 1) == "stale"
+    assert NonceSigner(b"o" * 32).check(nonce, now=issued) == "bad", "another key's nonce"
+    stamp, _, signature = nonce.partition(".")
+    assert signer.check(f"{int(stamp, 16) + 1:x}.{signature}", now=issued) == "bad"
+
+
+async def test_odd_credentials_are_refused_counted_and_logged_for_fail2ban(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Basic password may hold colons (RFC 7617: only the user-id may not); a Digest answer
+    without a username is no answer; a wrong one is logged in fail2ban's shape and counted."""
+    password = "Boot:strap:Secret-7f3a"
+    client = await make_client(
+        provisioning_user="boot", provisioning_password=password, trusted_proxies="127.0.0.1"
+    )
+    phone = BY_ID["yealink-T54W"]
+    await provision(await bootstrap_admin(client), phone)
+    assert (await fetch(client, phone, auth=basic("boot", password))).status == 200
+    nameless = 'Digest realm="provisioner", nonce="x", uri="/", response="0"'
+    assert (await fetch(client, phone, auth=nameless)).status == 401
+    before = await metrics(client)
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        wrong = await fetch(client, phone, auth=basic("boot", "Boot"), source="198.51.100.60")
+    assert wrong.status == 401
+    assert "provisioning auth failure from 198.51.100.60: bad_credentials" in caplog.messages
+    series = 'provisioner_fetch_refusals_total{reason="bad_credentials"}'
+    assert (await metrics(client))[series] - before.get(series, 0) == 1
+
+
+SOURCE = "198.51.100.77"
+
+
+def test_the_failure_limiter_blocks_ten_failures_within_the_window(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = FailureLimiter()
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        for _ in range(9):
+            limiter.fail(SOURCE, "bad_credentials", now=0.0)
+        limiter.fail(SOURCE, "bad_credentials", now=60.0)  # the first nine are 60 s old
+        assert limiter.retry_after(SOURCE, now=60.0) is None
+        for t in range(61, 70):
+            limiter.fail(SOURCE, "unknown_device", now=float(t))
+        assert limiter.retry_after(SOURCE, now=69.0) == 300
+        assert limiter.retry_after(SOURCE, now=368.5) == 1
+        assert limiter.retry_after(SOURCE, now=369.0) is None
+    # The fixed shapes fail2ban matches.
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == f"provisioning auth failure from {SOURCE}: bad_credentials"
+    assert lines[-2:] == [
+        f"provisioning auth failure from {SOURCE}: unknown_device",
+        f"provisioning source {SOURCE} blocked for 300s",
+    ]
+
+
+def test_the_failure_limiters_memory_is_counted_and_bounded() -> None:
+    source_bytes, failure_bytes = FailureLimiter.SOURCE_BYTES, FailureLimiter.FAILURE_BYTES
+    counting = source_bytes + len(SOURCE) + failure_bytes  # one source with one failure
+    limiter = FailureLimiter(max_bytes=3 * counting)
+    limiter.fail(SOURCE, "x", now=0.0)
+    limiter.fail(SOURCE, "x", now=1.0)
+    assert limiter.bytes == counting + failure_bytes
+    for t in range(2, 10):
+        limiter.fail(SOURCE, "x", now=float(t))
+    assert limiter.retry_after(SOURCE, now=9.0) == 300
+    assert limiter.bytes == source_bytes + len(SOURCE), "a block costs its source only"
+    # Blocks expire as soon as they are the oldest, on anyone's failure.
+    other = "198.51.100.78"
+    limiter.fail(other, "x", now=309.0)  # exactly when the block ends
+    assert limiter.bytes == counting
+    assert limiter.retry_after(SOURCE, now=309.0) is None
+    # Up to the bound everything is kept; past it the oldest counting source goes.
+    limiter.fail("198.51.100.79", "x", now=310.0)
+    limiter.fail("198.51.100.80", "x", now=311.0)
+    assert limiter.bytes == 3 * counting
+    limiter.fail("198.51.100.81", "x", now=312.0)
+    assert limiter.bytes == 3 * counting
+    for t in range(313, 322):  # other's one failure was forgotten: nine more do not block it
+        limiter.fail(other, "x", now=float(t))
+    assert limiter.retry_after(other, now=322.0) is None
+
+    # With no counting source left to forget, the oldest block goes.
+    blocked = source_bytes + len(SOURCE)
+    limiter = FailureLimiter(threshold=1, max_bytes=2 * blocked)
+    first, second, third = "198.51.100.91", "198.51.100.92", "198.51.100.93"
+    limiter.fail(first, "x", now=0.0)
+    limiter.fail(second, "x", now=1.0)
+    assert limiter.bytes == 2 * blocked, "at the bound, nothing is forgotten"
+    limiter.fail(third, "x", now=2.0)
+    assert limiter.bytes == 2 * blocked
+    assert limiter.retry_after(first, now=3.0) is None
+    assert limiter.retry_after(second, now=3.0) == 298
+    assert limiter.retry_after(third, now=3.0) == 299
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 async def test_if_none_match_star_weak_and_lists_answer_304(
     phones_client: Client, api: Api, method: str
@@ -173,8 +279,8 @@ async def test_if_none_match_star_weak_and_lists_answer_304(
 
 
 async def test_an_allowlist_refuses_sources_that_are_no_address(make_client: Any) -> None:
-    """Behind a trusted proxy, whatever the proxy forwards is the source: one that is not an IP
-    address is in no allowed network."""
+    """Behind a trusted proxy, a forwarded hop that is not an address (client text) does not
+    make a request come from an allowed network."""
     client = await make_client(
         provisioning_user="boot",
         provisioning_password="Bootstrap-Secret-7f3a",
