@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
 import ssl
@@ -12,11 +10,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from provisioner import contacts, provisioning, store, usrloc
+from provisioner import contacts, provisioning, store
 from provisioner.core import open_core
 from provisioner.metrics import METRICS
 from provisioner.outage import database_unavailable
-from provisioner.push import PushWorker, default_notifier
+from provisioner.push import running_worker
 from provisioner.settings import Settings
 from provisioner.signals import stop_requested
 from provisioner.web import admin, phones
@@ -45,17 +43,9 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     # get them from a render: the PBX views show them from then on.
     async with core.pool.acquire() as conn:
         provisioning.schedule_renders(core, await store.list_device_macs_without_digests(conn))
-    notifier = default_notifier(core)
-    locations = usrloc.lookup_for(core.settings)  # with PROVISIONER_KAMAILIO_LOCATION_URL
-    worker = app[PUSH_WORKER] = PushWorker(core, notifier, locations=locations)
-    task = asyncio.create_task(worker.run(), name="push-worker")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await notifier.close()
-    if locations is not None:
-        await locations.close()
+    async with running_worker(core) as worker:
+        app[PUSH_WORKER] = worker
+        yield
 
 
 async def _contacts_ctx(app: web.Application) -> AsyncIterator[None]:

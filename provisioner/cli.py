@@ -562,26 +562,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     it waits for it (logging that once), and the worker rides out outages later on."""
     from provisioner.contacts import following
     from provisioner.outage import Outage, database_unavailable
-    from provisioner.push import PushWorker, default_notifier
-    from provisioner.usrloc import lookup_for
+    from provisioner.push import running_worker
 
     async def work(core: Core, stop: asyncio.Event) -> None:
-        notifier = default_notifier(core)
-        locations = lookup_for(core.settings)  # with PROVISIONER_KAMAILIO_LOCATION_URL
-        task = asyncio.create_task(
-            PushWorker(core, notifier, locations=locations).run(), name="push-worker"
-        )
-        log.info("push worker running")
-        try:
+        async with running_worker(core):
+            log.info("push worker running")
             async with following(core):  # Asterisk's contacts, with PROVISIONER_AMI_URL
                 await stop.wait()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await notifier.close()
-            if locations is not None:
-                await locations.close()
 
     async def run(resolved: Settings) -> int:
         stop = stop_requested()

@@ -13,7 +13,6 @@ from typing import Any
 from passlib.hash import argon2
 
 from provisioner.errors import Kind, ProvisionerError
-from provisioner.settings import PIN_MAX_LENGTH
 
 #: The longest password anyone may present (a login, a current password): longer ones are
 #: refused before any hashing work, so a megabyte "password" costs nothing but its upload.
@@ -60,14 +59,7 @@ class Hasher:
         return str(await self._run(_PIN.hash, pin))
 
     async def verify_pin(self, pin: str, pin_hash: str) -> bool:
-        """Check ``pin``; ``pin_policy`` (422) for one longer than any PIN can be."""
-        if len(pin) > PIN_MAX_LENGTH:
-            raise ProvisionerError(
-                Kind.UNPROCESSABLE,
-                "pin_policy",
-                f"A PIN has at most {PIN_MAX_LENGTH} digits.",
-                reason="length",
-            )
+        """Check ``pin`` (callers refuse a PIN longer than any PIN first: ``hotdesk.check_pin``)."""
         return bool(await self._run(_PIN.verify, pin, pin_hash))
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +38,7 @@ from provisioner.metrics import METRICS
 from provisioner.notify import ApiAccess, ApiPusher, Notifier, NotifyError, NotifyTarget
 from provisioner.outage import DATABASE_BACKOFF, Outage, database_unavailable
 from provisioner.outage import Backoff as Backoff  # re-exported: the AMI follower and tests
-from provisioner.usrloc import LocationLookup
+from provisioner.usrloc import LocationLookup, lookup_for
 from provisioner.vault import device_api_password_purpose, sip_password_purpose
 
 log = logging.getLogger(__name__)
@@ -390,3 +391,22 @@ def default_notifier(core: Core) -> Notifier:
     from provisioner.sip import SipNotifier
 
     return SipNotifier()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(core: Core) -> AsyncIterator[PushWorker]:
+    """A push worker running in this process, with the notifier and the contact lookup the
+    settings name; on exit it is stopped (releasing what it holds) and both are closed."""
+    notifier = default_notifier(core)
+    locations = lookup_for(core.settings)  # with PROVISIONER_KAMAILIO_LOCATION_URL
+    worker = PushWorker(core, notifier, locations=locations)
+    task = asyncio.create_task(worker.run(), name="push-worker")
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await notifier.close()
+        if locations is not None:
+            await locations.close()
