@@ -18,7 +18,7 @@ from provisioner import audit, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
-from provisioner.errors import Kind, ProvisionerError, conflict, unauthenticated
+from provisioner.errors import Kind, ProvisionerError, conflict, forbidden, unauthenticated
 from provisioner.users import get_user, is_valid_username, require_admin
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -89,24 +89,37 @@ async def login(core: Core, username: str, password: str, source: str) -> Sessio
     if user is None or not ok:
         await _record_failed_login(core, user, source)
         raise _invalid_credentials()
-    actor = Actor(username=username, role=user["role"], source=source, user_id=user["id"])
-    async with core.pool.acquire() as conn, conn.transaction():
-        # Re-read under lock: a password change may have landed while we verified.
-        current = await get_user(conn, username, for_update=True)
-        if current["credential_version"] != user["credential_version"]:
-            raise conflict("password_changed_meanwhile", "The password changed meanwhile; retry.")
-        await store.reset_login_failures(conn, user["id"])
-        must_change = bool(current["must_change_password"])
-        session = await issue_token(
-            conn,
-            current,
-            lifetime=PASSWORD_CHANGE_LIFETIME if must_change else SESSION_LIFETIME,
-            password_change_only=must_change,
-        )
+    return await open_session(core, user, source, via="password")
+
+
+async def open_session(core: Core, user: asyncpg.Record, source: str, *, via: str) -> Session:
+    """A session for ``user``, whose identity was just proven ``via`` a password, a directory
+    bind or a signed assertion: failures reset, audited. ``user`` is the row read before the
+    proof; a credential change meanwhile refuses, a disabled user is refused."""
+    actor = Actor(username=user["username"], role=user["role"], source=source, user_id=user["id"])
+    async with core.pool.acquire() as conn:
+        async with conn.transaction():
+            # Re-read under lock: a password change may have landed while we verified.
+            current = await get_user(conn, user["username"], for_update=True)
+            if current["credential_version"] != user["credential_version"]:
+                raise conflict(
+                    "password_changed_meanwhile", "The password changed meanwhile; retry."
+                )
+            if current["disabled_at"] is None:
+                await store.reset_login_failures(conn, user["id"])
+                must_change = bool(current["must_change_password"])
+                audited = {"via": via, "password_change_required": must_change}
+                await audit.record(conn, actor, "auth.login", user["username"], audited)
+                return await issue_token(
+                    conn,
+                    current,
+                    lifetime=PASSWORD_CHANGE_LIFETIME if must_change else SESSION_LIFETIME,
+                    password_change_only=must_change,
+                )
         await audit.record(
-            conn, actor, "auth.login", username, {"password_change_required": must_change}
+            conn, actor, "auth.login_refused", user["username"], {"reason": "disabled"}
         )
-    return session
+    raise forbidden("user_disabled", "This account is disabled; ask an administrator.")
 
 
 async def _record_failed_login(core: Core, user: asyncpg.Record | None, source: str) -> None:

@@ -75,6 +75,8 @@ async def check_pin(core: Core, extension: str, pin: str, source: str) -> tuple[
         user = await store.get_user_by_extension(conn, extension)
         if user is None:
             raise not_found("user_not_found", "No user has this extension.")
+        if user["disabled_at"] is not None:
+            raise ProvisionerError(Kind.FORBIDDEN, "user_disabled", "This user is disabled.")
         reserved = await store.reserve_pin_check(
             conn, user["id"], threshold=PIN_FAILURES_BEFORE_LOCK
         )
@@ -124,7 +126,7 @@ async def verify_pin(core: Core, extension: str, pin: str, source: str) -> PinCh
     try:
         _, result = await check_pin(core, extension, pin, source)
     except ProvisionerError as exc:
-        if exc.code == "user_not_found":
+        if exc.code in ("user_not_found", "user_disabled"):
             return PinCheck(False)
         if exc.code == "pin_locked":
             return PinCheck(False, datetime.now(UTC) + timedelta(seconds=exc.retry_after or 0))

@@ -175,13 +175,29 @@ async def update_user(conn: Connection, user_id: int, changes: Mapping[str, Any]
 
 
 async def lock_local_admins(conn: Connection) -> list[int]:
-    """The ids of every admin of the local backend, their rows locked until the transaction
-    ends: two changes that would each remove one of the last two admins are serialised."""
+    """The ids of every enabled admin of the local backend, their rows locked until the
+    transaction ends: two changes that would each remove one of the last two admins are
+    serialised."""
     rows = await conn.fetch(
-        """SELECT id FROM users WHERE role = 'admin' AND auth_backend = 'local'
+        """SELECT id FROM users
+           WHERE role = 'admin' AND auth_backend = 'local' AND disabled_at IS NULL
            ORDER BY id FOR UPDATE"""
     )
     return [r["id"] for r in rows]
+
+
+async def set_user_disabled(conn: Connection, user_id: int, by: str | None) -> Record:
+    """Disable the user (``by`` = ``admin`` or ``directory``) or, with None, enable again."""
+    row = await conn.fetchrow(
+        """UPDATE users
+           SET disabled_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END,
+               disabled_by = $2, updated_at = now()
+           WHERE id = $1 RETURNING *""",
+        user_id,
+        by,
+    )
+    assert row is not None
+    return row
 
 
 async def revoke_user_tokens(conn: Connection, user_id: int) -> None:
@@ -293,9 +309,10 @@ async def get_live_session(conn: Connection, token_hash: bytes) -> Record | None
            FROM sessions s
            JOIN users u ON u.id = s.user_id AND u.credential_version = s.credential_version
            LEFT JOIN users i ON i.id = s.impersonator_id
-           WHERE s.token_hash = $1 AND s.expires_at > now()
+           WHERE s.token_hash = $1 AND s.expires_at > now() AND u.disabled_at IS NULL
              AND (s.impersonator_id IS NULL
-                  OR (i.credential_version = s.impersonator_version AND i.role = 'admin'))""",
+                  OR (i.credential_version = s.impersonator_version AND i.role = 'admin'
+                      AND i.disabled_at IS NULL))""",
         token_hash,
     )
 

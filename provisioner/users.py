@@ -142,24 +142,30 @@ async def create_user(core: Core, actor: Actor, new: NewUser) -> Any:
 
 
 async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[str, Any]) -> Any:
-    """Change editable fields; devices that show a changed field get a push job."""
+    """Change editable fields, and ``disabled``; devices that show a changed field get a push
+    job. Disabling revokes the user's tokens; the user's devices and PIN stay as they are."""
     require_admin(actor)
-    unknown = set(changes) - store.USER_EDITABLE_COLUMNS
+    unknown = set(changes) - store.USER_EDITABLE_COLUMNS - {"disabled"}
     if unknown:
         raise invalid("field_unknown", f"These fields cannot be changed: {sorted(unknown)}.")
-    fields = _validate_fields(changes)
+    disable = changes.get("disabled")
+    fields = _validate_fields({k: v for k, v in changes.items() if k != "disabled"})
+    if disable and actor.acts_for(username):
+        raise conflict("cannot_disable_self", "You cannot disable your own account.")
     async with core.pool.acquire() as conn, conn.transaction():
         admins = []
-        if {"role", "auth_backend"} & fields.keys():
+        if {"role", "auth_backend"} & fields.keys() or disable:
             admins = await store.lock_local_admins(conn)
         user = await get_user(conn, username, for_update=True)
         changed = {k: v for k, v in fields.items() if user[k] != v}
-        if not changed:
+        toggled = disable is not None and disable != (user["disabled_at"] is not None)
+        if not changed and not toggled:
             return user
-        if {"role", "auth_backend"} & changed.keys():
+        if {"role", "auth_backend"} & changed.keys() or (toggled and disable):
             stays_local_admin = (
                 changed.get("role", user["role"]) == "admin"
                 and changed.get("auth_backend", user["auth_backend"]) == "local"
+                and not disable
             )
             if not stays_local_admin:
                 _keep_an_admin(admins, user["id"])
@@ -169,21 +175,26 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
                 "extension_in_use",
                 "The user has lines on devices; remove them before the extension.",
             )
-        try:
-            row = await store.update_user(conn, user["id"], changed)
-        except asyncpg.UniqueViolationError as exc:
-            raise _unique_violation(exc) from None
-        if "auth_backend" in changed:
-            # The user now signs in elsewhere: nothing issued under the old backend stays valid.
+        row = user
+        if changed:
+            try:
+                row = await store.update_user(conn, user["id"], changed)
+            except asyncpg.UniqueViolationError as exc:
+                raise _unique_violation(exc) from None
+        if toggled:
+            row = await store.set_user_disabled(conn, user["id"], "admin" if disable else None)
+        if "auth_backend" in changed or (toggled and disable):
+            # The user now signs in elsewhere, or not at all: no token issued before stays valid.
             await store.revoke_user_tokens(conn, user["id"])
         jobs: list[int] = []
         if _DEVICE_FIELDS & changed.keys():
             jobs = await store.enqueue_push_jobs(conn, macs, "user.update")
         else:
             macs = []
-        await audit.record(
-            conn, actor, "user.update", username, {"fields": sorted(changed), "push_jobs": jobs}
-        )
+        details: dict[str, Any] = {"fields": sorted(changed), "push_jobs": jobs}
+        if toggled:
+            details["disabled"] = bool(disable)
+        await audit.record(conn, actor, "user.update", username, details)
     provisioning.schedule_renders(core, macs)
     return row
 
@@ -246,6 +257,9 @@ def public_view(user: Any) -> dict[str, Any]:
         "password_set": user["password_hash"] is not None,
         "password_changed_at": iso_or_none(user["password_changed_at"]),
         "must_change_password": user["must_change_password"],
+        "disabled": user["disabled_at"] is not None,
+        "disabled_at": iso_or_none(user["disabled_at"]),
+        "disabled_by": user["disabled_by"],
         "created_at": iso_or_none(user["created_at"]),
         "updated_at": iso_or_none(user["updated_at"]),
     }

@@ -154,7 +154,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 @routes.patch("/users/{username}")
 async def update_user(request: web.Request) -> web.Response:
-    editable = {k: v for k, v in _USER_FIELDS.items() if k != "username"}
+    editable = {k: v for k, v in _USER_FIELDS.items() if k != "username"} | {"disabled": bool}
     body = await json_body(request, editable)
     nullable = {"extension", "email"}
     changes = {

@@ -489,6 +489,14 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Zu viele fehlgeschlagene Anmeldungen für dieses Konto; versuchen Sie es in "
         "{seconds} Sekunden erneut.",
     ),
+    "user_disabled": (
+        "This account is disabled; ask an administrator.",
+        "Dieses Konto ist deaktiviert; wenden Sie sich an einen Administrator.",
+    ),
+    "cannot_disable_self": (
+        "You cannot disable your own account.",
+        "Sie können Ihr eigenes Konto nicht deaktivieren.",
+    ),
     "password_changed_meanwhile": (
         "The password changed meanwhile; please try again.",
         "Das Passwort wurde zwischenzeitlich geändert; bitte versuchen Sie es erneut.",

@@ -177,7 +177,11 @@ def _paths() -> dict[str, Any]:
                 ),
                 body="LoginBody",
                 responses={200: _ok("Session", "A new session.")},
-                errors={401: ["invalid_credentials"], 429: ["login_rate_limited"]},
+                errors={
+                    401: ["invalid_credentials"],
+                    403: ["user_disabled"],
+                    429: ["login_rate_limited"],
+                },
                 public=True,
             )
         },
@@ -255,7 +259,12 @@ def _paths() -> dict[str, Any]:
                     400: user_field_400,
                     403: _ADMIN_403,
                     404: ["user_not_found"],
-                    409: ["extension_taken"],
+                    409: [
+                        "extension_taken",
+                        "extension_in_use",
+                        "last_admin",
+                        "cannot_disable_self",
+                    ],
                 },
             ),
             "delete": _operation(
@@ -267,7 +276,11 @@ def _paths() -> dict[str, Any]:
                     "push to the devices that carried it. Administrators only; not oneself."
                 ),
                 responses={204: _NO_CONTENT},
-                errors={403: _ADMIN_403, 404: ["user_not_found"], 409: ["cannot_delete_self"]},
+                errors={
+                    403: _ADMIN_403,
+                    404: ["user_not_found"],
+                    409: ["cannot_delete_self", "last_admin"],
+                },
             ),
         },
         "/users/{username}/impersonate": {
@@ -931,6 +944,15 @@ def _schemas() -> dict[str, Any]:
             "type": "boolean",
             "description": "The password is temporary: the user must choose a new one.",
         },
+        "disabled": {
+            "type": "boolean",
+            "description": "Cannot sign in, use a token or check a PIN; devices stay assigned.",
+        },
+        "disabled_at": _TIME_OR_NULL,
+        "disabled_by": {
+            "enum": ["admin", "directory", None],
+            "description": "Who disabled the user: an admin, or the directory sync.",
+        },
         "created_at": _TIME,
         "updated_at": _TIME,
     }
@@ -1024,6 +1046,10 @@ def _schemas() -> dict[str, Any]:
         ),
         "UserUpdate": _object(
             {
+                "disabled": {
+                    "type": "boolean",
+                    "description": "Disable (revokes the user's tokens) or enable the user.",
+                },
                 "display_name": _DISPLAY_NAME,
                 "extension": _EXTENSION,
                 "email": _EMAIL,
@@ -1041,6 +1067,7 @@ def _schemas() -> dict[str, Any]:
                     "auth_backend": "local",
                     "language": "en",
                     "role": "user",
+                    "disabled": False,
                 }
             ],
         ),
