@@ -25,7 +25,13 @@ from provisioner.db import Connection
 from provisioner.devices import ADAPTERS
 from provisioner.devices.base import Adapter, ModelInfo, RenderError, normalise_mac
 from provisioner.errors import ProvisionerError, conflict, invalid, not_found, unprocessable
-from provisioner.users import get_user, has_control_chars, require_admin, require_self_or_admin
+from provisioner.users import (
+    CONTROL_CHARS,
+    get_user,
+    has_control_chars,
+    require_admin,
+    require_self_or_admin,
+)
 from provisioner.vault import (
     VaultError,
     access_code_purpose,
@@ -36,9 +42,31 @@ from provisioner.vault import (
 
 log = logging.getLogger(__name__)
 
-_LABEL_MAX = 128
-_IPUI = re.compile(r"[0-9A-F]{10}")
-_MAC_SEPARATOR = re.compile(r"[:\-.]")
+_HEX = "[0-9A-Fa-f]"
+#: A MAC address as people type it: 12 hex digits in any case, plain or split into equal groups
+#: by one kind of separator (``00:15:65:aa:bb:cc``, ``0015.65aa.bbcc``), spaces around allowed.
+#: Read by Python (fullmatch) and, in the API document, as ECMA-262 JSON Schema.
+MAC_PATTERN = (
+    r"^\s*(?:"
+    + "|".join(
+        [f"{_HEX}{{12}}"]
+        + [
+            f"{_HEX}{{{size}}}(?:{re.escape(sep)}{_HEX}{{{size}}}){{{12 // size - 1}}}"
+            for size in (6, 4, 3, 2, 1)
+            for sep in ":-."
+        ]
+    )
+    + r")\s*$"
+)
+_MAC = re.compile(MAC_PATTERN)
+LABEL_MAX_LENGTH = 128
+LABEL_PATTERN = f"^[^{CONTROL_CHARS}]*$"
+#: A handset's IPUI, or blank for none.
+IPUI_OR_BLANK_PATTERN = rf"^\s*(?:{_HEX}{{10}})?\s*$"
+_IPUI = re.compile(IPUI_OR_BLANK_PATTERN)
+#: A SHA-256 fingerprint in hex, plain or as colon-separated pairs, or blank for none.
+FINGERPRINT_OR_BLANK_PATTERN = rf"^\s*(?:{_HEX}{{64}}|{_HEX}{{2}}(?::{_HEX}{{2}}){{31}})?\s*$"
+_FINGERPRINT = re.compile(FINGERPRINT_OR_BLANK_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -65,9 +93,9 @@ class ImportReport:
 
 
 def parse_mac(text: str) -> str:
-    mac = normalise_mac(text)
     # normalise_mac takes any mix of separators; an address typed by a person uses one kind.
-    if mac is None or len(set(_MAC_SEPARATOR.findall(text))) > 1:
+    mac = normalise_mac(text) if _MAC.fullmatch(text) else None
+    if mac is None:
         raise unprocessable(
             "mac_invalid", "A MAC address is 12 hex digits, e.g. 00:15:65:aa:bb:cc or 001565aabbcc."
         )
@@ -97,10 +125,9 @@ def model_known(device: Any) -> bool:
 
 
 def _check_label(label: str) -> str:
-    label = label.strip()
-    if len(label) > _LABEL_MAX or has_control_chars(label):
-        raise invalid("label_invalid", f"A label is at most {_LABEL_MAX} characters.")
-    return label
+    if len(label) > LABEL_MAX_LENGTH or has_control_chars(label):
+        raise invalid("label_invalid", f"A label is at most {LABEL_MAX_LENGTH} characters.")
+    return label.strip()
 
 
 async def _check_site(conn: Connection, site: str) -> str:
@@ -365,7 +392,7 @@ def _check_assignments(
         if a.slot in seen:
             raise unprocessable("slot_duplicate", f"Slot {a.slot} is assigned twice.")
         seen.add(a.slot)
-        ipui = a.ipui.strip().upper() if a.ipui else None
+        ipui = (a.ipui or "").strip().upper() or None
         if ipui is not None:
             if device["kind"] != "dect":
                 raise unprocessable("ipui_not_dect", "Only DECT handsets have an IPUI.")
@@ -440,9 +467,6 @@ async def set_assignments(
     return rows
 
 
-_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
-
-
 @dataclass(frozen=True)
 class ApiAccessInput:
     host: str
@@ -468,10 +492,10 @@ async def set_api_access(core: Core, actor: Actor, mac_text: str, access: ApiAcc
     if not access.username or len(access.username) > 64 or not access.password:
         raise invalid("credentials_invalid", "username and password are required.")
     fingerprint = None
-    if access.fingerprint:
-        fingerprint = access.fingerprint.replace(":", "").strip().lower()
-        if not _FINGERPRINT.fullmatch(fingerprint):
+    if access.fingerprint is not None:
+        if not _FINGERPRINT.fullmatch(access.fingerprint):
             raise invalid("fingerprint_invalid", "fingerprint is a SHA-256 in hex (64 digits).")
+        fingerprint = access.fingerprint.replace(":", "").strip().lower() or None
     async with core.pool.acquire() as conn, conn.transaction():
         device = await get_device_row(conn, mac, for_update=True)
         adapter, model = resolve_model(device["vendor"], device["model"], generic=True)

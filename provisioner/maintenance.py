@@ -19,7 +19,10 @@ from provisioner.errors import unprocessable
 
 DEFAULT = "02:00-04:00"
 
-_WINDOW = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
+_HH_MM = "([01][0-9]|2[0-3]):([0-5][0-9])"
+#: ``HH:MM-HH:MM``, spaces around allowed; read by Python and as JSON Schema (ECMA-262).
+WINDOW_PATTERN = rf"^\s*{_HH_MM}-{_HH_MM}\s*$"
+_WINDOW = re.compile(WINDOW_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Window:
 
 def parse(text: str) -> Window:
     """``HH:MM-HH:MM`` as a :class:`Window`; ``maintenance_window_invalid`` (422) otherwise."""
-    match = _WINDOW.fullmatch(text.strip()) if isinstance(text, str) else None
+    match = _WINDOW.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise unprocessable(
             "maintenance_window_invalid",

@@ -170,7 +170,7 @@ async def change_own_password(
     _require_local(user)
     if actor.impersonator is None:
         if current_password is None:
-            raise invalid("current_password_missing", "Enter your current password.")
+            raise unprocessable("current_password_missing", "Enter your current password.")
         if not await core.hasher.verify_password(current_password, user["password_hash"]):
             raise ProvisionerError(
                 Kind.FORBIDDEN, "current_password_wrong", "The current password is wrong."

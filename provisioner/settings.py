@@ -16,6 +16,7 @@ from provisioner.devices import pin_limit_conflicts
 
 PREFIX = "PROVISIONER_"
 PIN_MIN_LENGTH_RANGE = (4, 12)
+DEFAULT_PIN_MIN_LENGTH = 6
 #: The longest PIN the policy admits.
 PIN_MAX_LENGTH = 12
 
@@ -243,7 +244,7 @@ def _parse_ami_url(value: str | None) -> str | None:
 def _parse_pin_min_length(value: str | None) -> int:
     """The policy's shortest PIN; the policy must fit every device key that carries the PIN."""
     low, high = PIN_MIN_LENGTH_RANGE
-    value = "6" if value is None else value
+    value = str(DEFAULT_PIN_MIN_LENGTH) if value is None else value
     if not value.isdigit() or not low <= int(value) <= high:
         raise SettingsError(f"PROVISIONER_PIN_MIN_LENGTH: expected a number from {low} to {high}")
     conflicts = pin_limit_conflicts(int(value), PIN_MAX_LENGTH)

@@ -19,8 +19,12 @@ FIELDS = store.SITE_EDITABLE_COLUMNS
 #: Fields no device's configuration carries: changing only these re-renders nothing.
 _NOT_RENDERED = frozenset({"maintenance_window"})
 TRANSPORTS = ("udp", "tcp", "tls")
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+# Read by Python (fullmatch) and, in the API document, as ECMA-262 JSON Schema.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+#: A host name or an IP address (IPv6 in brackets), at most 253 characters.
+HOST_PATTERN = r"^(?:(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$"
+_NAME = re.compile(NAME_PATTERN)
+_HOST = re.compile(HOST_PATTERN)
 
 
 def is_site_name(name: str) -> bool:
@@ -33,8 +37,14 @@ def is_host(value: str) -> bool:
 
 
 @cache
-def _time_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+def time_zones() -> list[str]:
+    """The IANA time zone names this machine knows, sorted."""
+    return sorted(available_timezones())
+
+
+@cache
+def _time_zone_set() -> frozenset[str]:
+    return frozenset(time_zones())
 
 
 def _validate(changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,7 +56,7 @@ def _validate(changes: Mapping[str, Any]) -> dict[str, Any]:
             raise invalid("registrar_port_invalid", "registrar_port is 1 to 65535.")
         if name == "transport" and value not in TRANSPORTS:
             raise invalid("transport_invalid", f"transport is one of {', '.join(TRANSPORTS)}.")
-        if name == "timezone" and value not in _time_zones():
+        if name == "timezone" and value not in _time_zone_set():
             raise invalid("timezone_invalid", "timezone is an IANA name such as Europe/Berlin.")
         if name == "language" and value not in LANGUAGES:
             raise invalid("language_invalid", f"language is one of {', '.join(LANGUAGES)}.")

@@ -22,14 +22,30 @@ AUTH_BACKENDS: tuple[str, ...] = get_args(AuthBackend)
 ROLES: tuple[str, ...] = get_args(Role)
 LANGUAGES: tuple[str, ...] = get_args(Language)
 
-_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
-_EXTENSION = re.compile(r"[0-9]{1,15}")
-# Deliberately simple: one @, a dotted domain, no spaces or control characters. Deliverability
-# is the SMTP server's verdict, reported as mail_failed.
-_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}")
+# The rules on user fields, as patterns both Python (fullmatch) and the API document's JSON Schema
+# (ECMA-262, anchored) read the same way: the API refuses at its edge what the domain refuses.
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
+EXTENSION_PATTERN = r"^[0-9]{1,15}$"
 #: C0 and C1 control characters, DEL and the Unicode line/paragraph separators: none belongs in
 #: a name, and each can break a line-based format (a config file, a mail header) it reaches.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+# What str.strip() removes, beyond the control characters.
+_SPACES = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+DISPLAY_NAME_MAX_LENGTH = 128
+#: No control character, and something besides spaces.
+DISPLAY_NAME_PATTERN = f"^[^{CONTROL_CHARS}]*[^{CONTROL_CHARS}{_SPACES}][^{CONTROL_CHARS}]*$"
+# Deliberately simple: one @, a dotted domain, no spaces or control characters. Deliverability
+# is the SMTP server's verdict, reported as mail_failed.
+_EMAIL_ADDRESS = r"[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}"
+EMAIL_MAX_LENGTH = 254
+#: An address, maybe with spaces around it, or only spaces (no address).
+EMAIL_OR_BLANK_PATTERN = rf"^\s*(?:{_EMAIL_ADDRESS})?\s*$"
+
+_USERNAME = re.compile(USERNAME_PATTERN)
+_EXTENSION = re.compile(EXTENSION_PATTERN)
+_DISPLAY_NAME = re.compile(DISPLAY_NAME_PATTERN)
+_EMAIL = re.compile(_EMAIL_ADDRESS)
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
 # Fields whose change alters what the user's devices are sent.
 _DEVICE_FIELDS = frozenset({"display_name", "extension", "language"})
 
@@ -64,7 +80,7 @@ def has_control_chars(text: str) -> bool:
 
 
 def is_valid_email(email: str) -> bool:
-    return len(email) <= 254 and _EMAIL.fullmatch(email) is not None
+    return len(email) <= EMAIL_MAX_LENGTH and _EMAIL.fullmatch(email) is not None
 
 
 def _validate_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,9 +88,9 @@ def _validate_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for name, value in fields.items():
         if name == "display_name":
-            value = value.strip()
-            if not 1 <= len(value) <= 128 or has_control_chars(value):
+            if len(value) > DISPLAY_NAME_MAX_LENGTH or not _DISPLAY_NAME.fullmatch(value):
                 raise invalid("display_name_invalid", "A display name is 1-128 characters.")
+            value = value.strip()
         elif name == "extension" and value is not None:
             if not _EXTENSION.fullmatch(value):
                 raise invalid("extension_invalid", "An extension is 1-15 digits.")

@@ -192,7 +192,7 @@ async def test_self_service_needs_the_current_password(admin: Api, make_user: An
     await make_user("alice", OLD)
     alice = await admin.as_user("alice", OLD)
     status, data = await alice.call("PUT", "/me/password", {"new_password": NEW})
-    assert (status, data["error"]["code"]) == (400, "current_password_missing")
+    assert (status, data["error"]["code"]) == (422, "current_password_missing")
     status, data = await alice.call(
         "PUT", "/me/password", {"current_password": "wrong-one-1", "new_password": NEW}
     )

@@ -12,7 +12,7 @@ from provisioner.audit import Actor
 from provisioner.errors import forbidden, unauthenticated
 from provisioner.web import devices_api
 from provisioner.web.errors import json_errors
-from provisioner.web.inputs import field, json_body, query_datetime, query_int
+from provisioner.web.inputs import query_datetime, query_int, read_body
 from provisioner.web.keys import ACTOR, CORE, TOKEN
 from provisioner.web.openapi import openapi_document
 
@@ -70,12 +70,9 @@ def _session_json(session: auth.Session) -> dict[str, Any]:
 
 @routes.post("/auth/login")
 async def login(request: web.Request) -> web.Response:
-    body = await json_body(request, {"username", "password"})
+    body = await read_body(request, "LoginBody")
     session = await auth.login(
-        request.config_dict[CORE],
-        field(body, "username", str),
-        field(body, "password", str),
-        source_of(request),
+        request.config_dict[CORE], body["username"], body["password"], source_of(request)
     )
     return web.json_response(_session_json(session))
 
@@ -95,16 +92,6 @@ async def impersonate(request: web.Request) -> web.Response:
 
 
 # --- users -------------------------------------------------------------------------------------
-
-_USER_FIELDS = {
-    "username": str,
-    "display_name": str,
-    "extension": str,
-    "email": str,
-    "auth_backend": str,
-    "language": str,
-    "role": str,
-}
 
 
 @routes.get("/users")
@@ -130,16 +117,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 @routes.post("/users")
 async def create_user(request: web.Request) -> web.Response:
-    body = await json_body(request, _USER_FIELDS)
-    new = users.NewUser(
-        username=field(body, "username", str),
-        display_name=field(body, "display_name", str),
-        extension=field(body, "extension", str, None),
-        email=field(body, "email", str, None),
-        auth_backend=field(body, "auth_backend", str, "local"),
-        language=field(body, "language", str, "de"),
-        role=field(body, "role", str, "user"),
-    )
+    new = users.NewUser(**await read_body(request, "UserCreate"))
     row = await users.create_user(request.config_dict[CORE], _actor(request), new)
     return web.json_response(users.public_view(row), status=201)
 
@@ -154,14 +132,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 @routes.patch("/users/{username}")
 async def update_user(request: web.Request) -> web.Response:
-    editable = {k: v for k, v in _USER_FIELDS.items() if k != "username"} | {"disabled": bool}
-    body = await json_body(request, editable)
-    nullable = {"extension", "email"}
-    changes = {
-        name: field(body, name, kind, None) if name in nullable else field(body, name, kind)
-        for name, kind in editable.items()
-        if name in body
-    }
+    changes = await read_body(request, "UserUpdate")
     row = await users.update_user(
         request.config_dict[CORE], _actor(request), request.match_info["username"], changes
     )
@@ -178,26 +149,23 @@ async def delete_user(request: web.Request) -> web.Response:
 
 @routes.put("/users/{username}/pin")
 async def set_user_pin(request: web.Request) -> web.Response:
-    body = await json_body(request, {"pin"})
+    body = await read_body(request, "PinBody")
     change = await pins.change_pin(
-        request.config_dict[CORE],
-        _actor(request),
-        request.match_info["username"],
-        field(body, "pin", str),
+        request.config_dict[CORE], _actor(request), request.match_info["username"], body["pin"]
     )
     return web.json_response({"push_jobs": change.push_jobs})
 
 
 @routes.post("/users/{username}/password")
 async def set_user_password(request: web.Request) -> web.Response:
-    body = await json_body(request, {"mode", "password", "temporary"})
+    body = await read_body(request, "PasswordBody")
     change = await passwords.admin_set_password(
         request.config_dict[CORE],
         _actor(request),
         request.match_info["username"],
-        mode=field(body, "mode", str),
-        password=field(body, "password", str, None),
-        temporary=field(body, "temporary", bool, True),
+        mode=body["mode"],
+        password=body.get("password"),
+        temporary=body["temporary"],
     )
     return web.json_response({"email_sent": change.email_sent})
 
@@ -214,22 +182,20 @@ async def me(request: web.Request) -> web.Response:
 
 @routes.put("/me/pin")
 async def set_my_pin(request: web.Request) -> web.Response:
-    body = await json_body(request, {"pin"})
+    body = await read_body(request, "PinBody")
     actor = _actor(request)
-    change = await pins.change_pin(
-        request.config_dict[CORE], actor, actor.username, field(body, "pin", str)
-    )
+    change = await pins.change_pin(request.config_dict[CORE], actor, actor.username, body["pin"])
     return web.json_response({"push_jobs": change.push_jobs})
 
 
 @routes.put("/me/password")
 async def set_my_password(request: web.Request) -> web.Response:
-    body = await json_body(request, {"current_password", "new_password"})
+    body = await read_body(request, "OwnPasswordBody")
     session = await passwords.change_own_password(
         request.config_dict[CORE],
         _actor(request),
-        field(body, "current_password", str, None),
-        field(body, "new_password", str),
+        body.get("current_password"),
+        body["new_password"],
     )
     return web.json_response(_session_json(session))
 
@@ -253,7 +219,8 @@ async def list_audit(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    settings = request.config_dict[CORE].settings
+    return web.json_response(openapi_document(settings.pin_min_length))
 
 
 def create_api_app() -> web.Application:

@@ -8,9 +8,8 @@ from aiohttp import web
 
 from provisioner import devices_service, discovery, sites
 from provisioner.audit import Actor
-from provisioner.errors import invalid
 from provisioner.users import iso_or_none
-from provisioner.web.inputs import field, json_body, json_list, query_int
+from provisioner.web.inputs import query_int, read_body
 from provisioner.web.keys import ACTOR, CORE
 
 routes = web.RouteTableDef()
@@ -135,14 +134,7 @@ async def list_discovered(request: web.Request) -> web.Response:
 
 @routes.post("/devices")
 async def create_device(request: web.Request) -> web.Response:
-    body = await json_body(request, {"mac", "vendor", "model", "label", "site"})
-    new = devices_service.NewDevice(
-        mac=field(body, "mac", str),
-        vendor=field(body, "vendor", str),
-        model=field(body, "model", str),
-        label=field(body, "label", str, ""),
-        site=field(body, "site", str, "default"),
-    )
+    new = devices_service.NewDevice(**await read_body(request, "DeviceCreate"))
     core = request.config_dict[CORE]
     row = await devices_service.create_device(core, _actor(request), new)
     details = await devices_service.find_device(core, _actor(request), row["mac"])
@@ -159,8 +151,7 @@ async def get_device(request: web.Request) -> web.Response:
 
 @routes.patch("/devices/{mac}")
 async def update_device(request: web.Request) -> web.Response:
-    body = await json_body(request, {"label", "model", "site"})
-    changes: dict[str, Any] = {name: field(body, name, str) for name in body}
+    changes = await read_body(request, "DeviceUpdate")
     core = request.config_dict[CORE]
     row = await devices_service.update_device(
         core, _actor(request), request.match_info["mac"], changes
@@ -179,20 +170,8 @@ async def delete_device(request: web.Request) -> web.Response:
 
 @routes.put("/devices/{mac}/assignments")
 async def set_assignments(request: web.Request) -> web.Response:
-    items = await json_list(request)
-    assignments = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict) or set(item) - {"slot", "username", "ipui"}:
-            raise invalid(
-                "body_invalid", f"Item {index} must be an object with slot, username and ipui."
-            )
-        assignments.append(
-            devices_service.Assignment(
-                slot=field(item, "slot", int),
-                username=field(item, "username", str),
-                ipui=field(item, "ipui", str, None),
-            )
-        )
+    items = await read_body(request, "AssignmentsBody")
+    assignments = [devices_service.Assignment(**item) for item in items]
     rows = await devices_service.set_assignments(
         request.config_dict[CORE], _actor(request), request.match_info["mac"], assignments
     )
@@ -201,14 +180,7 @@ async def set_assignments(request: web.Request) -> web.Response:
 
 @routes.put("/devices/{mac}/api-access")
 async def set_api_access(request: web.Request) -> web.Response:
-    body = await json_body(request, {"host", "port", "username", "password", "fingerprint"})
-    access = devices_service.ApiAccessInput(
-        host=field(body, "host", str),
-        port=field(body, "port", int, None),
-        username=field(body, "username", str),
-        password=field(body, "password", str),
-        fingerprint=field(body, "fingerprint", str, None),
-    )
+    access = devices_service.ApiAccessInput(**await read_body(request, "ApiAccess"))
     await devices_service.set_api_access(
         request.config_dict[CORE], _actor(request), request.match_info["mac"], access
     )
@@ -217,10 +189,8 @@ async def set_api_access(request: web.Request) -> web.Response:
 
 @routes.post("/devices/{mac}/access-code")
 async def set_access_code(request: web.Request) -> web.Response:
-    code = None
-    if request.body_exists:
-        body = await json_body(request, {"access_code"})
-        code = field(body, "access_code", str, None)
+    body = await read_body(request, "AccessCodeUpdate") if request.body_exists else {}
+    code = body.get("access_code")
     code, jobs = await devices_service.set_access_code(
         request.config_dict[CORE], _actor(request), request.match_info["mac"], code
     )
@@ -229,10 +199,8 @@ async def set_access_code(request: web.Request) -> web.Response:
 
 @routes.post("/devices/{mac}/reprovision")
 async def reprovision_device(request: web.Request) -> web.Response:
-    rotate_sip = False
-    if request.body_exists:
-        body = await json_body(request, {"rotate_sip"})
-        rotate_sip = field(body, "rotate_sip", bool, False)
+    body = await read_body(request, "ReprovisionRequest") if request.body_exists else {}
+    rotate_sip = body.get("rotate_sip", False)
     jobs = await devices_service.reprovision_device(
         request.config_dict[CORE], _actor(request), request.match_info["mac"], rotate_sip=rotate_sip
     )
@@ -270,16 +238,9 @@ async def list_sites(request: web.Request) -> web.Response:
     return web.json_response({"sites": [sites.site_view(r) for r in rows]})
 
 
-def _site_field(body: dict[str, Any], name: str) -> Any:
-    if name == "sip_realm":  # null: the registrar host
-        return field(body, name, str, None)
-    return field(body, name, int if name == "registrar_port" else str)
-
-
 @routes.put("/sites/{name}")
 async def put_site(request: web.Request) -> web.Response:
-    body = await json_body(request, sites.FIELDS)
-    changes = {name: _site_field(body, name) for name in sites.FIELDS if name in body}
+    changes = await read_body(request, "SiteUpdate")
     row = await sites.set_site(
         request.config_dict[CORE], _actor(request), request.match_info["name"], changes
     )

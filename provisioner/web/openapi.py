@@ -8,12 +8,15 @@ response shapes and, per operation and status, the error codes the server can an
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from provisioner import passwords, pins, sites, store, users
+from provisioner import devices_service, hashing, maintenance, passwords, pins, sites, store, users
 from provisioner.devices import ADAPTERS
+from provisioner.settings import DEFAULT_PIN_MIN_LENGTH
+from provisioner.web import inputs
 
 JSON = "application/json"
 
@@ -102,6 +105,9 @@ def _operation(
     if body is not None:
         errors[400] = body_400 + [c for c in errors.get(400, []) if c not in body_400]
         errors.setdefault(413, ["body_too_large"])
+        for status, code in _body_rules(body):
+            if code not in errors.setdefault(status, []):
+                errors[status].append(code)
     if not public:
         errors[401] = _UNAUTHENTICATED_401
     all_responses: dict[str, Any] = {str(s): r for s, r in sorted(responses.items())}
@@ -129,6 +135,55 @@ def _operation(
     if public:
         op["security"] = []
     return op
+
+
+def _rule(
+    schema: dict[str, Any],
+    code: str,
+    message: str,
+    *,
+    status: int = 400,
+    keywords: list[str] | None = None,
+    reasons: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``schema`` with the refusal a request gets for breaking its rules (``x-error``, read by
+    :func:`provisioner.web.inputs.read_body`): the code and status the domain answers with for
+    the same rule, so the edge and the domain refuse alike. It covers the rules on the value
+    (pattern, length, enum, range); ``keywords`` names others or fewer; ``reasons`` gives the
+    policy's ``reason`` per keyword."""
+    rule: dict[str, Any] = {"code": code, "status": status, "message": message}
+    if keywords is not None:
+        rule["keywords"] = keywords
+    if reasons is not None:
+        rule["reasons"] = reasons
+    return {**schema, "x-error": rule}
+
+
+@cache
+def _body_rules(name: str) -> list[tuple[int, str]]:
+    """The (status, code) of every ``x-error`` in the schema ``name``, through its $refs: the
+    refusals its rules cause are listed with each operation that takes it."""
+    schemas = _schemas(DEFAULT_PIN_MIN_LENGTH)  # the codes do not depend on the PIN policy
+    found: dict[tuple[int, str], None] = {}
+    seen: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if "x-error" in node:
+                found[(node["x-error"]["status"], node["x-error"]["code"])] = None
+            ref = node.get("$ref", "")
+            if ref.startswith("#/components/schemas/") and ref not in seen:
+                seen.add(ref)
+                walk(schemas[ref.rpartition("/")[2]])
+            for key, value in node.items():
+                if key != "x-error":
+                    walk(value)
+
+    walk(schemas[name])
+    return list(found)
 
 
 def _ok(schema: str, description: str) -> dict[str, Any]:
@@ -391,10 +446,9 @@ def _paths() -> dict[str, Any]:
                 body="OwnPasswordBody",
                 responses={200: _ok("Session", "The password is changed; use the new token.")},
                 errors={
-                    400: ["current_password_missing"],
                     403: ["current_password_wrong"],
                     409: ["auth_backend_external", "password_changed_meanwhile"],
-                    422: ["password_policy"],
+                    422: ["current_password_missing", "password_policy"],
                 },
                 notes={
                     409: "`password_changed_meanwhile`: another change landed first; retry.",
@@ -441,6 +495,7 @@ def _paths() -> dict[str, Any]:
                         "schema": {
                             "type": "string",
                             "format": "date-time",
+                            "pattern": inputs.DATE_TIME_PATTERN,
                             "examples": ["2026-01-31T00:00:00Z"],
                         },
                     },
@@ -876,40 +931,86 @@ def _device_paths() -> dict[str, Any]:
 
 _TIME = {"type": "string", "format": "date-time"}
 _TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
-_USERNAME_SCHEMA = {
-    "type": "string",
-    "pattern": "^[a-z0-9][a-z0-9._@-]{0,63}$",
-    "description": (
-        "1-64 lower-case letters, digits and `. _ @ -`, starting with a letter or digit."
-    ),
-}
-_DISPLAY_NAME = {
-    "type": "string",
-    "minLength": 1,
-    "description": "1-128 characters after trimming, no control characters.",
-}
-_EXTENSION = {
-    "type": ["string", "null"],
-    "pattern": "^[0-9]{1,15}$",
-    "description": "1-15 digits, unique among users; null for none.",
-}
-_EMAIL = {
-    "type": ["string", "null"],
-    "maxLength": 254,
-    "description": "An email address; null (or blank) for none.",
-}
-_AUTH_BACKEND = {"type": "string", "enum": list(users.AUTH_BACKENDS)}
-_LANGUAGE = {"type": "string", "enum": list(users.LANGUAGES)}
-_ROLE = {"type": "string", "enum": list(users.ROLES)}
-_NEW_PASSWORD = {
-    "type": "string",
-    "minLength": passwords.MIN_LENGTH,
-    "maxLength": passwords.MAX_LENGTH,
-    "description": (
-        f"{passwords.MIN_LENGTH}-{passwords.MAX_LENGTH} printable ASCII characters; not the "
-        "username or email address, not a common password."
-    ),
-}
+_USERNAME_SCHEMA = _rule(
+    {
+        "type": "string",
+        "pattern": users.USERNAME_PATTERN,
+        "description": (
+            "1-64 lower-case letters, digits and `. _ @ -`, starting with a letter or digit."
+        ),
+    },
+    "username_invalid",
+    "A username is 1-64 lower-case letters, digits and . _ @ -.",
+)
+_DISPLAY_NAME = _rule(
+    {
+        "type": "string",
+        "pattern": users.DISPLAY_NAME_PATTERN,
+        "description": "1-128 characters after trimming, no control characters.",
+    },
+    "display_name_invalid",
+    "A display name is 1-128 characters.",
+)
+_EXTENSION = _rule(
+    {
+        "type": ["string", "null"],
+        "pattern": users.EXTENSION_PATTERN,
+        "description": "1-15 digits, unique among users; null for none.",
+    },
+    "extension_invalid",
+    "An extension is 1-15 digits.",
+)
+_EMAIL = _rule(
+    {
+        "type": ["string", "null"],
+        "maxLength": users.EMAIL_MAX_LENGTH,
+        "pattern": users.EMAIL_OR_BLANK_PATTERN,
+        "description": "An email address; null (or blank) for none.",
+    },
+    "email_invalid",
+    "The email address is not valid.",
+)
+_AUTH_BACKEND = _rule(
+    {"type": "string", "enum": list(users.AUTH_BACKENDS)},
+    "auth_backend_invalid",
+    f"auth_backend is one of {', '.join(users.AUTH_BACKENDS)}.",
+)
+_LANGUAGE = _rule(
+    {"type": "string", "enum": list(users.LANGUAGES)},
+    "language_invalid",
+    f"language is one of {', '.join(users.LANGUAGES)}.",
+)
+_ROLE = _rule(
+    {"type": "string", "enum": list(users.ROLES)},
+    "role_invalid",
+    f"role is one of {', '.join(users.ROLES)}.",
+)
+_NEW_PASSWORD = _rule(
+    {
+        "type": "string",
+        "minLength": passwords.MIN_LENGTH,
+        "maxLength": passwords.MAX_LENGTH,
+        "pattern": "^[ -~]*$",
+        "description": (
+            f"{passwords.MIN_LENGTH}-{passwords.MAX_LENGTH} printable ASCII characters; not the "
+            "username or email address, not a common password."
+        ),
+    },
+    "password_policy",
+    f"A password has {passwords.MIN_LENGTH}-{passwords.MAX_LENGTH} printable ASCII characters.",
+    status=422,
+    keywords=["minLength", "maxLength", "pattern"],
+    reasons={"minLength": "length", "maxLength": "length", "pattern": "characters"},
+)
+#: A password to check (sign-in, the current one): longer ones are refused before hashing.
+_PASSWORD_INPUT = _rule(
+    {"type": "string", "maxLength": hashing.MAX_PASSWORD_INPUT},
+    "password_policy",
+    f"A password has at most {hashing.MAX_PASSWORD_INPUT} characters.",
+    status=422,
+    keywords=["maxLength"],
+    reasons={"maxLength": "length"},
+)
 
 
 def _object(
@@ -923,7 +1024,7 @@ def _object(
     return schema
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(pin_min_length: int) -> dict[str, Any]:
     user_properties = {
         "username": {"type": "string"},
         "display_name": {"type": "string"},
@@ -978,7 +1079,7 @@ def _schemas() -> dict[str, Any]:
             ["error"],
         ),
         "LoginBody": _object(
-            {"username": {"type": "string"}, "password": {"type": "string"}},
+            {"username": {"type": "string"}, "password": _PASSWORD_INPUT},
             ["username", "password"],
             closed=True,
             examples=[{"username": "alice", "password": "correct horse battery"}],
@@ -1073,16 +1174,23 @@ def _schemas() -> dict[str, Any]:
         ),
         "PinBody": _object(
             {
-                "pin": {
-                    "type": "string",
-                    "pattern": "^[0-9]+$",
-                    "maxLength": pins.MAX_LENGTH,
-                    "description": (
-                        f"Digits only, from PROVISIONER_PIN_MIN_LENGTH (default 6) to "
-                        f"{pins.MAX_LENGTH} digits; not one repeated digit, not a run, not the "
-                        "user's extension, not a common PIN."
-                    ),
-                }
+                "pin": _rule(
+                    {
+                        "type": "string",
+                        "pattern": "^[0-9]*$",
+                        "minLength": pin_min_length,
+                        "maxLength": pins.MAX_LENGTH,
+                        "description": (
+                            f"Digits only, {pin_min_length} (PROVISIONER_PIN_MIN_LENGTH) to "
+                            f"{pins.MAX_LENGTH} digits; not one repeated digit, not a run, not "
+                            "the user's extension, not a common PIN."
+                        ),
+                    },
+                    "pin_policy",
+                    f"A PIN has {pin_min_length} to {pins.MAX_LENGTH} digits.",
+                    status=422,
+                    reasons={"pattern": "not_digits", "minLength": "length", "maxLength": "length"},
+                )
             },
             ["pin"],
             closed=True,
@@ -1100,7 +1208,11 @@ def _schemas() -> dict[str, Any]:
         ),
         "PasswordBody": _object(
             {
-                "mode": {"type": "string", "enum": list(passwords.MODES)},
+                "mode": _rule(
+                    {"type": "string", "enum": list(passwords.MODES)},
+                    "mode_invalid",
+                    f"mode is one of {', '.join(passwords.MODES)}.",
+                ),
                 "password": {
                     **_NEW_PASSWORD,
                     "type": ["string", "null"],
@@ -1123,9 +1235,36 @@ def _schemas() -> dict[str, Any]:
             allOf=[
                 {
                     "if": {"properties": {"mode": {"const": "random_and_email"}}},
-                    "then": {"properties": {"password": {"type": "null"}}},
-                    "else": {"required": ["password"], "properties": {"password": _NEW_PASSWORD}},
-                }
+                    "then": {
+                        "properties": {
+                            "password": _rule(
+                                {"type": "null"},
+                                "password_not_expected",
+                                "A random password is generated: send none.",
+                                keywords=["type"],
+                            )
+                        }
+                    },
+                },
+                {
+                    "if": {"properties": {"mode": {"enum": ["set", "set_and_email"]}}},
+                    "then": _rule(
+                        {
+                            "required": ["password"],
+                            "properties": {
+                                "password": _rule(
+                                    {"type": "string"},
+                                    "password_missing",
+                                    "This mode needs a password.",
+                                    keywords=["type"],
+                                )
+                            },
+                        },
+                        "password_missing",
+                        "This mode needs a password.",
+                        keywords=["required"],
+                    ),
+                },
             ],
             examples=[
                 {"mode": "set", "password": "Tr1cky-Lamp-Story", "temporary": True},
@@ -1136,6 +1275,7 @@ def _schemas() -> dict[str, Any]:
         "OwnPasswordBody": _object(
             {
                 "current_password": {
+                    **_PASSWORD_INPUT,
                     "type": ["string", "null"],
                     "description": "Required except with an impersonation token.",
                 },
@@ -1183,20 +1323,56 @@ _MAC_FORMS = (
 )
 _SITE_NAME = {
     "type": "string",
-    "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$",
+    "pattern": sites.NAME_PATTERN,
     "description": "1-64 lower-case letters, digits and `. _ -`, starting with a letter or digit.",
 }
+_KNOWN_SITE = _rule(
+    {**_SITE_NAME, "description": "An existing site."},
+    "site_unknown",
+    "There is no such site.",
+    status=422,
+)
 _VENDOR = {"type": "string", "enum": list(ADAPTERS)}
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_VENDOR_INPUT = _rule(
+    {
+        "type": "string",
+        "pattern": rf"^\s*(?:{'|'.join(_any_case(v) for v in ADAPTERS)})\s*$",
+        "description": f"One of {', '.join(f'`{v}`' for v in ADAPTERS)}, in any case.",
+    },
+    "vendor_unknown",
+    f"vendor is one of {', '.join(sorted(ADAPTERS))}.",
+    status=422,
+)
+_MAC_INPUT = _rule(
+    {"type": "string", "pattern": devices_service.MAC_PATTERN},
+    "mac_invalid",
+    "A MAC address is 12 hex digits, e.g. 00:15:65:aa:bb:cc or 001565aabbcc.",
+    status=422,
+)
 _KIND = {
     "type": "string",
     "enum": ["desk", "dect"],
     "description": "A desk phone (slots are its lines) or a DECT system (slots are handsets).",
 }
-_LABEL = {
-    "type": "string",
-    "maxLength": 128,
-    "description": "Free text, at most 128 characters after trimming, no control characters.",
-}
+_LABEL = _rule(
+    {
+        "type": "string",
+        "maxLength": devices_service.LABEL_MAX_LENGTH,
+        "pattern": devices_service.LABEL_PATTERN,
+        "description": (
+            f"Free text, at most {devices_service.LABEL_MAX_LENGTH} characters, no control "
+            "characters; trimmed."
+        ),
+    },
+    "label_invalid",
+    f"A label is at most {devices_service.LABEL_MAX_LENGTH} characters.",
+)
 
 
 def _models_description() -> str:
@@ -1214,22 +1390,32 @@ def _models_description() -> str:
 
 
 _ACCESS_CODE = {"type": "string", "pattern": "^[0-9]{4,8}$"}
-_REALM = {
-    "type": ["string", "null"],
-    "maxLength": 253,
-    "description": (
-        "The digest realm (and domain) of the site's line accounts on the registrar (the `pbx` "
-        "views); null: the registrar host."
-    ),
-}
-_WINDOW = {
-    "type": "string",
-    "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
-    "description": (
-        "When devices that restart to apply a change (Snom M-series bases) are pushed: "
-        "`HH:MM-HH:MM` in the site's time zone, may run past midnight; equal times: always."
-    ),
-}
+_REALM = _rule(
+    {
+        "type": ["string", "null"],
+        "pattern": sites.HOST_PATTERN,
+        "description": (
+            "The digest realm (and domain) of the site's line accounts on the registrar (the "
+            "`pbx` views), a host name; null: the registrar host."
+        ),
+    },
+    "sip_realm_invalid",
+    "sip_realm is a host name, or null for the registrar host.",
+    status=422,
+)
+_WINDOW = _rule(
+    {
+        "type": "string",
+        "pattern": maintenance.WINDOW_PATTERN,
+        "description": (
+            "When devices that restart to apply a change (Snom M-series bases) are pushed: "
+            "`HH:MM-HH:MM` in the site's time zone, may run past midnight; equal times: always."
+        ),
+    },
+    "maintenance_window_invalid",
+    'A maintenance window is "HH:MM-HH:MM" (24-hour clock, site time).',
+    status=422,
+)
 
 
 def _device_schemas() -> dict[str, Any]:
@@ -1344,7 +1530,17 @@ def _device_schemas() -> dict[str, Any]:
             ["models"],
         ),
         "AccessCodeUpdate": _object(
-            {"access_code": {**_ACCESS_CODE, "description": "Omit for a new random code."}},
+            {
+                "access_code": _rule(
+                    {
+                        **_ACCESS_CODE,
+                        "description": "The vendor's number of digits; omit for a random code.",
+                    },
+                    "access_code_invalid",
+                    "An access code is 4 to 8 digits, as many as the device takes.",
+                    status=422,
+                )
+            },
             [],
             closed=True,
             examples=[{"access_code": "4827"}],
@@ -1426,18 +1622,11 @@ def _device_schemas() -> dict[str, Any]:
         ),
         "DeviceCreate": _object(
             {
-                "mac": {"type": "string", "description": _MAC_FORMS},
-                "vendor": {
-                    **_VENDOR,
-                    "description": "Matched case-insensitively.",
-                },
+                "mac": {**_MAC_INPUT, "description": _MAC_FORMS},
+                "vendor": _VENDOR_INPUT,
                 "model": {"type": "string", "description": _models_description()},
                 "label": {**_LABEL, "default": ""},
-                "site": {
-                    **_SITE_NAME,
-                    "default": "default",
-                    "description": "An existing site.",
-                },
+                "site": {**_KNOWN_SITE, "default": "default"},
             },
             ["mac", "vendor", "model"],
             closed=True,
@@ -1462,7 +1651,7 @@ def _device_schemas() -> dict[str, Any]:
                         "assigned one."
                     ),
                 },
-                "site": {**_SITE_NAME, "description": "An existing site."},
+                "site": _KNOWN_SITE,
             },
             [],
             closed=True,
@@ -1485,29 +1674,46 @@ def _device_schemas() -> dict[str, Any]:
             },
             ["slot", "username", "display_name", "extension", "ipui", "sip_user"],
         ),
-        "AssignmentItem": _object(
-            {
-                "slot": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "1 to the model's slot count; each slot at most once.",
-                },
-                "username": {
-                    "type": "string",
-                    "description": "An existing user with an extension.",
-                },
-                "ipui": {
-                    "type": ["string", "null"],
-                    "pattern": "^[0-9A-Fa-f]{10}$",
-                    "default": None,
-                    "description": (
-                        "DECT systems only: the handset's IPUI, 10 hex digits (stored upper "
-                        "case); null or empty for none."
+        "AssignmentItem": _rule(
+            _object(
+                {
+                    "slot": _rule(
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "1 to the model's slot count; each slot at most once.",
+                        },
+                        "slot_invalid",
+                        "A slot is 1 to the model's slot count.",
+                        status=422,
+                        keywords=["minimum"],
+                    ),
+                    "username": {
+                        "type": "string",
+                        "description": "An existing user with an extension.",
+                    },
+                    "ipui": _rule(
+                        {
+                            "type": ["string", "null"],
+                            "pattern": devices_service.IPUI_OR_BLANK_PATTERN,
+                            "default": None,
+                            "description": (
+                                "DECT systems only: the handset's IPUI, 10 hex digits (stored "
+                                "upper case); null or empty for none."
+                            ),
+                        },
+                        "ipui_invalid",
+                        "An IPUI is 10 hex digits.",
+                        status=422,
+                        keywords=["pattern"],
                     ),
                 },
-            },
-            ["slot", "username"],
-            closed=True,
+                ["slot", "username"],
+                closed=True,
+            ),
+            "body_invalid",
+            "Each item is an object with slot, username and ipui.",
+            keywords=["type", "additionalProperties"],
         ),
         "AssignmentsBody": {
             "type": "array",
@@ -1624,18 +1830,47 @@ def _device_schemas() -> dict[str, Any]:
         "SiteList": _object({"sites": {"type": "array", "items": _schema("Site")}}, ["sites"]),
         "ApiAccess": _object(
             {
-                "host": {"type": "string", "description": "Host name or IP address."},
-                "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 12622},
-                "username": {"type": "string", "minLength": 1, "maxLength": 64},
-                "password": {"type": "string", "minLength": 1, "writeOnly": True},
-                "fingerprint": {
-                    "type": ["string", "null"],
-                    "description": (
-                        "SHA-256 of the device's TLS certificate (hex, colons optional): pins a "
-                        "self-signed certificate. Null: the certificate must verify against "
-                        "the system's CAs."
-                    ),
-                },
+                "host": _rule(
+                    {
+                        "type": "string",
+                        "pattern": sites.HOST_PATTERN,
+                        "description": "Host name or IP address (IPv6 in brackets).",
+                    },
+                    "host_invalid",
+                    "host must be a host name or IP address.",
+                ),
+                "port": _rule(
+                    {"type": ["integer", "null"], "minimum": 1, "maximum": 65535, "default": 12622},
+                    "port_invalid",
+                    "port is 1 to 65535.",
+                    keywords=["minimum", "maximum"],
+                ),
+                "username": _rule(
+                    {"type": "string", "minLength": 1, "maxLength": 64},
+                    "credentials_invalid",
+                    "username and password are required.",
+                    keywords=["minLength", "maxLength"],
+                ),
+                "password": _rule(
+                    {"type": "string", "minLength": 1, "writeOnly": True},
+                    "credentials_invalid",
+                    "username and password are required.",
+                    keywords=["minLength"],
+                ),
+                "fingerprint": _rule(
+                    {
+                        "type": ["string", "null"],
+                        "pattern": devices_service.FINGERPRINT_OR_BLANK_PATTERN,
+                        "description": (
+                            "SHA-256 of the device's TLS certificate (64 hex digits, or pairs "
+                            "split by colons): pins a self-signed certificate. Null or empty: "
+                            "the certificate must verify against the system's CAs."
+                        ),
+                    },
+                    "fingerprint_invalid",
+                    "fingerprint is a SHA-256 in hex (64 digits).",
+                    keywords=["pattern"],
+                ),
             },
             ["host", "username", "password"],
             closed=True,
@@ -1651,36 +1886,67 @@ def _device_schemas() -> dict[str, Any]:
         ),
         "SiteUpdate": _object(
             {
-                "registrar_host": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 253,
-                    "description": (
-                        "The SIP registrar: a host name or IP address (IPv6 in brackets). "
-                        "Default for a new site: empty (devices are not rendered)."
-                    ),
+                "registrar_host": _rule(
+                    {
+                        "type": "string",
+                        "pattern": sites.HOST_PATTERN,
+                        "description": (
+                            "The SIP registrar: a host name or IP address (IPv6 in brackets). "
+                            "A new site starts empty (its devices are not rendered)."
+                        ),
+                    },
+                    "registrar_host_invalid",
+                    "registrar_host must be a host name or IP address.",
+                ),
+                "registrar_port": _rule(
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 65535,
+                        "description": "A new site starts with 5060.",
+                    },
+                    "registrar_port_invalid",
+                    "registrar_port is 1 to 65535.",
+                    keywords=["minimum", "maximum"],
+                ),
+                "transport": _rule(
+                    {
+                        "type": "string",
+                        "enum": list(sites.TRANSPORTS),
+                        "description": "A new site starts with `udp`.",
+                    },
+                    "transport_invalid",
+                    f"transport is one of {', '.join(sites.TRANSPORTS)}.",
+                ),
+                "timezone": _rule(
+                    {
+                        "type": "string",
+                        "enum": sites.time_zones(),
+                        "description": "An IANA time zone name; a new site starts with "
+                        "`Europe/Berlin`.",
+                    },
+                    "timezone_invalid",
+                    "timezone is an IANA name such as Europe/Berlin.",
+                ),
+                "language": {**_LANGUAGE, "description": "A new site starts with `de`."},
+                "ntp_server": _rule(
+                    {
+                        "type": "string",
+                        "pattern": sites.HOST_PATTERN,
+                        "description": (
+                            "A host name or IP address (IPv6 in brackets); a new site starts "
+                            "with `pool.ntp.org`."
+                        ),
+                    },
+                    "ntp_server_invalid",
+                    "ntp_server must be a host name or IP address.",
+                ),
+                "maintenance_window": {
+                    **_WINDOW,
+                    "description": f"{_WINDOW['description']} A new site starts with "
+                    "`02:00-04:00`.",
                 },
-                "registrar_port": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 65535,
-                    "default": 5060,
-                },
-                "transport": {"type": "string", "enum": list(sites.TRANSPORTS), "default": "udp"},
-                "timezone": {
-                    "type": "string",
-                    "default": "Europe/Berlin",
-                    "description": "An IANA time zone name.",
-                },
-                "language": {**_LANGUAGE, "default": "de"},
-                "ntp_server": {
-                    "type": "string",
-                    "minLength": 1,
-                    "default": "pool.ntp.org",
-                    "description": "A host name or IP address (IPv6 in brackets).",
-                },
-                "maintenance_window": {**_WINDOW, "default": "02:00-04:00"},
-                "sip_realm": {**_REALM, "default": None},
+                "sip_realm": _REALM,
             },
             [],
             closed=True,
@@ -1708,8 +1974,9 @@ def _version() -> str:
 
 
 @cache
-def openapi_document() -> dict[str, Any]:
-    """The document, built once; treat it as read-only."""
+def openapi_document(pin_min_length: int = DEFAULT_PIN_MIN_LENGTH) -> dict[str, Any]:
+    """The document for the PIN policy in force, built once; treat it as read-only. Its body
+    schemas are what :func:`provisioner.web.inputs.read_body` enforces."""
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
@@ -1773,7 +2040,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                 },
             },
-            "schemas": _schemas(),
+            "schemas": _schemas(pin_min_length),
             "parameters": {
                 "Username": {
                     "name": "username",
@@ -1803,7 +2070,11 @@ def openapi_document() -> dict[str, Any]:
                     "in": "path",
                     "required": True,
                     "description": f"The device's MAC address. {_MAC_FORMS}",
-                    "schema": {"type": "string", "examples": ["001565aabbcc"]},
+                    "schema": {
+                        "type": "string",
+                        "pattern": devices_service.MAC_PATTERN,
+                        "examples": ["001565aabbcc"],
+                    },
                 },
                 "SiteName": {
                     "name": "name",
