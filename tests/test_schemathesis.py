@@ -39,7 +39,7 @@ from provisioner.settings import Settings
 from provisioner.web.keys import CORE
 from tests.conftest import ADMIN_PASSWORD, free_port
 
-# × ~30 operations, valid and invalid: a few hundred requests. A deeper run before a release:
+# Per operation, valid and invalid (about 30 operations): a few hundred requests. Deeper:
 # PROVISIONER_SCHEMATHESIS_EXAMPLES=200 ./scripts/test tests/test_schemathesis.py
 EXAMPLES_PER_OPERATION = int(os.environ.get("PROVISIONER_SCHEMATHESIS_EXAMPLES", "12"))
 CHECKS = [
