@@ -115,6 +115,19 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     return int(text)
 
 
+_BOOLS = {"true": True, "false": False}
+
+
+def query_bool(request: web.Request, name: str) -> bool | None:
+    """``true`` or ``false``; absent or empty: None."""
+    text = request.query.get(name)
+    if not text:
+        return None
+    if text not in _BOOLS:
+        raise invalid("query_invalid", f"{name} must be true or false.")
+    return _BOOLS[text]
+
+
 def query_datetime(request: web.Request, name: str) -> datetime | None:
     text = request.query.get(name)
     if not text:
