@@ -84,6 +84,7 @@ class Directory:
         self.settings = settings
         self.timeout = timeout
         self._threads = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="ldap")
+        self._down = False
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -223,13 +224,24 @@ class Directory:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout * 3):
-                return await loop.run_in_executor(self._threads, call, *args)
+                result = await loop.run_in_executor(self._threads, call, *args)
         except TimeoutError:
-            log.warning("directory %s: no answer within %.0f s", self.settings.url, self.timeout)
+            self._failed(f"no answer within {self.timeout:.0f} s")
             raise directory_unavailable() from None
         except ldap.LDAPError as exc:
-            log.warning("directory %s: %s", self.settings.url, describe(exc))
+            self._failed(describe(exc))
             raise directory_unavailable() from None
+        if self._down:
+            log.info("directory %s answers again", self.settings.url)
+            self._down = False
+        return result
+
+    def _failed(self, cause: str) -> None:
+        """Log the first failure in a row as a warning, the rest (every refused sign-in while
+        the directory is away) at debug level: an outage must not flood the log."""
+        level = logging.DEBUG if self._down else logging.WARNING
+        log.log(level, "directory %s unavailable: %s", self.settings.url, cause)
+        self._down = True
 
 
 def describe(exc: ldap.LDAPError) -> str:

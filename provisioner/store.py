@@ -816,7 +816,8 @@ async def list_devices(
 async def list_assignments(conn: Connection, mac: str) -> list[Record]:
     return await conn.fetch(
         """SELECT a.slot, a.ipui, a.sip_user, a.sip_auth_user, a.sip_password_encrypted,
-                  u.id AS user_id, u.username, u.display_name, u.extension
+                  u.id AS user_id, u.username, u.display_name, u.extension,
+                  u.disabled_at IS NOT NULL AS user_disabled
            FROM device_assignments a JOIN users u ON u.id = a.user_id
            WHERE a.mac = $1 ORDER BY a.slot""",
         mac,

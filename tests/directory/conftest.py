@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import AppFactory
 from tests.slapd import ADMINS, PEOPLE, READER_DN, READER_PASSWORD, Slapd, start_slapd
+from tests.test_cli import base_env, cli  # noqa: F401 (fixtures of the CLI test)
 
 
 @pytest.fixture(scope="session")
