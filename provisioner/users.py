@@ -291,6 +291,7 @@ def public_view(user: Any) -> dict[str, Any]:
         "disabled": user["disabled_at"] is not None,
         "disabled_at": iso_or_none(user["disabled_at"]),
         "disabled_by": user["disabled_by"],
+        "directory_dn": user["directory_dn"],
         "created_at": iso_or_none(user["created_at"]),
         "updated_at": iso_or_none(user["updated_at"]),
     }
