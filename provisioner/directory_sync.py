@@ -235,6 +235,11 @@ async def _update(
     conn: Connection, actor: Actor, row: Any, user: DirectoryUser, report: SyncReport
 ) -> list[str]:
     changed = {k: v for k, v in user.fields.items() if row[k] != v}
+    dropped = "extension" in changed and changed["extension"] is None
+    if dropped and await store.list_device_macs_for_user(conn, row["id"]):
+        # Lines need the extension (an admin is refused the same): kept, and reported.
+        report.conflicts.append(_conflict(user, "extension_in_use"))
+        del changed["extension"]
     enable = row["disabled_by"] == "directory"
     if not changed and not enable and row["directory_dn"] == user.dn:
         report.unchanged += 1
@@ -334,9 +339,10 @@ class IntervalSync:
             elif exc.code != "directory_sync_running":  # another process syncs now: fine
                 log.error("directory sync refused: %s (%s)", exc.message, exc.code)
         except Exception as exc:
-            if not database_unavailable(exc):
-                raise
-            delay = self.database.lost(exc)
+            if database_unavailable(exc):
+                delay = self.database.lost(exc)
+            else:  # a bug: logged, and the next sync is tried as usual
+                log.exception("directory sync failed")
         else:
             self.directory.reached()
             self.database.reached()

@@ -126,12 +126,12 @@ CATALOG: dict[str, tuple[str, str]] = {
     "users.disabled_only": ("disabled", "deaktiviert"),
     "users.filter": ("Filter", "Filtern"),
     "user.disabled": ("disabled", "deaktiviert"),
-    "user.disabled_by_admin": (
+    "user.disabled_by.admin": (
         "Disabled by an administrator {when}: cannot sign in or use a PIN; devices stay assigned.",
         "Von einem Administrator deaktiviert {when}: keine Anmeldung und keine PIN; die Geräte "
         "bleiben zugeordnet.",
     ),
-    "user.disabled_by_directory": (
+    "user.disabled_by.directory": (
         "Disabled by the directory sync {when} (no longer in the directory): cannot sign in or "
         "use a PIN; devices stay assigned. Enabled again when the directory lists the user.",
         "Vom Verzeichnisabgleich deaktiviert {when} (nicht mehr im Verzeichnis): keine Anmeldung "
