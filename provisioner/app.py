@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import ssl
@@ -12,6 +14,7 @@ from aiohttp import web
 
 from provisioner import contacts, provisioning, store
 from provisioner.core import open_core
+from provisioner.directory_sync import IntervalSync
 from provisioner.metrics import METRICS
 from provisioner.outage import database_unavailable
 from provisioner.push import running_worker
@@ -21,7 +24,7 @@ from provisioner.web import admin, phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import json_errors, quiet_malformed_requests
 from provisioner.web.hooks import create_hooks_app
-from provisioner.web.keys import CORE, PHONES, PUSH_WORKER, SETTINGS
+from provisioner.web.keys import CORE, DIRECTORY_SYNC, PHONES, PUSH_WORKER, SETTINGS
 from provisioner.web.pbx import create_pbx_app
 from provisioner.web.phoneserver import Children, start_phones_site
 
@@ -46,6 +49,18 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     async with running_worker(core) as worker:
         app[PUSH_WORKER] = worker
         yield
+
+
+async def _directory_sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    core = app[CORE]
+    assert core.settings.ldap is not None
+    syncing = IntervalSync(core, core.settings.ldap.sync_interval)
+    app[DIRECTORY_SYNC] = syncing
+    task = asyncio.create_task(syncing.run(), name="directory-sync")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _contacts_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -107,6 +122,8 @@ def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     app.cleanup_ctx.append(_core_ctx)
     if worker:
         app.cleanup_ctx.append(_worker_ctx)
+    if settings.ldap is not None and settings.ldap.sync_interval > 0:
+        app.cleanup_ctx.append(_directory_sync_ctx)
     if worker and settings.ami_url:
         app.cleanup_ctx.append(_contacts_ctx)
     app.router.add_get("/healthz", healthz)

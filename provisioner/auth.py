@@ -71,10 +71,12 @@ def _invalid_credentials() -> ProvisionerError:
 
 
 async def login(core: Core, username: str, password: str, source: str) -> Session:
-    """Check a local user's password and open a session.
+    """Check a user's password and open a session: a local user's against the stored hash, a
+    directory user's (backend ``ldap``, a directory configured) by a bind as the user's entry.
 
-    Unknown users, users of an external backend and wrong passwords all answer
-    ``invalid_credentials`` after the same hashing work, so the answer reveals nothing.
+    Unknown users, users of another external backend and wrong passwords all answer
+    ``invalid_credentials`` after the same hashing work, so the answer reveals nothing. The
+    directory not answering is ``directory_unavailable`` (503) and counts as no failure.
     """
     user = None
     if is_valid_username(username):
@@ -83,13 +85,16 @@ async def login(core: Core, username: str, password: str, source: str) -> Sessio
     now = datetime.now(UTC)
     if user is not None and user["login_locked_until"] and user["login_locked_until"] > now:
         raise _login_locked(user["login_locked_until"], now)
-    local = user is not None and user["auth_backend"] == "local"
-    stored_hash = user["password_hash"] if user is not None and local else None
-    ok = await core.hasher.verify_password(password, stored_hash)
+    if user is not None and user["auth_backend"] == "ldap" and core.directory is not None:
+        ok, via = await core.directory.verify_password(username, password), "ldap"
+    else:
+        local = user is not None and user["auth_backend"] == "local"
+        stored_hash = user["password_hash"] if user is not None and local else None
+        ok, via = await core.hasher.verify_password(password, stored_hash), "password"
     if user is None or not ok:
         await _record_failed_login(core, user, source)
         raise _invalid_credentials()
-    return await open_session(core, user, source, via="password")
+    return await open_session(core, user, source, via=via)
 
 
 async def open_session(core: Core, user: asyncpg.Record, source: str, *, via: str) -> Session:

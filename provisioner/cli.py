@@ -27,6 +27,7 @@ from aiohttp import web
 
 from provisioner import (
     devices_service,
+    directory_sync,
     discovery,
     passwords,
     pbx,
@@ -221,6 +222,17 @@ def _parser() -> argparse.ArgumentParser:
         "discovered",
         help="list phones that fetched with the bootstrap credential but were never added",
     ).set_defaults(handler=cmd_device_discovered)
+
+    directory = sub.add_parser(
+        "directory", help="the LDAP directory (PROVISIONER_LDAP_*)"
+    ).add_subparsers(dest="directory_command", required=True, metavar="ACTION")
+    directory_sync_cmd = directory.add_parser(
+        "sync", help="bring the directory's users in now, with progress on a terminal"
+    )
+    directory_sync_cmd.add_argument(
+        "--dry-run", action="store_true", help="report what would change, change nothing"
+    )
+    directory_sync_cmd.set_defaults(handler=cmd_directory_sync)
 
     site = sub.add_parser("site", help="manage sites").add_subparsers(
         dest="site_command", required=True, metavar="ACTION"
@@ -539,6 +551,36 @@ def cmd_device_discovered(args: argparse.Namespace, settings: Settings) -> int:
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        return 0
+
+    return _run_with_core(settings, work)
+
+
+def cmd_directory_sync(args: argparse.Namespace, settings: Settings) -> int:
+    tty = sys.stderr.isatty()
+
+    def progress(report: directory_sync.SyncReport) -> None:
+        line = (
+            f"page {report.pages}: {report.entries} entries read, {report.created} created, "
+            f"{report.updated} updated, {report.unchanged} unchanged"
+        )
+        print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    async def work(core: Core) -> int:
+        report = await directory_sync.sync(
+            core, Actor.cli(), dry_run=args.dry_run, progress=progress
+        )
+        if tty:
+            print(file=sys.stderr)
+        for item in report.conflicts:
+            print(f"conflict: {item['username']} ({item['dn']}): {item['reason']}")
+        for item in report.skipped:
+            print(f"skipped: {item['dn']}: {item['reason']}")
+        print(
+            ("dry run: would have " if args.dry_run else "")
+            + f"created {report.created}, updated {report.updated}, enabled {report.enabled}, "
+            f"disabled {report.disabled}, unchanged {report.unchanged}"
+        )
         return 0
 
     return _run_with_core(settings, work)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -17,6 +18,9 @@ from provisioner.sealing import seal_clear_files
 from provisioner.settings import Settings
 from provisioner.vault import Vault
 
+if TYPE_CHECKING:
+    from provisioner.directory import Directory
+
 
 @dataclass(frozen=True)
 class Core:
@@ -26,6 +30,8 @@ class Core:
     hasher: Hasher
     mailer: Mailer | None
     renders: RenderQueue = field(default_factory=RenderQueue)
+    directory: Directory | None = None
+    """The LDAP directory, when ``PROVISIONER_LDAP_URL`` is set."""
 
     def require_mailer(self) -> Mailer:
         if self.mailer is None:
@@ -53,11 +59,30 @@ async def open_core(
                 await migrate(conn)
             await seal_clear_files(vault, pool)  # the data step of migration 009
         mailer = Mailer(settings.smtp, settings.mail_from) if settings.smtp else None
-        core = Core(settings=settings, pool=pool, vault=vault, hasher=hasher, mailer=mailer)
+        directory = _open_directory(settings)
+        core = Core(
+            settings=settings,
+            pool=pool,
+            vault=vault,
+            hasher=hasher,
+            mailer=mailer,
+            directory=directory,
+        )
         try:
             yield core
         finally:
             await core.renders.close()
+            if directory is not None:
+                directory.close()
     finally:
         hasher.close()
         await pool.close()
+
+
+def _open_directory(settings: Settings) -> Directory | None:
+    if settings.ldap is None:
+        return None
+    # Imported only when a directory is configured: python-ldap is an optional dependency.
+    from provisioner.directory import Directory
+
+    return Directory(settings.ldap)

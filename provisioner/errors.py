@@ -66,3 +66,13 @@ def forbidden(code: str, message: str) -> ProvisionerError:
 
 def unauthenticated(code: str, message: str) -> ProvisionerError:
     return ProvisionerError(Kind.UNAUTHENTICATED, code, message)
+
+
+def directory_unavailable() -> ProvisionerError:
+    """The LDAP directory did not answer (or not usefully): the caller may retry later."""
+    return ProvisionerError(
+        Kind.UNAVAILABLE,
+        "directory_unavailable",
+        "The directory cannot be reached; try again shortly.",
+        retry_after=30,
+    )

@@ -79,10 +79,19 @@ class Outage:
     :param task: how the lines name the task ("push worker").
     """
 
-    def __init__(self, log: logging.Logger, task: str, backoff: Backoff = DATABASE_BACKOFF):
+    def __init__(
+        self,
+        log: logging.Logger,
+        task: str,
+        backoff: Backoff = DATABASE_BACKOFF,
+        *,
+        peer: str = "database",
+    ):
         self.log = log
         self.task = task
         self.backoff = backoff
+        self.peer = peer
+        """What the task lost: ``database``, or another peer (the directory)."""
         self.state: State = "up"
         self._failures = 0
 
@@ -95,8 +104,9 @@ class Outage:
         next attempt (growing with each failure in a row)."""
         if self.state == "up":
             self.log.warning(
-                "%s: database unavailable (%s); retrying with back-off",
+                "%s: %s unavailable (%s); retrying with back-off",
                 self.task,
+                self.peer,
                 type(exc).__name__,
             )
             self.state = "down"
@@ -106,6 +116,6 @@ class Outage:
     def reached(self) -> None:
         """The database answered the task: log it if it had been lost."""
         if self.state == "down":
-            self.log.info("%s: database reachable again; resumed", self.task)
+            self.log.info("%s: %s reachable again; resumed", self.task, self.peer)
         self.state = "up"
         self._failures = 0

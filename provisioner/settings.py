@@ -5,13 +5,15 @@ Every bad value stops the start with one line naming the variable (:class:`Setti
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from provisioner.attribute_map import AttributeMap, parse_attribute_map
 from provisioner.devices import pin_limit_conflicts
 
 PREFIX = "PROVISIONER_"
@@ -50,6 +52,48 @@ class SmtpSettings:
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+LDAP_DEFAULT_FILTER = "(objectClass=inetOrgPerson)"
+LDAP_DEFAULT_ATTRIBUTES = "username=uid,display_name=cn,email=mail,extension=telephoneNumber"
+LDAP_DEFAULT_SYNC_INTERVAL = 900
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    """The directory users of backend ``ldap`` sign in with and are synced from
+    (``PROVISIONER_LDAP_*``)."""
+
+    url: str
+    bind_dn: str | None
+    bind_password: str | None = field(repr=False)
+    base_dn: str
+    user_filter: str = LDAP_DEFAULT_FILTER
+    attributes: AttributeMap = field(
+        default_factory=lambda: parse_attribute_map(LDAP_DEFAULT_ATTRIBUTES)
+    )
+    admin_group: str | None = None
+    starttls: bool = False
+    ca_file: Path | None = None
+    sync_interval: int = LDAP_DEFAULT_SYNC_INTERVAL
+    """Seconds between syncs; 0: only on demand."""
+
+    @property
+    def owned_fields(self) -> frozenset[str]:
+        """The user fields the directory owns (the sync writes them, admins may not): the
+        mapped ones but the username, and the role when an admin group decides it."""
+        owned = self.attributes.fields - {"username"}
+        return owned | {"role"} if self.admin_group else owned
+
+    def __str__(self) -> str:
+        tls = " with StartTLS" if self.starttls else ""
+        ca = f", CA {self.ca_file}" if self.ca_file else ""
+        bind = f"{self.bind_dn} / ***" if self.bind_dn else "anonymous"
+        sync = f"every {self.sync_interval} s" if self.sync_interval else "on demand only"
+        admins = self.admin_group or "(no admin group)"
+        return (
+            f"{self.url}{tls}{ca}; bind {bind}; base {self.base_dn}; filter {self.user_filter}; "
+            f"attributes {self.attributes}; admins {admins}; sync {sync}"
+        )
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -82,6 +126,8 @@ class Settings:
     discovery: bool = True
     """Record and serve unknown phones of known vendors that fetch with the bootstrap
     credential (``PROVISIONER_DISCOVERY``: ``on`` or ``off``)."""
+    ldap: LdapSettings | None = None
+    """The directory (``PROVISIONER_LDAP_URL`` and the rest); None: no directory."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -126,6 +172,7 @@ class Settings:
                 "PROVISIONER_KAMAILIO_LOCATION_URL", get("KAMAILIO_LOCATION_URL")
             ),
             discovery=_parse_switch("PROVISIONER_DISCOVERY", get("DISCOVERY"), default=True),
+            ldap=_parse_ldap(get),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise SettingsError("PROVISIONER_TLS_CERT: set together with PROVISIONER_TLS_KEY")
@@ -167,6 +214,7 @@ class Settings:
             "phones_allow": ", ".join(map(str, self.phones_allow)) or "(any address)",
             "tls": f"{self.tls_cert} / {self.tls_key}" if self.tls_cert else "(plain HTTP)",
             "discovery": "on" if self.discovery else "off",
+            "ldap": str(self.ldap) if self.ldap else "(unset: no directory)",
         }
 
 
@@ -296,6 +344,109 @@ def _parse_file(name: str, value: str | None) -> Path | None:
     if not path.is_file():
         raise SettingsError(f"{name}: {path} is not a readable file")
     return path
+
+
+_LDAP_NAMES = (
+    "BIND_DN",
+    "BIND_PASSWORD",
+    "BIND_PASSWORD_FILE",
+    "BASE_DN",
+    "USER_FILTER",
+    "ATTRIBUTES",
+    "ADMIN_GROUP",
+    "STARTTLS",
+    "CA_FILE",
+    "SYNC_INTERVAL",
+)
+
+
+def _parse_ldap(get: Callable[[str], str | None]) -> LdapSettings | None:
+    url = get("LDAP_URL")
+    if url is None:
+        stray = [f"PROVISIONER_LDAP_{n}" for n in _LDAP_NAMES if get(f"LDAP_{n}") is not None]
+        if stray:
+            raise SettingsError(f"PROVISIONER_LDAP_URL: required when {stray[0]} is set")
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in ("", "/"):
+        raise SettingsError(
+            f"PROVISIONER_LDAP_URL: expected ldap://host[:port] or ldaps://..., got {url!r}"
+        )
+    if importlib.util.find_spec("ldap") is None:
+        raise SettingsError(
+            "PROVISIONER_LDAP_URL: needs python-ldap: pip install 'provisioner[ldap]' "
+            "(to build it: apt-get install libldap-dev libsasl2-dev)"
+        )
+    starttls = _parse_switch("PROVISIONER_LDAP_STARTTLS", get("LDAP_STARTTLS"), default=False)
+    if starttls and parts.scheme == "ldaps":
+        raise SettingsError("PROVISIONER_LDAP_STARTTLS: ldaps:// is TLS already; use ldap://")
+    base_dn = get("LDAP_BASE_DN")
+    if base_dn is None or "=" not in base_dn:
+        raise SettingsError("PROVISIONER_LDAP_BASE_DN: expected the DN users are searched under")
+    bind_dn = get("LDAP_BIND_DN")
+    password = _ldap_bind_password(get)
+    if bind_dn is None and password is not None:
+        raise SettingsError("PROVISIONER_LDAP_BIND_DN: required with a bind password")
+    if bind_dn is not None and password is None:
+        raise SettingsError(
+            "PROVISIONER_LDAP_BIND_PASSWORD: required with PROVISIONER_LDAP_BIND_DN "
+            "(or PROVISIONER_LDAP_BIND_PASSWORD_FILE)"
+        )
+    user_filter = get("LDAP_USER_FILTER") or LDAP_DEFAULT_FILTER
+    if not _balanced_filter(user_filter):
+        raise SettingsError(
+            "PROVISIONER_LDAP_USER_FILTER: expected an LDAP filter in parentheses, "
+            "e.g. (objectClass=inetOrgPerson)"
+        )
+    try:
+        attributes = parse_attribute_map(get("LDAP_ATTRIBUTES") or LDAP_DEFAULT_ATTRIBUTES)
+    except ValueError as exc:
+        raise SettingsError(f"PROVISIONER_LDAP_ATTRIBUTES: {exc}") from None
+    interval = get("LDAP_SYNC_INTERVAL")
+    if interval is not None and not (interval.isascii() and interval.isdigit()):
+        raise SettingsError("PROVISIONER_LDAP_SYNC_INTERVAL: expected seconds (0: off)")
+    return LdapSettings(
+        url=url,
+        bind_dn=bind_dn,
+        bind_password=password,
+        base_dn=base_dn,
+        user_filter=user_filter,
+        attributes=attributes,
+        admin_group=get("LDAP_ADMIN_GROUP"),
+        starttls=starttls,
+        ca_file=_parse_file("PROVISIONER_LDAP_CA_FILE", get("LDAP_CA_FILE")),
+        sync_interval=LDAP_DEFAULT_SYNC_INTERVAL if interval is None else int(interval),
+    )
+
+
+def _ldap_bind_password(get: Callable[[str], str | None]) -> str | None:
+    password, path = get("LDAP_BIND_PASSWORD"), get("LDAP_BIND_PASSWORD_FILE")
+    if password is not None and path is not None:
+        raise SettingsError(
+            "PROVISIONER_LDAP_BIND_PASSWORD_FILE: set it or PROVISIONER_LDAP_BIND_PASSWORD, "
+            "not both"
+        )
+    if path is None:
+        return password
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise SettingsError(
+            f"PROVISIONER_LDAP_BIND_PASSWORD_FILE: {path} is not a readable text file"
+        ) from None
+    # The file's one line; a trailing newline is the editor's, not the password's.
+    return text.rstrip("\r\n") or None
+
+
+def _balanced_filter(text: str) -> bool:
+    if not (text.startswith("(") and text.endswith(")")):
+        return False
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _mask_url(url: str) -> str:

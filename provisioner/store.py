@@ -101,25 +101,45 @@ async def lock_pin_if_due(
     return row
 
 
-async def count_users(conn: Connection, search: str | None = None) -> int:
+_USER_FILTER = """($1::text IS NULL OR username ILIKE $1 OR display_name ILIKE $1
+                   OR extension ILIKE $1 OR email ILIKE $1)
+               AND ($2::text IS NULL OR auth_backend = $2)
+               AND ($3::boolean IS NULL OR (disabled_at IS NOT NULL) = $3)"""
+
+
+async def count_users(
+    conn: Connection,
+    search: str | None = None,
+    *,
+    backend: str | None = None,
+    disabled: bool | None = None,
+) -> int:
     value = await conn.fetchval(
-        """SELECT count(*) FROM users
-           WHERE $1::text IS NULL OR username ILIKE $1 OR display_name ILIKE $1
-              OR extension ILIKE $1 OR email ILIKE $1""",
+        f"SELECT count(*) FROM users WHERE {_USER_FILTER}",  # noqa: S608 (a constant)
         _like(search),
+        backend,
+        disabled,
     )
     return int(value)
 
 
 async def list_users(
-    conn: Connection, *, search: str | None, limit: int, offset: int
+    conn: Connection,
+    *,
+    search: str | None,
+    limit: int,
+    offset: int,
+    backend: str | None = None,
+    disabled: bool | None = None,
 ) -> list[Record]:
+    """Users whose name, extension or email contains ``search``, of ``backend`` (any: None),
+    disabled or not (either: None), by username."""
     return await conn.fetch(
-        """SELECT * FROM users
-           WHERE $1::text IS NULL OR username ILIKE $1 OR display_name ILIKE $1
-              OR extension ILIKE $1 OR email ILIKE $1
-           ORDER BY username LIMIT $2 OFFSET $3""",
+        f"""SELECT * FROM users WHERE {_USER_FILTER}
+            ORDER BY username LIMIT $4 OFFSET $5""",  # noqa: S608 (a constant)
         _like(search),
+        backend,
+        disabled,
         limit,
         offset,
     )
@@ -198,6 +218,37 @@ async def set_user_disabled(conn: Connection, user_id: int, by: str | None) -> R
     )
     assert row is not None
     return row
+
+
+async def lock_users_by_username(conn: Connection, usernames: Sequence[str]) -> list[Record]:
+    """The users of these names, locked until the transaction ends."""
+    return await conn.fetch(
+        "SELECT * FROM users WHERE username = ANY($1::text[]) ORDER BY id FOR UPDATE", usernames
+    )
+
+
+async def lock_enabled_directory_users(conn: Connection) -> list[Record]:
+    """Every enabled user of backend ``ldap``, locked until the transaction ends."""
+    return await conn.fetch(
+        """SELECT * FROM users WHERE auth_backend = 'ldap' AND disabled_at IS NULL
+           ORDER BY id FOR UPDATE"""
+    )
+
+
+async def set_user_directory_dn(conn: Connection, user_id: int, dn: str) -> None:
+    await conn.execute("UPDATE users SET directory_dn = $2 WHERE id = $1", user_id, dn)
+
+
+async def try_lock_directory_sync(conn: Connection) -> bool:
+    """Take the directory sync's lock for this session (one sync at a time across processes);
+    False: another sync holds it."""
+    return bool(
+        await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('provisioner.directory_sync'))")
+    )
+
+
+async def unlock_directory_sync(conn: Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(hashtext('provisioner.directory_sync'))")
 
 
 async def revoke_user_tokens(conn: Connection, user_id: int) -> None:
@@ -765,7 +816,8 @@ async def list_devices(
 async def list_assignments(conn: Connection, mac: str) -> list[Record]:
     return await conn.fetch(
         """SELECT a.slot, a.ipui, a.sip_user, a.sip_auth_user, a.sip_password_encrypted,
-                  u.id AS user_id, u.username, u.display_name, u.extension
+                  u.id AS user_id, u.username, u.display_name, u.extension,
+                  u.disabled_at IS NOT NULL AS user_disabled
            FROM device_assignments a JOIN users u ON u.id = a.user_id
            WHERE a.mac = $1 ORDER BY a.slot""",
         mac,

@@ -83,8 +83,9 @@ def is_valid_email(email: str) -> bool:
     return len(email) <= EMAIL_MAX_LENGTH and _EMAIL.fullmatch(email) is not None
 
 
-def _validate_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Check and normalise editable user fields; raise with the first offending field."""
+def validate_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and normalise editable user fields; raise with the first offending field (the
+    API's, the pages' and the directory sync's rules are these)."""
     clean: dict[str, Any] = {}
     for name, value in fields.items():
         if name == "display_name":
@@ -138,7 +139,7 @@ def _unique_violation(exc: asyncpg.UniqueViolationError) -> Exception:
 async def create_user(core: Core, actor: Actor, new: NewUser) -> Any:
     require_admin(actor)
     validate_username(new.username)
-    fields = _validate_fields(
+    fields = validate_fields(
         {
             "display_name": new.display_name,
             "extension": new.extension,
@@ -165,7 +166,7 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
     if unknown:
         raise invalid("field_unknown", f"These fields cannot be changed: {sorted(unknown)}.")
     disable = changes.get("disabled")
-    fields = _validate_fields({k: v for k, v in changes.items() if k != "disabled"})
+    fields = validate_fields({k: v for k, v in changes.items() if k != "disabled"})
     if disable and actor.acts_for(username):
         raise conflict("cannot_disable_self", "You cannot disable your own account.")
     async with core.pool.acquire() as conn, conn.transaction():
@@ -174,6 +175,7 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
             admins = await store.lock_local_admins(conn)
         user = await get_user(conn, username, for_update=True)
         changed = {k: v for k, v in fields.items() if user[k] != v}
+        _refuse_directory_fields(core, user, changed)
         toggled = disable is not None and disable != (user["disabled_at"] is not None)
         if not changed and not toggled:
             return user
@@ -230,6 +232,23 @@ async def delete_user(core: Core, actor: Actor, username: str) -> None:
     provisioning.schedule_renders(core, macs)
 
 
+def directory_fields(core: Core, user: Any) -> frozenset[str]:
+    """The fields of ``user`` that the directory owns: the sync writes them, nobody else."""
+    ldap = core.settings.ldap
+    if ldap is None or user["auth_backend"] != "ldap":
+        return frozenset()
+    return ldap.owned_fields
+
+
+def _refuse_directory_fields(core: Core, user: Any, changed: Mapping[str, Any]) -> None:
+    owned = sorted(directory_fields(core, user) & changed.keys())
+    if owned:
+        raise conflict(
+            "field_from_directory",
+            f"These fields come from the directory and change there: {', '.join(owned)}.",
+        )
+
+
 def _keep_an_admin(local_admins: list[int], user_id: int) -> None:
     """Refuse to take the last local admin away (demote, delete, move to another backend):
     nobody could administer the service any more, and an external directory may be down."""
@@ -247,12 +266,24 @@ async def find_user(core: Core, actor: Actor, username: str) -> Any:
 
 
 async def list_users(
-    core: Core, actor: Actor, *, search: str | None, limit: int, offset: int
+    core: Core,
+    actor: Actor,
+    *,
+    search: str | None,
+    limit: int,
+    offset: int,
+    backend: str | None = None,
+    disabled: bool | None = None,
 ) -> tuple[list[Any], int]:
+    """A page of users and how many match: ``backend`` and ``disabled`` narrow (None: any)."""
     require_admin(actor)
+    if backend is not None and backend not in AUTH_BACKENDS:
+        raise invalid("auth_backend_invalid", f"backend is one of {AUTH_BACKENDS}.")
     async with core.pool.acquire() as conn:
-        rows = await store.list_users(conn, search=search, limit=limit, offset=offset)
-        total = await store.count_users(conn, search)
+        rows = await store.list_users(
+            conn, search=search, limit=limit, offset=offset, backend=backend, disabled=disabled
+        )
+        total = await store.count_users(conn, search, backend=backend, disabled=disabled)
     return rows, total
 
 
@@ -276,6 +307,7 @@ def public_view(user: Any) -> dict[str, Any]:
         "disabled": user["disabled_at"] is not None,
         "disabled_at": iso_or_none(user["disabled_at"]),
         "disabled_by": user["disabled_by"],
+        "directory_dn": user["directory_dn"],
         "created_at": iso_or_none(user["created_at"]),
         "updated_at": iso_or_none(user["updated_at"]),
     }

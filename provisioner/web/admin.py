@@ -41,7 +41,7 @@ from provisioner.web.admin_session import (
 )
 from provisioner.web.devices_api import device_view, discovered_view, job_view, model_view
 from provisioner.web.errors import STATUS
-from provisioner.web.inputs import query_int
+from provisioner.web.inputs import query_bool, query_int
 from provisioner.web.keys import CORE
 
 routes = web.RouteTableDef()
@@ -153,6 +153,8 @@ async def index(request: web.Request) -> web.Response:
 @routes.get("/users")
 async def users_page(request: web.Request) -> web.Response:
     search = request.query.get("q", "").strip()
+    backend = request.query.get("backend", "")
+    state = request.query.get("disabled", "")
     page = _page(request)
     rows, total = await users.list_users(
         _core(request),
@@ -160,15 +162,19 @@ async def users_page(request: web.Request) -> web.Response:
         search=search or None,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
+        backend=backend or None,
+        disabled=query_bool(request, "disabled"),
     )
-    pager = Pager(page, total, PAGE_SIZE, "/admin/users", {"q": search})
+    filters = {"q": search, "backend": backend, "disabled": state}
     return render(
         request,
         "users.html",
         section="users",
         search=search,
+        filters=filters,
+        backends=users.AUTH_BACKENDS,
         users=[users.public_view(r) for r in rows],
-        pager=pager,
+        pager=Pager(page, total, PAGE_SIZE, "/admin/users", filters),
     )
 
 
@@ -269,6 +275,7 @@ async def _user_page(
         status=status,
         section="users",
         user=users.public_view(row),
+        from_directory=_directory_attributes(core, row),
         devices=devices,
         external=row["auth_backend"] != "local",
         email_problem=_email_problem(core, row["email"]),
@@ -276,6 +283,18 @@ async def _user_page(
         page_error=page_error,
         open_widget=bool(errors) or (flash is not None and flash.key in _CREDENTIAL_FLASHES),
     )
+
+
+def _directory_attributes(core: Core, user: Any) -> dict[str, str]:
+    """The user's fields the directory owns, each with the attribute (or group) it comes from."""
+    ldap = core.settings.ldap
+    owned = users.directory_fields(core, user)
+    if ldap is None or not owned:
+        return {}
+    sources = {name: ldap.attributes.attribute(name) or "" for name in owned}
+    if "role" in owned:
+        sources["role"] = ldap.admin_group or ""
+    return sources
 
 
 def _refusal(exc: ProvisionerError) -> None:

@@ -7,12 +7,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from provisioner import audit, auth, passwords, pins, users
+from provisioner import audit, auth, directory_sync, passwords, pins, users
 from provisioner.audit import Actor
 from provisioner.errors import forbidden, unauthenticated
 from provisioner.web import devices_api
 from provisioner.web.errors import json_errors
-from provisioner.web.inputs import query_datetime, query_int, read_body
+from provisioner.web.inputs import query_bool, query_datetime, query_int, read_body
 from provisioner.web.keys import ACTOR, CORE, TOKEN
 from provisioner.web.openapi import openapi_document
 
@@ -104,6 +104,8 @@ async def list_users(request: web.Request) -> web.Response:
         search=request.query.get("search") or None,
         limit=limit,
         offset=offset,
+        backend=request.query.get("backend") or None,
+        disabled=query_bool(request, "disabled"),
     )
     return web.json_response(
         {
@@ -198,6 +200,18 @@ async def set_my_password(request: web.Request) -> web.Response:
         body["new_password"],
     )
     return web.json_response(_session_json(session))
+
+
+# --- directory ---------------------------------------------------------------------------------
+
+
+@routes.post("/directory/sync")
+async def sync_directory(request: web.Request) -> web.Response:
+    body = await read_body(request, "DirectorySyncBody") if request.can_read_body else {}
+    report = await directory_sync.sync(
+        request.config_dict[CORE], _actor(request), dry_run=body.get("dry_run", False)
+    )
+    return web.json_response(report.view())
 
 
 # --- audit -------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def assignment_view(row: Any) -> dict[str, Any]:
         "extension": row["extension"],
         "ipui": row["ipui"],
         "sip_user": row["sip_user"],
+        "user_disabled": row["user_disabled"],
     }
 
 

@@ -119,6 +119,36 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Kleinbuchstaben, Ziffern und . _ @ -; lässt sich später nicht ändern.",
     ),
     "users.optional": ("optional", "optional"),
+    "users.filter_backend": ("Sign-in through", "Anmeldung über"),
+    "users.filter_disabled": ("State", "Zustand"),
+    "users.any": ("any", "alle"),
+    "users.enabled_only": ("enabled", "aktiv"),
+    "users.disabled_only": ("disabled", "deaktiviert"),
+    "users.filter": ("Filter", "Filtern"),
+    "user.disabled": ("disabled", "deaktiviert"),
+    "user.disabled_by.admin": (
+        "Disabled by an administrator {when}: cannot sign in or use a PIN; devices stay assigned.",
+        "Von einem Administrator deaktiviert {when}: keine Anmeldung und keine PIN; die Geräte "
+        "bleiben zugeordnet.",
+    ),
+    "user.disabled_by.directory": (
+        "Disabled by the directory sync {when} (no longer in the directory): cannot sign in or "
+        "use a PIN; devices stay assigned. Enabled again when the directory lists the user.",
+        "Vom Verzeichnisabgleich deaktiviert {when} (nicht mehr im Verzeichnis): keine Anmeldung "
+        "und keine PIN; die Geräte bleiben zugeordnet. Wieder aktiv, sobald das Verzeichnis den "
+        "Benutzer wieder führt.",
+    ),
+    "user.from_directory": (
+        "from the directory ({attribute})",
+        "aus dem Verzeichnis ({attribute})",
+    ),
+    "user.directory_entry": ("Directory entry", "Verzeichniseintrag"),
+    "user.directory_note": (
+        "Fields marked as coming from the directory change there; the sync brings them here.",
+        "Als aus dem Verzeichnis stammend markierte Felder werden dort geändert; der Abgleich "
+        "übernimmt sie hierher.",
+    ),
+    "device.user_disabled": ("user disabled", "Benutzer deaktiviert"),
     "user.title": ("User {user}", "Benutzer {user}"),
     "user.identity": ("Identity", "Identität"),
     "user.devices": ("Devices", "Geräte"),
@@ -488,6 +518,14 @@ ERRORS: dict[str, tuple[str, str]] = {
         "Too many failed sign-ins for this account; try again in {seconds} seconds.",
         "Zu viele fehlgeschlagene Anmeldungen für dieses Konto; versuchen Sie es in "
         "{seconds} Sekunden erneut.",
+    ),
+    "directory_unavailable": (
+        "The directory cannot be reached; please try again shortly.",
+        "Das Verzeichnis ist nicht erreichbar; bitte versuchen Sie es gleich noch einmal.",
+    ),
+    "field_from_directory": (
+        "This field comes from the directory; change it there.",
+        "Dieses Feld stammt aus dem Verzeichnis; ändern Sie es dort.",
     ),
     "user_disabled": (
         "This account is disabled; ask an administrator.",

@@ -274,6 +274,19 @@ DATE_TIME_PATTERN = (
 _DATE_TIME = re.compile(DATE_TIME_PATTERN)
 
 
+_BOOLS = {"true": True, "false": False}
+
+
+def query_bool(request: web.Request, name: str) -> bool | None:
+    """``true`` or ``false``; absent or empty: None."""
+    text = request.query.get(name)
+    if not text:
+        return None
+    if text not in _BOOLS:
+        raise invalid("query_invalid", f"{name} must be true or false.")
+    return _BOOLS[text]
+
+
 def query_datetime(request: web.Request, name: str) -> datetime | None:
     text = request.query.get(name)
     if text is None:

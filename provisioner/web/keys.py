@@ -6,6 +6,7 @@ from aiohttp import web
 
 from provisioner.audit import Actor
 from provisioner.core import Core
+from provisioner.directory_sync import IntervalSync
 from provisioner.phoneauth import Phones
 from provisioner.push import PushWorker
 from provisioner.settings import Settings
@@ -14,10 +15,21 @@ SETTINGS = web.AppKey("settings", Settings)
 CORE = web.AppKey("core", Core)
 PHONES = web.AppKey("phones", Phones)
 PUSH_WORKER = web.AppKey("push_worker", PushWorker)  # in processes that run one
+DIRECTORY_SYNC = web.AppKey("directory_sync", IntervalSync)  # with a sync interval
 
 # Per-request state.
 ACTOR = "provisioner.actor"
 TOKEN = "provisioner.token"  # noqa: S105 (a key name, not a secret)
 REQUEST_ID = "provisioner.request_id"
 
-__all__ = ["ACTOR", "CORE", "PHONES", "PUSH_WORKER", "REQUEST_ID", "SETTINGS", "TOKEN", "Actor"]
+__all__ = [
+    "ACTOR",
+    "CORE",
+    "DIRECTORY_SYNC",
+    "PHONES",
+    "PUSH_WORKER",
+    "REQUEST_ID",
+    "SETTINGS",
+    "TOKEN",
+    "Actor",
+]

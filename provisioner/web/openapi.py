@@ -222,8 +222,9 @@ def _paths() -> dict[str, Any]:
                 tag="auth",
                 summary="Log in with username and password",
                 description=(
-                    "Opens a session for a user of the `local` backend (12 hours). Unknown "
-                    "users, users of an external backend and wrong passwords all answer "
+                    "Opens a session for a user of the `local` backend (12 hours), or of the "
+                    "`ldap` backend with the directory's password. Unknown "
+                    "users, users of another external backend and wrong passwords all answer "
                     "`invalid_credentials`. After 5 failed attempts the account is locked "
                     "for 30 s, doubling per further failure up to 15 minutes (`429`). When "
                     "the password is temporary, `password_change_required` is true and the "
@@ -236,7 +237,9 @@ def _paths() -> dict[str, Any]:
                     401: ["invalid_credentials"],
                     403: ["user_disabled"],
                     429: ["login_rate_limited"],
+                    503: ["directory_unavailable"],
                 },
+                notes={503: "An `ldap` user, and the directory does not answer."},
                 public=True,
             )
         },
@@ -266,11 +269,12 @@ def _paths() -> dict[str, Any]:
                         ),
                         "schema": {"type": "string"},
                     },
+                    *_DIRECTORY_USER_FILTERS,
                     _ref("parameters", "Limit"),
                     _ref("parameters", "Offset"),
                 ],
                 responses={200: _ok("UserList", "One page of users and the total count.")},
-                errors={400: ["query_invalid"], 403: _ADMIN_403},
+                errors={400: ["query_invalid", "auth_backend_invalid"], 403: _ADMIN_403},
             ),
             "post": _operation(
                 operation_id="createUser",
@@ -319,6 +323,7 @@ def _paths() -> dict[str, Any]:
                         "extension_in_use",
                         "last_admin",
                         "cannot_disable_self",
+                        "field_from_directory",
                     ],
                 },
             ),
@@ -1054,6 +1059,10 @@ def _schemas(pin_min_length: int) -> dict[str, Any]:
             "enum": ["admin", "directory", None],
             "description": "Who disabled the user: an admin, or the directory sync.",
         },
+        "directory_dn": {
+            "type": ["string", "null"],
+            "description": "The directory entry an `ldap` user was last synced from.",
+        },
         "created_at": _TIME,
         "updated_at": _TIME,
     }
@@ -1313,6 +1322,7 @@ def _schemas(pin_min_length: int) -> dict[str, Any]:
             {"entries": {"type": "array", "items": _schema("AuditEntry")}}, ["entries"]
         ),
         **_device_schemas(),
+        **_directory_schemas(),
     }
 
 
@@ -1671,8 +1681,12 @@ def _device_schemas() -> dict[str, Any]:
                     "type": "string",
                     "description": "The SIP account of this line or handset.",
                 },
+                "user_disabled": {
+                    "type": "boolean",
+                    "description": "The user is disabled (the line stays assigned).",
+                },
             },
-            ["slot", "username", "display_name", "extension", "ipui", "sip_user"],
+            ["slot", "username", "display_name", "extension", "ipui", "sip_user", "user_disabled"],
         ),
         "AssignmentItem": _rule(
             _object(
@@ -1966,6 +1980,104 @@ def _device_schemas() -> dict[str, Any]:
     }
 
 
+# --- the directory (issue 11) -------------------------------------------------------------------
+
+_DIRECTORY_USER_FILTERS = [
+    {
+        "name": "backend",
+        "in": "query",
+        "description": "Only users of this authentication backend.",
+        "schema": {"enum": ["local", "ldap", "saml"]},
+    },
+    {
+        "name": "disabled",
+        "in": "query",
+        "description": "Only disabled (`true`) or enabled (`false`) users.",
+        "schema": {"enum": ["true", "false"]},
+    },
+]
+
+
+def _directory_paths() -> dict[str, Any]:
+    return {
+        "/directory/sync": {
+            "post": _operation(
+                operation_id="syncDirectory",
+                tag="directory",
+                summary="Sync the directory's users now",
+                description=(
+                    "Reads the directory page by page (one transaction per page): its users "
+                    "become users of backend `ldap` with the mapped fields and, with "
+                    "`PROVISIONER_LDAP_ADMIN_GROUP`, the role; `ldap` users it no longer lists "
+                    "are disabled (tokens revoked, devices kept), those it disabled and lists "
+                    "again are enabled. Users of other backends are never changed; a directory "
+                    "user with a local user's username is listed in `conflicts`. With "
+                    '`{"dry_run": true}` nothing changes. The body is optional. '
+                    "Administrators only."
+                ),
+                body="DirectorySyncBody",
+                body_required=False,
+                responses={200: _ok("DirectorySyncReport", "What the sync did.")},
+                errors={
+                    403: _ADMIN_403,
+                    409: ["directory_sync_running"],
+                    503: ["directory_not_configured", "directory_unavailable"],
+                },
+            )
+        }
+    }
+
+
+def _directory_schemas() -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0}
+    item = _object(
+        {"username": {"type": "string"}, "dn": {"type": "string"}, "reason": {"type": "string"}},
+        ["dn", "reason"],
+    )
+    return {
+        "DirectorySyncBody": _object(
+            {"dry_run": {"type": "boolean", "default": False}},
+            [],
+            closed=True,
+            examples=[{"dry_run": True}],
+        ),
+        "DirectorySyncReport": _object(
+            {
+                "created": count,
+                "updated": count,
+                "enabled": count,
+                "disabled": count,
+                "unchanged": count,
+                "entries": {**count, "description": "Entries the directory listed."},
+                "dry_run": {"type": "boolean"},
+                "skipped": {
+                    "type": "array",
+                    "items": item,
+                    "description": "Entries that make no valid user (`reason`: the field's "
+                    "error code, e.g. `username_invalid`, `extension_invalid`).",
+                },
+                "conflicts": {
+                    "type": "array",
+                    "items": item,
+                    "description": "`local_user` or `saml_user`: a user of that backend has "
+                    "the username; `extension_taken`; `duplicate_in_directory`.",
+                },
+            },
+            [
+                "created",
+                "updated",
+                "enabled",
+                "disabled",
+                "unchanged",
+                "entries",
+                "dry_run",
+                "skipped",
+                "conflicts",
+            ],
+        ),
+    }
+
+
 def _version() -> str:
     try:
         return version("provisioner")
@@ -2019,9 +2131,10 @@ def openapi_document(pin_min_length: int = DEFAULT_PIN_MIN_LENGTH) -> dict[str, 
                     "What the PBX reads, signed with the hooks' secret instead of a token."
                 ),
             },
+            {"name": "directory", "description": "The LDAP directory's users (issue 11)."},
             {"name": "meta", "description": "About this API."},
         ],
-        "paths": _paths(),
+        "paths": {**_paths(), **_directory_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {
