@@ -44,7 +44,7 @@ from provisioner.errors import Kind, ProvisionerError
 from provisioner.outage import wait_for_database
 from provisioner.progress import Progress
 from provisioner.settings import LOOPBACK_WARNING, Settings, SettingsError, parse_host_port
-from provisioner.signals import notify_service_manager, stop_requested
+from provisioner.signals import stop_requested
 from provisioner.web.hooks import HOOKS, SIGNATURE_HEADER, sign
 
 log = logging.getLogger("provisioner")
@@ -771,7 +771,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     async def run(app: web.Application, resolved: Settings) -> None:
         # An external database may not be up yet (both starting at boot): wait, then migrate.
         assert resolved.database_url is not None
-        notify_service_manager("STATUS=waiting for the database")
         if await wait_for_database(resolved.database_url, stop_requested(), log, "serve"):
             await serve(app, resolved)
 

