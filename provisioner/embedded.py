@@ -580,8 +580,13 @@ def _log_file(path: Path, user: _OsUser) -> None:
 
 
 def _program_env() -> dict[str, str]:
-    # PGDATA, PGPORT, PGHOST, ... from the admin's shell must not redirect our programs.
-    return {name: value for name, value in os.environ.items() if not name.startswith("PG")}
+    # PGDATA, PGPORT, PGHOST, ... from the admin's shell must not redirect our programs, and a
+    # server built with systemd support must not report to the service's NOTIFY_SOCKET.
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PG") and name != "NOTIFY_SOCKET"
+    }
 
 
 @contextlib.contextmanager
