@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import asyncpg
@@ -577,6 +577,19 @@ class Server:
 StartServer = Callable[[dict[str, str]], Server]
 
 
+def popen_serve(
+    env: dict[str, str], cwd: Path, port: int, stdout: IO[bytes] | int, stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """Start ``provisioner serve`` in the background; whatever is still running at the end is
@@ -588,14 +601,7 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
         name = f"serve-{len(started)}"
         stdout_path, stderr_path = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "provisioner", "serve", "--listen", f"127.0.0.1:{port}"],
-                env=env,
-                cwd=tmp_path,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
+            process = popen_serve(env, tmp_path, port, out, err)
         server = Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
         started.append(server)
         return server
@@ -677,14 +683,7 @@ def serve_on_a_terminal(env: dict[str, str], tmp_path: Path) -> tuple[int, Serve
     primary, secondary = pty.openpty()
     log_path = tmp_path / "serve.err"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "provisioner", "serve", "--listen", f"127.0.0.1:{port}"],
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=secondary,
-            stderr=log,
-        )
+        process = popen_serve(env, tmp_path, port, secondary, log)
     os.close(secondary)
     return primary, Server(process, f"http://127.0.0.1:{port}", tmp_path / "none", log_path)
 
