@@ -19,7 +19,7 @@ from provisioner.metrics import METRICS
 from provisioner.outage import database_unavailable
 from provisioner.push import running_worker
 from provisioner.settings import Settings
-from provisioner.signals import stop_requested
+from provisioner.signals import notify_service_manager, stop_requested
 from provisioner.web import admin, phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import json_errors, quiet_malformed_requests
@@ -174,8 +174,10 @@ async def serve(app: web.Application, settings: Settings) -> None:
         gc.collect()
         gc.freeze()
         stop = stop_requested()
+        notify_service_manager("READY=1", f"STATUS=listening on {scheme}://{settings.listen}")
         await stop.wait()
         log.info("shutting down")
+        notify_service_manager("STOPPING=1")
     finally:
         if children is not None:
             await children.stop()

@@ -40,9 +40,11 @@ from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.db import create_pool, migrate
 from provisioner.devices import ADAPTERS
-from provisioner.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from provisioner.embedded import EmbeddedPostgres, EmbeddedPostgresError, NoClusterError
 from provisioner.errors import Kind, ProvisionerError
-from provisioner.settings import Settings, SettingsError, parse_host_port
+from provisioner.outage import wait_for_database
+from provisioner.progress import Progress
+from provisioner.settings import LOOPBACK_WARNING, Settings, SettingsError, parse_host_port
 from provisioner.signals import stop_requested
 from provisioner.web.hooks import HOOKS, SIGNATURE_HEADER, sign
 
@@ -74,8 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a push worker only (for scale-out)").set_defaults(
         handler=cmd_worker
     )
-    # Started by `serve` for each extra process on PROVISIONER_PHONES_LISTEN.
-    sub.add_parser("phones-server", help=argparse.SUPPRESS).set_defaults(handler=cmd_phones_server)
+    # Started by `serve` for each extra process on PROVISIONER_PHONES_LISTEN. Without `help`,
+    # argparse leaves it out of the command list (help=SUPPRESS would show "==SUPPRESS==").
+    sub.add_parser("phones-server").set_defaults(handler=cmd_phones_server)
 
     reprovision = sub.add_parser(
         "reprovision", help="re-render devices and make them fetch now, with a progress bar"
@@ -137,9 +140,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
         handler=cmd_migrate
     )
-    sub.add_parser("info", help="show the settings in effect, secrets masked").set_defaults(
-        handler=cmd_info
+    info = sub.add_parser("info", help="show the settings in effect, secrets masked")
+    info.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="show the phones' bootstrap password in clear",
     )
+    info.set_defaults(handler=cmd_info)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True, metavar="ACTION"
@@ -261,11 +268,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: How every log line looks (the fail2ban filter in deploy/ matches it).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"  # noqa: S105 (a file name)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         settings = Settings.from_env()
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
@@ -276,6 +286,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except ProvisionerError as exc:
         print(f"provisioner: {exc.message} ({exc.code})", file=sys.stderr)
         code = EXIT_BAD_INPUT if exc.kind in _BAD_INPUT_KINDS else EXIT_FAILURE
+    except NoClusterError as exc:
+        print(f"provisioner: {exc}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
     except (CliError, EmbeddedPostgresError) as exc:
         print(f"provisioner: {exc}", file=sys.stderr)
         code = getattr(exc, "exit_code", EXIT_FAILURE)
@@ -289,14 +302,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
     sys.exit(code)
 
 
+def _embedded(settings: Settings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.data_dir, settings.postgres_binaries)
+
+
 @contextmanager
-def resolved_database(settings: Settings) -> Iterator[Settings]:
-    """Settings with a database URL: the configured one, or the embedded cluster's."""
+def resolved_database(settings: Settings, *, create: bool = False) -> Iterator[Settings]:
+    """Settings with a database URL: the configured one, or the embedded cluster's, which only
+    ``create`` (serve, migrate) initialises: any other command on a data directory without one
+    stops with one line naming the directory, rather than making a second database."""
     if settings.database_url is not None:
         yield settings
         return
-    embedded = EmbeddedPostgres(settings.data_dir)
-    dsn = embedded.start()
+    embedded = _embedded(settings)
+    dsn = embedded.start(create=create)
     try:
         yield replace(settings, database_url=dsn)
     finally:
@@ -334,7 +353,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await pool.close()
 
-    with resolved_database(settings) as resolved:
+    with resolved_database(settings, create=True) as resolved:
         assert resolved.database_url is not None
         applied = asyncio.run(run(resolved.database_url))
     print("\n".join(f"applied {name}" for name in applied) or "database is up to date")
@@ -343,21 +362,22 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     described = settings.describe()
-    described["phones_bootstrap"] = _bootstrap_description(settings)
+    described["phones_bootstrap"] = _bootstrap_description(settings, args.show_secrets)
     width = max(len(k) for k in described)
     for key, value in described.items():
         print(f"{key:<{width}}  {value}")
     return 0
 
 
-def _bootstrap_description(settings: Settings) -> str:
-    """The phones' bootstrap credential: configured, generated (shown: phones need it) or none."""
+def _bootstrap_description(settings: Settings, show: bool) -> str:
+    """The phones' bootstrap credential: configured, generated (masked unless ``show``: phones
+    need it, screens and logs do not) or not yet."""
     if settings.provisioning_user and settings.provisioning_password:
         return f"{settings.provisioning_user} / *** (PROVISIONER_PROVISIONING_PASSWORD)"
     not_yet = "generated on first start"
     if not settings.secret_key_file.exists():
         return not_yet
-    if settings.database_url is None and not settings.data_dir.exists():
+    if settings.database_url is None and not _embedded(settings).exists():
         return not_yet
 
     async def read(resolved: Settings) -> str:
@@ -366,7 +386,9 @@ def _bootstrap_description(settings: Settings) -> str:
                 if not await conn.fetchval("SELECT to_regclass('generated_secrets') IS NOT NULL"):
                     return not_yet
             user, password = await provisioning.bootstrap_credential(core)
-            return f"{user} / {password}"
+            if show:
+                return f"{user} / {password}"
+            return f"{user} / *** (provisioner info --show-secrets shows it)"
 
     with resolved_database(settings) as resolved:
         return asyncio.run(read(resolved))
@@ -450,7 +472,16 @@ def cmd_device_import(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"{args.file}: {exc}", EXIT_BAD_INPUT) from None
 
     async def work(core: Core) -> int:
-        report = await devices_service.import_csv(core, Actor.cli(), text)
+        progress: Progress | None = None
+
+        def rendered(done: int, total: int) -> None:
+            nonlocal progress
+            progress = progress or Progress(total, "devices")
+            progress.update(done, "rendered")
+
+        report = await devices_service.import_csv(core, Actor.cli(), text, rendered)
+        if progress is not None:
+            progress.finish()
         for line, message in report.errors:
             where = f"{args.file}:{line}" if line else args.file
             print(f"{where}: {message}", file=sys.stderr)
@@ -749,22 +780,16 @@ async def _follow(core: Core, jobs: list[int], wait: float) -> dict[str, int]:
     """Show a progress bar until every job is fetched, failed or held for its maintenance
     window, or ``wait`` runs out."""
     deadline = time.monotonic() + wait
-    tty = sys.stderr.isatty()
+    progress = Progress(len(jobs), "devices notified, held for a window or done")
     while True:
         states = await devices_service.job_states(core, jobs)
         done = states.get("fetched", 0) + states.get("failed", 0) + states.get("scheduled", 0)
-        reached = done + states.get("notified", 0)
-        width = 30
-        filled = int(width * reached / len(jobs))
-        bar = "#" * filled + "." * (width - filled)
-        line = (
-            f"[{bar}] {reached}/{len(jobs)} notified, held for a window or done "
-            f"(fetched {states.get('fetched', 0)}, failed {states.get('failed', 0)})"
+        progress.update(
+            done + states.get("notified", 0),
+            f"(fetched {states.get('fetched', 0)}, failed {states.get('failed', 0)})",
         )
-        print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
         if done == len(jobs) or time.monotonic() >= deadline:
-            if tty:
-                print(file=sys.stderr)
+            progress.finish()
             return states
         await asyncio.sleep(0.5)
 
@@ -780,11 +805,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             listen=listen,
             public_url=settings.public_url if explicit_url else f"http://{listen}",
         )
+    log.info("data directory %s", settings.data_dir)
+    if settings.public_url_is_loopback:
+        log.warning("PROVISIONER_PUBLIC_URL %s is %s", settings.public_url, LOOPBACK_WARNING)
     _install_uvloop()
-    with resolved_database(settings) as resolved:
+
+    async def run(app: web.Application, resolved: Settings) -> None:
+        # An external database may not be up yet (both starting at boot): wait, then migrate.
+        assert resolved.database_url is not None
+        if await wait_for_database(resolved.database_url, stop_requested(), log, "serve"):
+            await serve(app, resolved)
+
+    with resolved_database(settings, create=True) as resolved:
         app = create_app(resolved, worker=not args.no_worker)
         app.on_startup.append(_announce_admin)
-        asyncio.run(serve(app, resolved))
+        asyncio.run(run(app, resolved))
     return 0
 
 
@@ -794,12 +829,30 @@ async def _announce_admin(app: web.Application) -> None:
     core = app[CORE]
     created = await passwords.bootstrap_admin(core, core.settings.admin_password)
     if created is not None:
-        # Printed once, to the terminal only: it must not end up in a log file.
+        hand_over_admin_password(created, core.settings.data_dir)
+
+
+def hand_over_admin_password(password: str, data_dir: Path) -> None:
+    """Show the first admin's one-time password on the terminal; with no terminal (nohup,
+    systemd: stdout goes to a log) write it to a file only its owner may read, and log where."""
+    if sys.stdout.isatty():
         print(
-            f"\nCreated user 'admin' with the one-time password: {created}\n"
+            f"\nCreated user 'admin' with the one-time password: {password}\n"
             "It must be changed at first login.\n",
             flush=True,
         )
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / INITIAL_ADMIN_PASSWORD_FILE
+    path.unlink(missing_ok=True)  # a new file, so it is created with mode 0600
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    log.warning(
+        "created user 'admin'; its one-time password is in %s (it must be changed at first "
+        "login; delete the file then)",
+        path,
+    )
 
 
 def _install_uvloop() -> None:

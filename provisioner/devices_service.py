@@ -8,10 +8,11 @@ delays the new revision until the next render of that device).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -655,12 +656,18 @@ def _parse_csv(text: str) -> tuple[dict[str, _CsvDevice], list[tuple[int, str]]]
     return devices, errors
 
 
-async def import_csv(core: Core, actor: Actor, text: str) -> ImportReport:
+async def import_csv(
+    core: Core,
+    actor: Actor,
+    text: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
     """Import devices from CSV: every row, or (when any row is refused) none.
 
     Columns (header row required): ``mac,vendor,model`` and optionally ``label``, ``site``,
     ``user`` and ``slot`` (put the user on that line or handset; default 1). Several rows may
-    name the same MAC to fill several slots.
+    name the same MAC to fill several slots. ``progress(done, total)`` follows the devices'
+    first renders, which take most of the time.
     """
     require_admin(actor)
     devices, errors = _parse_csv(text)
@@ -681,5 +688,10 @@ async def import_csv(core: Core, actor: Actor, text: str) -> ImportReport:
             await audit.record(conn, actor, "device.import", None, {"devices": len(devices)})
     except _ImportRefused:
         return ImportReport(0, errors)
-    await provisioning.render_devices(core, devices)
+    tick = None if progress is None else functools.partial(_tick, progress, len(devices))
+    await provisioning.render_devices(core, devices, tick)
     return ImportReport(len(devices), [])
+
+
+def _tick(progress: Callable[[int, int], None], total: int, done: int) -> None:
+    progress(done, total)

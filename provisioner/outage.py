@@ -24,6 +24,8 @@ What counts as the database being unavailable (:func:`database_unavailable`), fr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -79,6 +81,9 @@ class Outage:
     :param task: how the lines name the task ("push worker").
     """
 
+    LOST = "%s: %s unavailable (%s); retrying with back-off"
+    BACK = "%s: %s reachable again; resumed"
+
     def __init__(
         self,
         log: logging.Logger,
@@ -103,12 +108,7 @@ class Outage:
         """The database failed the task: log it if it was up; the seconds to wait before the
         next attempt (growing with each failure in a row)."""
         if self.state == "up":
-            self.log.warning(
-                "%s: %s unavailable (%s); retrying with back-off",
-                self.task,
-                self.peer,
-                type(exc).__name__,
-            )
+            self.log.warning(self.LOST, self.task, self.peer, type(exc).__name__)
             self.state = "down"
         self._failures += 1
         return self.backoff.delay(self._failures)
@@ -116,6 +116,33 @@ class Outage:
     def reached(self) -> None:
         """The database answered the task: log it if it had been lost."""
         if self.state == "down":
-            self.log.info("%s: %s reachable again; resumed", self.task, self.peer)
+            self.log.info(self.BACK, self.task, self.peer)
         self.state = "up"
         self._failures = 0
+
+
+class StartOutage(Outage):
+    """A process waiting at its start for a database that is not there yet."""
+
+    LOST = "%s: %s unavailable (%s), waiting for it"
+    BACK = "%s: %s reachable; starting"
+
+
+async def wait_for_database(dsn: str, stop: asyncio.Event, log: logging.Logger, task: str) -> bool:
+    """Until a connection to ``dsn`` succeeds (True) or ``stop`` is set first (False), with
+    back-off; one line when it is not there, one when it is back."""
+    outage = StartOutage(log, task)
+    while not stop.is_set():
+        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
+        except Exception as exc:
+            if not database_unavailable(exc) and not isinstance(exc, TimeoutError):
+                raise
+            delay = outage.lost(exc)
+        else:
+            await conn.close()
+            outage.reached()
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    return False

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,8 +210,16 @@ async def render_device_in(core: Core, conn: Connection, mac: str) -> RenderOutc
     return RenderOutcome(mac, revision, changed=True, error=problem)
 
 
-async def render_devices(core: Core, macs: Iterable[str]) -> list[RenderOutcome]:
-    return [await render_device(core, mac) for mac in dict.fromkeys(macs)]
+async def render_devices(
+    core: Core, macs: Iterable[str], progress: Callable[[int], None] | None = None
+) -> list[RenderOutcome]:
+    """Render each device once, in turn; ``progress`` gets the count done after each."""
+    outcomes = []
+    for mac in dict.fromkeys(macs):
+        outcomes.append(await render_device(core, mac))
+        if progress is not None:
+            progress(len(outcomes))
+    return outcomes
 
 
 def schedule_renders(core: Core, macs: Iterable[str]) -> None:

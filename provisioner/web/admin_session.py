@@ -57,7 +57,6 @@ PASSWORD_PATH = "/me/password"  # noqa: S105 (a path, not a secret)
 # What a session from a temporary password may reach: choosing a password, signing out.
 PASSWORD_CHANGE_PATHS = frozenset({PASSWORD_PATH, "/me/logout", "/me/language"})
 
-_SESSION = "provisioner.web_session"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 _LANG_MAX_AGE = 365 * 24 * 3600
 _FLASH_MAX_AGE = 120
@@ -91,10 +90,12 @@ class WebSession:
         return self.actor is not None and self.actor.impersonator is not None
 
 
+_SESSION = web.RequestKey("web_session", WebSession)
+
+
 def web_session(request: web.Request) -> WebSession:
     """The session the middleware opened for ``request``."""
-    session: WebSession = request[_SESSION]
-    return session
+    return request[_SESSION]
 
 
 def maybe_web_session(request: web.Request) -> WebSession | None:

@@ -25,7 +25,7 @@ SIGNATURE_HEADER = "X-Provisioner-Signature"
 #: The hooks a PBX calls, ``POST /hooks/pbx/<name>``.
 HOOKS = ("pin-login", "logout", "verify-pin", "registered", "reprovision")
 MAX_SKEW = 300
-BODY = "provisioner.hook_body"
+BODY = web.RequestKey("hook_body", dict[str, Any])
 
 routes = web.RouteTableDef()
 

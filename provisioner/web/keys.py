@@ -18,9 +18,9 @@ PUSH_WORKER = web.AppKey("push_worker", PushWorker)  # in processes that run one
 DIRECTORY_SYNC = web.AppKey("directory_sync", IntervalSync)  # with a sync interval
 
 # Per-request state.
-ACTOR = "provisioner.actor"
-TOKEN = "provisioner.token"  # noqa: S105 (a key name, not a secret)
-REQUEST_ID = "provisioner.request_id"
+ACTOR = web.RequestKey("actor", Actor)
+TOKEN = web.RequestKey("token", str)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 __all__ = [
     "ACTOR",

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from provisioner import provisioning, store
 from provisioner.app import create_app
+from provisioner.db import load_migrations
 from provisioner.settings import Settings
 from provisioner.web.keys import CORE
 from tests.conftest import ADMIN_PASSWORD, Api, bootstrap_admin
 from tests.faults.conftest import Cluster
+from tests.test_cli import StartServer
 from tests.test_push import (
     DEADLINE,
     NEW_PIN,
@@ -329,3 +333,46 @@ async def test_api_answers_503_not_500_for_every_request_during_an_outage(
     await cluster.start()
     status, _ = await api.call("GET", "/users")
     assert status == 200
+
+
+async def test_serve_waits_for_a_database_that_is_down_at_its_start(
+    cluster: Cluster, fault_env: dict[str, str], start_server: StartServer
+) -> None:
+    """`provisioner serve` on an external database that is not up yet (both starting at boot):
+    it waits, logging that once, and once the database is there migrates it and serves."""
+    empty = f"empty_{secrets.token_hex(4)}"  # not migrated: serve must do it after the wait
+    admin = await asyncpg.connect(cluster.url("postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{empty}"')
+    finally:
+        await admin.close()
+    await cluster.stop()
+    server = start_server(
+        {**clean_environ(), **fault_env, "PROVISIONER_DATABASE_URL": cluster.url(empty)}
+    )
+
+    async def logged(text: str) -> bool:
+        if server.process.poll() is not None:
+            pytest.fail(f"serve exited with {server.process.returncode}\n{server.describe()}")
+        return text in server.stderr
+
+    await eventually(lambda: logged("serve: database unavailable ("), "serve logs the wait")
+    await cluster.start()
+    await server.wait_healthy()
+    status, session = await server.login("admin", ADMIN_PASSWORD)
+    assert status == 200, session
+    assert await server.terminate() == 0, server.describe()
+
+    waits = [line for line in server.stderr.splitlines() if " serve: database " in line]
+    assert len(waits) == 2, server.describe()
+    assert " WARNING " in waits[0]
+    assert waits[0].endswith("), waiting for it"), waits
+    assert " INFO " in waits[1]
+    assert waits[1].endswith("serve: database reachable; starting"), waits
+    assert "Traceback" not in server.stderr, server.describe()
+    conn = await asyncpg.connect(cluster.url(empty))
+    try:
+        applied = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+    finally:
+        await conn.close()
+    assert applied == len(load_migrations())
