@@ -30,7 +30,8 @@ from saml2.sigver import pre_signature_part, signed_instance_factory
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 ENTITY_ID = "https://idp.example.test/idp"
-SSO_URL = "https://idp.example.test/sso"
+# http: Chromium holds up a form an https page posts to an http address (the test server).
+SSO_URL = "http://idp.example.test/sso"
 PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
 
 

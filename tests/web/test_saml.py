@@ -6,7 +6,9 @@ stale answer refused with a 4xx and an audit row.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import html
 import json
 import re
 from datetime import timedelta
@@ -22,7 +24,7 @@ from saml2.saml import NAMEID_FORMAT_TRANSIENT
 from provisioner.settings import Settings, SettingsError
 from tests.conftest import Api, AppFactory
 from tests.saml_idp import Request, TestIdP
-from tests.web.conftest import Forms, Page, Visitors
+from tests.web.conftest import Browser, Forms, Page, Visitors, base_url
 
 PUBLIC = "https://prov.example.test"
 ACS = f"{PUBLIC}/saml/acs"
@@ -449,3 +451,48 @@ def test_settings_name_the_bad_variable(tmp_path: Path, idp: TestIdP) -> None:
             Settings.from_env({**base, **env})
     with pytest.raises(SettingsError, match=r"^PROVISIONER_SAML_IDP_METADATA: needed by"):
         Settings.from_env({**base, "PROVISIONER_SAML_CREATE_USERS": "on"})
+
+
+# --- in a browser ------------------------------------------------------------------------------
+
+
+async def test_single_sign_on_in_a_browser(
+    browser: Browser,
+    client: TestClient[Any, Any],
+    idp: TestIdP,
+    alice: dict[str, Any],
+    db: asyncpg.Connection,
+) -> None:
+    """Chromium from the sign-in page to the IdP (whose pages the test serves) and back: the
+    IdP's form posts cross-site to the ACS, and the SameSite=Strict session cookie must still
+    reach ``/me/`` after it."""
+    acs = f"{base_url(client)}/saml/acs"
+
+    async def identity_provider(route: Any) -> None:
+        request = idp.receive(route.request.url)
+        answer = await asyncio.to_thread(idp.answer, request, attributes=ATTRIBUTES)
+        relay_state = html.escape(request.relay_state)
+        await route.fulfill(
+            content_type="text/html",
+            body=(
+                f'<form method="post" action="{acs}">'
+                f'<input type="hidden" name="SAMLResponse" value="{answer}">'
+                f'<input type="hidden" name="RelayState" value="{relay_state}">'
+                "</form><script>document.forms[0].submit()</script>"
+            ),
+        )
+
+    page = await browser.new_page()
+    await page.route("http://idp.example.test/**", identity_provider)
+    await page.goto("/me/")
+    assert "/me/login" in page.url
+    await page.get_by_role("link", name="Sign in with single sign-on").click()
+    await page.wait_for_url(re.compile(r"/me/$"))
+    await page.wait_for_load_state()
+    assert page.url.endswith("/me/"), "the session cookie did not come along"
+    await page.get_by_label("New PIN").fill("480913")
+    await page.get_by_role("button", name="Apply PIN").click()
+    flash = page.get_by_role("status")
+    await flash.wait_for()
+    assert "Your PIN has been changed. Push jobs queued: 1." in await flash.inner_text()
+    assert await db.fetchval("SELECT pin_hash IS NOT NULL FROM users WHERE username = 'alice'")
