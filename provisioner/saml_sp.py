@@ -4,11 +4,13 @@ where pysaml2 (and the ``xmlsec1`` program it runs) is used and its errors becom
 What an answer must be to be believed, checked by pysaml2 and again here where pysaml2 is
 lenient: the assertion signed by the IdP's key from its metadata (a signed response alone
 is not enough), issued by that IdP, an ``AudienceRestriction`` naming this SP (pysaml2 accepts
-an assertion without one), a bearer confirmation whose ``Recipient`` is this SP's ACS URL and
-whose ``InResponseTo`` is a request this SP sent, a ``Destination`` (when present) that is the
-ACS URL, and the validity windows (``NotBefore``/``NotOnOrAfter``) with
-:data:`CLOCK_SKEW_SECONDS` of slack. Which requests are outstanding and which assertions were
-used already is the caller's part (:mod:`provisioner.sso`, in the database).
+an assertion without one), bearer confirmations whose ``Recipient`` is this SP's ACS URL
+(pysaml2 checks it only when given details this SP has no use for) and whose ``InResponseTo``
+is a request this SP sent, a ``Destination`` (when present) that is the ACS URL (pysaml2
+drops the assertion silently otherwise), and the validity windows
+(``NotBefore``/``NotOnOrAfter``) with :data:`CLOCK_SKEW_SECONDS` of slack. Which requests
+are outstanding and which assertions were used already is the caller's part
+(:mod:`provisioner.sso`, in the database).
 
 Verification runs ``xmlsec1`` and blocks: callers run :meth:`ServiceProvider.verify` in a
 thread.
@@ -139,15 +141,18 @@ class ServiceProvider:
         # Exception (audience, unknown conditions): every one of them is a refusal here.
         except Exception as exc:
             raise refused(*_refusal_of(exc)) from None
-        if response is None or response.assertion is None:
+        if response is None or response.response is None:
+            raise refused("invalid", "The identity provider's answer is not valid.")
+        # pysaml2 leaves the assertion out, without an error, when the Destination is wrong.
+        destination = response.response.destination
+        if destination is not None and destination != self.acs_url:
+            raise refused("destination", "The answer was sent to another address.")
+        if response.assertion is None:
             raise refused("invalid", "The identity provider's answer holds no valid assertion.")
         return self._checked(response, request_id)
 
     def _checked(self, response: Any, request_id: str) -> Assertion:
         """What pysaml2 verified, checked where it is lenient, as an :class:`Assertion`."""
-        destination = response.response.destination
-        if destination is not None and destination != self.acs_url:
-            raise refused("destination", "The answer was sent to another address.")
         assertion = response.assertion
         issuer = assertion.issuer.text.strip() if assertion.issuer is not None else None
         if issuer != self.idp_entity_id:
@@ -160,13 +165,18 @@ class ServiceProvider:
         }
         if self.entity_id not in audiences:
             raise refused("audience", "The assertion is meant for another service.")
+        confirmations = assertion.subject.subject_confirmation
+        recipients = {
+            c.subject_confirmation_data.recipient if c.subject_confirmation_data else None
+            for c in confirmations
+        }
+        if not confirmations or recipients != {self.acs_url}:
+            raise refused("recipient", "The assertion is meant for another address.")
         if response.in_response_to != request_id:
             raise refused("unsolicited", "The answer is to no request of this service.")
-        ends = [
-            c.subject_confirmation_data.not_on_or_after
-            for c in assertion.subject.subject_confirmation
-            if c.subject_confirmation_data is not None
-        ] + [conditions.not_on_or_after]
+        ends = [c.subject_confirmation_data.not_on_or_after for c in confirmations] + [
+            conditions.not_on_or_after
+        ]
         ends = [end for end in ends if end]
         if not ends or not assertion.id:
             raise refused("invalid", "The assertion has no ID or no end of validity.")

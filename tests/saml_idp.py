@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,6 +147,7 @@ class TestIdP:
         sign_response: bool = False,
         lifetime: timedelta = timedelta(minutes=5),
         issued_ago: timedelta | None = None,
+        edit: Callable[[str], str] | None = None,
         audience: str | None = None,
         in_response_to: str | None = None,
     ) -> str:
@@ -154,10 +156,12 @@ class TestIdP:
         ``audience`` (default: the service that asked).
 
         ``issued_ago`` dates the whole answer back (negative: forward) as an IdP whose clock
-        is off, or an answer kept for later, would: every instant in it moves, then the
-        assertion is signed the way pysaml2's IdP signs its own."""
+        is off, or an answer kept for later, would: every instant in it moves. ``edit``
+        rewrites the XML, as an IdP that builds it wrong would. Either happens before the
+        assertion is signed, the way pysaml2's IdP signs its own."""
         server = Server(config=self._config(lifetime))
-        if issued_ago is not None:
+        prepare = issued_ago is not None or edit is not None
+        if prepare:
             sign_assertion = False
         response = server.create_authn_response(
             identity=attributes if attributes is not None else {},
@@ -173,8 +177,12 @@ class TestIdP:
             binding=BINDING_HTTP_POST,
         )
         xml = str(response)
-        if issued_ago is not None:
-            xml = _signed_assertion(server, _moved_back(xml, issued_ago))
+        if prepare:
+            if issued_ago is not None:
+                xml = _moved_back(xml, issued_ago)
+            if edit is not None:
+                xml = edit(xml)
+            xml = _signed_assertion(server, xml)
         return base64.b64encode(xml.encode()).decode()
 
 

@@ -304,6 +304,13 @@ def _tampered(answer: str) -> str:
     return base64.b64encode(xml.replace("Alice Saml", "Mallory").encode()).decode()
 
 
+def _without_audience(xml: str) -> str:
+    """The conditions without their AudienceRestriction (which pysaml2 alone would accept)."""
+    edited = re.sub(r"<ns\d:AudienceRestriction>.*?</ns\d:AudienceRestriction>", "", xml)
+    assert edited != xml
+    return edited
+
+
 FORGERIES: dict[str, Any] = {
     "tampered": (lambda idp, req: _tampered(idp.answer(req, attributes=ATTRIBUTES)), "signature"),
     "unsigned": (
@@ -325,6 +332,23 @@ FORGERIES: dict[str, Any] = {
     "for another service": (
         lambda idp, req: idp.answer(req, audience="https://other.example.test/sp"),
         "audience",
+    ),
+    "without an audience": (
+        lambda idp, req: idp.answer(req, edit=_without_audience),
+        "audience",
+    ),
+    "for another recipient": (
+        lambda idp, req: idp.answer(
+            req, edit=lambda xml: xml.replace(f'Recipient="{ACS}"', 'Recipient="https://x.test/"')
+        ),
+        "recipient",
+    ),
+    "sent to another destination": (
+        lambda idp, req: idp.answer(
+            req,
+            edit=lambda xml: xml.replace(f'Destination="{ACS}"', 'Destination="https://x.test/"'),
+        ),
+        "destination",
     ),
     "to no request of ours": (
         lambda idp, req: idp.answer(req, in_response_to="id-never-sent"),
