@@ -242,26 +242,33 @@ def ensure_key_pair(key_file: Path, cert_file: Path, common_name: str) -> None:
     with _locked(key_file.parent / ".saml-sp.lock"):
         if key_file.exists() and cert_file.exists():
             return
-        key = rsa.generate_private_key(public_exponent=65537, key_size=_KEY_BITS)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
-        now = datetime.now(UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + _CERT_LIFETIME)
-            .sign(key, hashes.SHA256())
-        )
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _write(key_file, pem, 0o600)
-        _write(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        key_pem, cert_pem = self_signed_key_pair(common_name, _KEY_BITS, _CERT_LIFETIME)
+        _write(key_file, key_pem, 0o600)
+        _write(cert_file, cert_pem, 0o644)
+
+
+def self_signed_key_pair(common_name: str, bits: int, lifetime: timedelta) -> tuple[bytes, bytes]:
+    """A new RSA key and a self-signed certificate for it (valid from a day ago, for a clock
+    behind ours), both PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + lifetime)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

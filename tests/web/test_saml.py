@@ -299,6 +299,7 @@ async def test_users_of_other_backends_and_disabled_users_are_refused(
 
 
 def _tampered(answer: str) -> str:
+    """The signed answer with an attribute value changed."""
     xml = base64.b64decode(answer).decode()
     assert "Alice Saml" in xml
     return base64.b64encode(xml.replace("Alice Saml", "Mallory").encode()).decode()
@@ -311,64 +312,48 @@ def _without_audience(xml: str) -> str:
     return edited
 
 
-FORGERIES: dict[str, Any] = {
-    "tampered": (lambda idp, req: _tampered(idp.answer(req, attributes=ATTRIBUTES)), "signature"),
-    "unsigned": (
-        lambda idp, req: idp.answer(req, sign_assertion=False),
-        "signature",
-    ),
-    "only the response signed": (
-        lambda idp, req: idp.answer(req, sign_assertion=False, sign_response=True),
-        "signature",
-    ),
-    "expired": (
-        lambda idp, req: idp.answer(req, issued_ago=timedelta(minutes=6, seconds=30)),
-        "expired",
-    ),
-    "not yet valid": (
-        lambda idp, req: idp.answer(req, issued_ago=timedelta(minutes=-2)),
-        "not_yet_valid",
-    ),
-    "for another service": (
-        lambda idp, req: idp.answer(req, audience="https://other.example.test/sp"),
-        "audience",
-    ),
-    "without an audience": (
-        lambda idp, req: idp.answer(req, edit=_without_audience),
-        "audience",
-    ),
-    "for another recipient": (
-        lambda idp, req: idp.answer(
-            req, edit=lambda xml: xml.replace(f'Recipient="{ACS}"', 'Recipient="https://x.test/"')
-        ),
-        "recipient",
-    ),
-    "sent to another destination": (
-        lambda idp, req: idp.answer(
-            req,
-            edit=lambda xml: xml.replace(f'Destination="{ACS}"', 'Destination="https://x.test/"'),
-        ),
-        "destination",
-    ),
-    "to no request of ours": (
-        lambda idp, req: idp.answer(req, in_response_to="id-never-sent"),
-        "unsolicited",
-    ),
-    "transient name id": (
-        lambda idp, req: idp.answer(req, name_id_format=NAMEID_FORMAT_TRANSIENT),
-        "nameid_transient",
-    ),
+def _elsewhere(attribute: str) -> Any:
+    """An edit that points ``attribute`` (now the ACS URL) at another address."""
+    return lambda xml: xml.replace(f'{attribute}="{ACS}"', f'{attribute}="https://x.test/"')
+
+
+# What the IdP is asked for (``after``: done to the answer once signed), and the reason.
+FORGERIES: dict[str, tuple[dict[str, Any], str]] = {
+    "tampered": ({"attributes": ATTRIBUTES, "after": _tampered}, "signature"),
+    "unsigned": ({"sign_assertion": False}, "signature"),
+    "only the response signed": ({"sign_assertion": False, "sign_response": True}, "signature"),
+    "expired": ({"issued_ago": timedelta(minutes=6, seconds=30)}, "expired"),
+    "not yet valid": ({"issued_ago": timedelta(minutes=-2)}, "not_yet_valid"),
+    "for another service": ({"audience": "https://other.example.test/sp"}, "audience"),
+    "without an audience": ({"edit": _without_audience}, "audience"),
+    "for another recipient": ({"edit": _elsewhere("Recipient")}, "recipient"),
+    "sent to another destination": ({"edit": _elsewhere("Destination")}, "destination"),
+    "to no request of ours": ({"in_response_to": "id-never-sent"}, "unsolicited"),
+    "transient name id": ({"name_id_format": NAMEID_FORMAT_TRANSIENT}, "nameid_transient"),
 }
+
+
+async def test_an_idp_clock_a_little_off_is_tolerated(
+    visitor: Visitors, idp: TestIdP, alice: dict[str, Any]
+) -> None:
+    """60 s of skew either way: an answer whose window closed 30 s ago, or opens in 30 s."""
+    for issued_ago in (timedelta(minutes=5, seconds=30), timedelta(seconds=-30)):
+        forms = visitor()
+        request = await go_to_idp(forms, idp)
+        page = await post_answer(forms, idp.answer(request, issued_ago=issued_ago))
+        assert page.status == 200, (issued_ago, page.text)
 
 
 @pytest.mark.parametrize("forgery", list(FORGERIES))
 async def test_forged_and_stale_answers_are_refused_and_audited(
     forgery: str, visitor: Visitors, idp: TestIdP, alice: dict[str, Any], db: asyncpg.Connection
 ) -> None:
-    make, reason = FORGERIES[forgery]
+    asked, reason = FORGERIES[forgery]
+    after = asked.get("after", lambda answer: answer)
     forms = visitor()
     request = await go_to_idp(forms, idp)
-    page = await post_answer(forms, make(idp, request))
+    answer = idp.answer(request, **{k: v for k, v in asked.items() if k != "after"})
+    page = await post_answer(forms, after(answer))
     assert page.status == 400, page.text
     assert f'<code id="error-code">saml_invalid.{reason}</code>' in page.text
     assert forms.cookie("prov_session") is None
@@ -455,6 +440,8 @@ def test_settings_name_the_bad_variable(tmp_path: Path, idp: TestIdP) -> None:
     assert saml.create_users is False
     assert saml.idp_entity_id == "https://idp.example.test/idp"
     assert saml.attributes["username"] == "NameID"
+    described = Settings.from_env({**base, **metadata}).describe()["saml"]
+    assert described.startswith("IdP https://idp.example.test/idp (")
 
     not_metadata = tmp_path / "not-metadata.xml"
     not_metadata.write_text("<html/>")
