@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,43 +74,39 @@ class ServiceProvider:
                 "PROVISIONER_SAML_IDP_METADATA: single sign-on needs the xmlsec1 program "
                 "(Debian package xmlsec1)"
             ) from None
-        self._config = SPConfig()
-        try:
-            self._config.load(
-                {
-                    "entityid": self.entity_id,
-                    "xmlsec_binary": xmlsec,
-                    "key_file": str(key_file),
-                    "cert_file": str(cert_file),
-                    "metadata": {"local": [str(saml.idp_metadata)]},
-                    "accepted_time_diff": CLOCK_SKEW_SECONDS,
-                    "allow_unknown_attributes": True,
-                    "signing_algorithm": SIG_RSA_SHA256,
-                    "digest_algorithm": DIGEST_SHA256,
-                    "service": {
-                        "sp": {
-                            "name": "provisioner",
-                            "endpoints": {
-                                "assertion_consumer_service": [(self.acs_url, BINDING_HTTP_POST)]
-                            },
-                            "want_assertions_signed": True,
-                            "want_response_signed": False,
-                            "allow_unsolicited": False,
-                            "authn_requests_signed": True,
-                        }
+        config: dict[str, Any] = {
+            "entityid": self.entity_id,
+            "xmlsec_binary": xmlsec,
+            "key_file": str(key_file),
+            "cert_file": str(cert_file),
+            "metadata": {"local": [str(saml.idp_metadata)]},
+            "accepted_time_diff": CLOCK_SKEW_SECONDS,
+            "allow_unknown_attributes": True,
+            "signing_algorithm": SIG_RSA_SHA256,
+            "digest_algorithm": DIGEST_SHA256,
+            "service": {
+                "sp": {
+                    "name": "provisioner",
+                    "endpoints": {
+                        "assertion_consumer_service": [(self.acs_url, BINDING_HTTP_POST)]
                     },
+                    "want_assertions_signed": True,
+                    "want_response_signed": False,
+                    "allow_unsolicited": False,
+                    "authn_requests_signed": True,
                 }
-            )
-        except (SAMLError, OSError, ValueError) as exc:
-            raise SettingsError(
-                f"PROVISIONER_SAML_IDP_METADATA: pysaml2 cannot use it ({type(exc).__name__})"
-            ) from None
+            },
+        }
+        # Two configurations: loading the SP's key takes pysaml2 some 200 ms, so the client
+        # that signs requests (on the event loop only) is made once, while verification, in
+        # threads, gets a client of its own each time from a configuration without the key.
+        # Fresh clients also keep pysaml2's per-subject memory from growing. The key is for
+        # signing only (the metadata says so): IdPs do not encrypt for this SP.
+        self._config = _loaded(config)
+        self._verify_config = _loaded({k: v for k, v in config.items() if k != "key_file"})
+        self._requests = Saml2Client(config=self._config)
 
-    def _client(self) -> Saml2Client:
-        # A client per use: pysaml2's clients keep per-subject state in memory, which a
-        # long-running service must not grow, and are not meant to be shared by threads.
-        return Saml2Client(config=self._config)
-
+    @cached_property
     def metadata(self) -> str:
         """This SP's metadata document (what the IdP's administrator imports)."""
         descriptor = entity_descriptor(self._config)
@@ -120,7 +117,7 @@ class ServiceProvider:
     def authn_request(self, relay_state: str) -> tuple[str, str]:
         """A signed AuthnRequest for the HTTP-Redirect binding: its ID and the IdP's URL that
         carries it."""
-        request_id, info = self._client().prepare_for_authenticate(
+        request_id, info = self._requests.prepare_for_authenticate(
             entityid=self.idp_entity_id,
             relay_state=relay_state,
             binding=BINDING_HTTP_REDIRECT,
@@ -134,7 +131,7 @@ class ServiceProvider:
         """Check the posted ``SAMLResponse`` as the answer to ``request_id`` (blocks: run it in
         a thread); refusals are ``saml_invalid`` with a reason."""
         try:
-            response = self._client().parse_authn_request_response(
+            response = Saml2Client(config=self._verify_config).parse_authn_request_response(
                 saml_response, BINDING_HTTP_POST, outstanding={request_id: request_id}
             )
         # pysaml2 signals a failed check with its own classes, with ValueError, and with bare
@@ -191,6 +188,17 @@ class ServiceProvider:
             name_id_format=name_id.format if name_id is not None else None,
             attributes=_attributes(assertion, response.ava or {}),
         )
+
+
+def _loaded(config: dict[str, Any]) -> SPConfig:
+    loaded = SPConfig()
+    try:
+        loaded.load(config)
+    except (SAMLError, OSError, ValueError) as exc:
+        raise SettingsError(
+            f"PROVISIONER_SAML_IDP_METADATA: pysaml2 cannot use it ({type(exc).__name__})"
+        ) from None
+    return loaded
 
 
 def _refusal_of(exc: Exception) -> tuple[str, str]:

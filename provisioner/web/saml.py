@@ -44,7 +44,7 @@ async def metadata(request: web.Request) -> web.Response:
     sp = request.config_dict.get(SAML)
     if sp is None:
         return _refusal(request, sso.not_configured())
-    return web.Response(text=sp.metadata(), content_type=METADATA_TYPE)
+    return web.Response(text=sp.metadata, content_type=METADATA_TYPE)
 
 
 @routes.get("/login")
