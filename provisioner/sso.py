@@ -29,8 +29,8 @@ from provisioner import audit, auth, provisioning, store, users
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
-from provisioner.errors import Kind, ProvisionerError, forbidden
-from provisioner.saml import Assertion, Unverified, is_transient, peek, refused
+from provisioner.errors import Kind, ProvisionerError, conflict, forbidden
+from provisioner.saml import NAME_ID, Assertion, Unverified, is_transient, peek, refused
 from provisioner.settings import SamlSettings
 
 if TYPE_CHECKING:  # pysaml2 takes seconds to import: only where SAML is configured
@@ -48,9 +48,8 @@ _UPDATED_FIELDS = ("display_name", "email")
 @dataclass(frozen=True)
 class SignedIn:
     session: auth.Session
-    username: str
     next_path: str
-    created: bool
+    """The page the sign-in started from (already checked to be one of ours), or empty."""
 
 
 def not_configured() -> ProvisionerError:
@@ -110,7 +109,7 @@ async def _outstanding_request(core: Core, claimed: Unverified) -> asyncpg.Recor
 
 def _username(settings: SamlSettings, assertion: Assertion) -> str:
     source = settings.attributes["username"]
-    if source.lower() == "nameid" and is_transient(assertion):
+    if source.lower() == NAME_ID and is_transient(assertion):
         raise refused(
             "nameid_transient",
             "The identity provider sends a NameID that changes at every sign-in; configure a "
@@ -154,7 +153,6 @@ async def _sign_in(
         if request is None or not fresh:
             raise refused("replayed", "This answer was used already.")
         user = await store.get_user_by_username(conn, username, for_update=True)
-        created = user is None
         if user is None:
             if not settings.create_users:
                 raise forbidden(
@@ -171,7 +169,7 @@ async def _sign_in(
             user, macs = await _update_user(conn, actor, user, fields)
         session = await auth.open_session_in(conn, user, source, via=VIA)
     provisioning.schedule_renders(core, macs)
-    return SignedIn(session, username, request["next_path"], created)
+    return SignedIn(session, request["next_path"])
 
 
 async def _create_user(
@@ -180,16 +178,22 @@ async def _create_user(
     extension = fields.get("extension")
     if extension is not None and await store.get_user_by_extension(conn, extension):
         extension = None  # another user's: the new user gets none rather than no sign-in
-    row = await store.insert_user(
-        conn,
-        username=username,
-        display_name=fields.get("display_name", username),
-        extension=extension,
-        email=fields.get("email"),
-        auth_backend=VIA,
-        language=language,
-        role="user",
-    )
+    try:
+        row = await store.insert_user(
+            conn,
+            username=username,
+            display_name=fields.get("display_name", username),
+            extension=extension,
+            email=fields.get("email"),
+            auth_backend=VIA,
+            language=language,
+            role="user",
+        )
+    except asyncpg.UniqueViolationError:
+        # A sign-in in another tab created the user, or took the extension, meanwhile.
+        raise conflict(
+            "user_created_meanwhile", "The user was created meanwhile; sign in again."
+        ) from None
     stored = ["display_name", "username", *(k for k in ("email", "extension") if row[k])]
     await audit.record(conn, actor, "user.create", username, {"via": VIA, "fields": stored})
     return row

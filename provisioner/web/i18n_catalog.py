@@ -520,6 +520,10 @@ ERRORS: dict[str, tuple[str, str]] = {
         "This account does not sign in with single sign-on.",
         "Dieses Konto meldet sich nicht per Single Sign-on an.",
     ),
+    "user_created_meanwhile": (
+        "The user was created meanwhile; sign in again.",
+        "Der Benutzer wurde zwischenzeitlich angelegt; melden Sie sich erneut an.",
+    ),
     "saml_not_configured": (
         "Single sign-on is not configured.",
         "Single Sign-on ist nicht eingerichtet.",

@@ -398,6 +398,19 @@ async def test_an_answer_posted_twice_is_refused_the_second_time(
     assert (await refusals(db))[-1]["reason"] == "replayed"
 
 
+async def test_one_answer_posted_twice_at_once_signs_in_once(
+    visitor: Visitors, idp: TestIdP, alice: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    forms = visitor()
+    request = await go_to_idp(forms, idp)
+    answer = idp.answer(request, attributes=ATTRIBUTES)
+    pages = await asyncio.gather(post_answer(visitor(), answer), post_answer(visitor(), answer))
+    assert sorted(page.status for page in pages) == [200, 400]
+    assert "saml_invalid.replayed" in next(p.text for p in pages if p.status == 400)
+    logins = "SELECT count(*) FROM audit_log WHERE action = 'auth.login' AND target_user = 'alice'"
+    assert await db.fetchval(logins) == 1
+
+
 async def test_garbage_is_refused_without_a_server_error(
     visitor: Visitors, db: asyncpg.Connection
 ) -> None:
