@@ -10,7 +10,10 @@ domain has audited it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from provisioner import auth, sso
 from provisioner.errors import ProvisionerError
@@ -34,49 +37,52 @@ from provisioner.web.admin_session import (
 from provisioner.web.errors import STATUS, render_error
 from provisioner.web.keys import CORE, SAML
 
+if TYPE_CHECKING:  # pysaml2 takes seconds to import: loaded only when SAML is configured
+    from provisioner.saml_sp import ServiceProvider
+
 routes = web.RouteTableDef()
 
 METADATA_TYPE = "application/samlmetadata+xml"
 
 
-@routes.get("/metadata")
-async def metadata(request: web.Request) -> web.Response:
+@web.middleware
+async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProvisionerError as exc:
+        return _refusal(request, exc)
+
+
+def _sp(request: web.Request) -> ServiceProvider:
     sp = request.config_dict.get(SAML)
     if sp is None:
-        return _refusal(request, sso.not_configured())
-    return web.Response(text=sp.metadata, content_type=METADATA_TYPE)
+        raise sso.not_configured()
+    return sp
+
+
+@routes.get("/metadata")
+async def metadata(request: web.Request) -> web.Response:
+    return web.Response(text=_sp(request).metadata, content_type=METADATA_TYPE)
 
 
 @routes.get("/login")
 async def login(request: web.Request) -> web.Response:
     """To the IdP with a new AuthnRequest; ``next`` (a page of this site, else the start
     page) travels as RelayState and is where the user lands once signed in."""
-    sp = request.config_dict.get(SAML)
-    if sp is None:
-        return _refusal(request, sso.not_configured())
     next_path = safe_next(request.query.get("next"), "")
-    url = await sso.begin(request.config_dict[CORE], sp, next_path)
+    url = await sso.begin(request.config_dict[CORE], _sp(request), next_path)
     return web.Response(status=302, headers={"Location": url})
 
 
 @routes.post("/acs")
 async def acs(request: web.Request) -> web.Response:
-    sp = request.config_dict.get(SAML)
-    if sp is None:
-        return _refusal(request, sso.not_configured())
+    sp = _sp(request)
     form = await request.post()
     core = request.config_dict[CORE]
-    try:
-        signed_in = await sso.finish(
-            core,
-            sp,
-            form_text(form, "SAMLResponse"),
-            source_of(request),
-            language=page_language(request),
-        )
-    except ProvisionerError as exc:
-        return _refusal(request, exc)
-    actor = await auth.authenticate(core, signed_in.session.token, source_of(request))
+    source = source_of(request)
+    answer = form_text(form, "SAMLResponse")
+    signed_in = await sso.finish(core, sp, answer, source, language=page_language(request))
+    actor = await auth.authenticate(core, signed_in.session.token, source)
     assert actor is not None
     next_path = safe_next(signed_in.next_path, home_for(actor))
     response = render(request, "saml_signed_in.html", next_path=next_path)
@@ -101,7 +107,7 @@ def _refusal(request: web.Request, exc: ProvisionerError) -> web.Response:
 
 
 def create_saml_app() -> web.Application:
-    app = web.Application(middlewares=[html_errors])
+    app = web.Application(middlewares=[html_errors, refusals])
     app.on_response_prepare.append(security_headers)
     app.add_routes(routes)
     return app
