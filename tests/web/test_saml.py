@@ -305,6 +305,20 @@ def _tampered(answer: str) -> str:
     return base64.b64encode(xml.replace("Alice Saml", "Mallory").encode()).decode()
 
 
+def _wrapped(answer: str) -> str:
+    """Signature wrapping: a copy of the signed assertion naming another user, with the
+    signature, and the genuine assertion hidden in its Advice (same ID in both)."""
+    xml = base64.b64decode(answer).decode()
+    match = re.search(r"<ns1:Assertion .*</ns1:Assertion>", xml, re.S)
+    assert match
+    genuine = match.group(0)
+    forged = genuine.replace(">alice<", ">carol<").replace(
+        "<ns1:AuthnStatement", f"<ns1:Advice>{genuine}</ns1:Advice><ns1:AuthnStatement", 1
+    )
+    assert ">carol<" in forged
+    return base64.b64encode(xml.replace(genuine, forged).encode()).decode()
+
+
 def _without_audience(xml: str) -> str:
     """The conditions without their AudienceRestriction (which pysaml2 alone would accept)."""
     edited = re.sub(r"<ns\d:AudienceRestriction>.*?</ns\d:AudienceRestriction>", "", xml)
@@ -320,6 +334,7 @@ def _elsewhere(attribute: str) -> Any:
 # What the IdP is asked for (``after``: done to the answer once signed), and the reason.
 FORGERIES: dict[str, tuple[dict[str, Any], str]] = {
     "tampered": ({"attributes": ATTRIBUTES, "after": _tampered}, "signature"),
+    "wrapped": ({"after": _wrapped}, "signature"),
     "unsigned": ({"sign_assertion": False}, "signature"),
     "only the response signed": ({"sign_assertion": False, "sign_response": True}, "signature"),
     "expired": ({"issued_ago": timedelta(minutes=6, seconds=30)}, "expired"),
