@@ -94,6 +94,14 @@ async def refusals(db: asyncpg.Connection) -> list[dict[str, Any]]:
     return [{"user": r["target_user"], **json.loads(r["details"])} for r in rows]
 
 
+async def assert_refused(page: Page, reason: str, db: asyncpg.Connection) -> None:
+    """A JSON refusal ``saml_invalid`` with ``reason``, audited as such."""
+    assert page.status == 400, page.text
+    error = json.loads(page.text)["error"]
+    assert (error["code"], error["reason"]) == ("saml_invalid", reason)
+    assert (await refusals(db))[-1]["reason"] == reason
+
+
 # --- metadata and the way to the IdP -------------------------------------------------------------
 
 
@@ -385,13 +393,9 @@ async def test_an_answer_signed_by_another_key_is_refused(
     impostor.trust(idp.sp_metadata_file.read_text() if idp.sp_metadata_file else "")
     forms = visitor()
     request = await go_to_idp(forms, idp)
-    page = await post_answer(
-        forms, impostor.answer(request, attributes=ATTRIBUTES), Accept="application/json"
-    )
-    assert page.status == 400
-    error = json.loads(page.text)["error"]
-    assert (error["code"], error["reason"]) == ("saml_invalid", "signature")
-    assert (await refusals(db))[-1]["reason"] == "signature"
+    answer = impostor.answer(request, attributes=ATTRIBUTES)
+    page = await post_answer(forms, answer, Accept="application/json")
+    await assert_refused(page, "signature", db)
 
 
 async def test_an_answer_posted_twice_is_refused_the_second_time(
@@ -406,11 +410,8 @@ async def test_an_answer_posted_twice_is_refused_the_second_time(
 
     other = visitor()
     page = await post_answer(other, answer, Accept="application/json")
-    assert page.status == 400
-    error = json.loads(page.text)["error"]
-    assert (error["code"], error["reason"]) == ("saml_invalid", "replayed")
+    await assert_refused(page, "replayed", db)
     assert other.cookie("prov_session") is None
-    assert (await refusals(db))[-1]["reason"] == "replayed"
 
 
 async def test_one_answer_posted_twice_at_once_signs_in_once(
