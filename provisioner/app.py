@@ -24,9 +24,10 @@ from provisioner.web import admin, phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import json_errors, quiet_malformed_requests
 from provisioner.web.hooks import create_hooks_app
-from provisioner.web.keys import CORE, DIRECTORY_SYNC, PHONES, PUSH_WORKER, SETTINGS
+from provisioner.web.keys import CORE, DIRECTORY_SYNC, PHONES, PUSH_WORKER, SAML, SETTINGS
 from provisioner.web.pbx import create_pbx_app
 from provisioner.web.phoneserver import Children, start_phones_site
+from provisioner.web.saml import create_saml_app
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,12 @@ def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     app.add_subapp("/api/v1/pbx", create_pbx_app())
     app.add_subapp("/api/v1", create_api_app())
     app.add_subapp("/hooks/pbx", create_hooks_app())
+    if settings.saml is not None:
+        # Imported here: pysaml2 takes seconds to import, for nothing where SSO is not used.
+        from provisioner.saml_sp import ServiceProvider
+
+        app[SAML] = ServiceProvider(settings, settings.saml)
+    app.add_subapp("/saml", create_saml_app())
     admin.install(app)
     phones.install(app)
     return app

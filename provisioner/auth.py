@@ -101,30 +101,48 @@ async def open_session(core: Core, user: asyncpg.Record, source: str, *, via: st
     """A session for ``user``, whose identity was just proven ``via`` a password, a directory
     bind or a signed assertion: failures reset, audited. ``user`` is the row read before the
     proof; a credential change meanwhile refuses, a disabled user is refused."""
-    actor = Actor(username=user["username"], role=user["role"], source=source, user_id=user["id"])
     async with core.pool.acquire() as conn:
-        async with conn.transaction():
-            # Re-read under lock: a password change may have landed while we verified.
-            current = await get_user(conn, user["username"], for_update=True)
-            if current["credential_version"] != user["credential_version"]:
-                raise conflict(
-                    "password_changed_meanwhile", "The password changed meanwhile; retry."
-                )
-            if current["disabled_at"] is None:
-                await store.reset_login_failures(conn, user["id"])
-                must_change = bool(current["must_change_password"])
-                audited = {"via": via, "password_change_required": must_change}
-                await audit.record(conn, actor, "auth.login", user["username"], audited)
-                return await issue_token(
+        try:
+            async with conn.transaction():
+                return await open_session_in(conn, user, source, via=via)
+        except ProvisionerError as exc:
+            if exc.code == "user_disabled":
+                await audit.record(
                     conn,
-                    current,
-                    lifetime=PASSWORD_CHANGE_LIFETIME if must_change else SESSION_LIFETIME,
-                    password_change_only=must_change,
+                    _actor_of(user, source),
+                    "auth.login_refused",
+                    user["username"],
+                    {"reason": "disabled"},
                 )
-        await audit.record(
-            conn, actor, "auth.login_refused", user["username"], {"reason": "disabled"}
-        )
-    raise forbidden("user_disabled", "This account is disabled; ask an administrator.")
+            raise
+
+
+async def open_session_in(
+    conn: Connection, user: asyncpg.Record, source: str, *, via: str
+) -> Session:
+    """:func:`open_session` inside the caller's transaction, for a sign-in that changes more
+    in one transaction (a user created at the first single sign-on). A disabled user raises
+    ``user_disabled``: auditing that is the caller's part, as the transaction rolls back."""
+    # Re-read under lock: a password change may have landed while we verified.
+    current = await get_user(conn, user["username"], for_update=True)
+    if current["credential_version"] != user["credential_version"]:
+        raise conflict("password_changed_meanwhile", "The password changed meanwhile; retry.")
+    if current["disabled_at"] is not None:
+        raise forbidden("user_disabled", "This account is disabled; ask an administrator.")
+    await store.reset_login_failures(conn, user["id"])
+    must_change = bool(current["must_change_password"])
+    audited = {"via": via, "password_change_required": must_change}
+    await audit.record(conn, _actor_of(user, source), "auth.login", user["username"], audited)
+    return await issue_token(
+        conn,
+        current,
+        lifetime=PASSWORD_CHANGE_LIFETIME if must_change else SESSION_LIFETIME,
+        password_change_only=must_change,
+    )
+
+
+def _actor_of(user: asyncpg.Record, source: str) -> Actor:
+    return Actor(username=user["username"], role=user["role"], source=source, user_id=user["id"])
 
 
 async def _record_failed_login(core: Core, user: asyncpg.Record | None, source: str) -> None:

@@ -12,6 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from xml.etree.ElementTree import Element, ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as parse_xml
 
 from provisioner.attribute_map import AttributeMap, parse_attribute_map
 from provisioner.devices import pin_limit_conflicts
@@ -96,6 +100,28 @@ class LdapSettings:
         )
 
 
+#: Fits most identity providers: the subject's NameID is the username (``NameID`` names it),
+#: the rest by the LDAP/eduPerson names that Keycloak, Shibboleth and SimpleSAMLphp send.
+SAML_DEFAULT_ATTRIBUTES = (
+    "username=NameID,display_name=displayName,email=mail,extension=telephoneNumber"
+)
+
+
+@dataclass(frozen=True)
+class SamlSettings:
+    """Single sign-on with one SAML identity provider (``PROVISIONER_SAML_*``)."""
+
+    idp_metadata: Path
+    idp_entity_id: str
+    """Read from the metadata file, checked at start."""
+    create_users: bool
+    attributes: AttributeMap
+    """User field → attribute name (or ``NameID``), from ``PROVISIONER_SAML_ATTRIBUTES``."""
+    sp_key_file: Path | None
+    sp_cert_file: Path | None
+    """Both or neither; neither: generated once in the data directory."""
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -145,6 +171,9 @@ class Settings:
         except ValueError:
             return False
 
+    saml: SamlSettings | None = None
+    """Set when ``PROVISIONER_SAML_IDP_METADATA`` is."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read and validate every ``PROVISIONER_*`` variable; ``overrides`` come from CLI flags."""
@@ -190,6 +219,7 @@ class Settings:
             discovery=_parse_switch("PROVISIONER_DISCOVERY", get("DISCOVERY"), default=True),
             ldap=_parse_ldap(get),
             postgres_binaries=_parse_postgres_binaries(get("POSTGRES_BINARIES")),
+            saml=_parse_saml(get),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise SettingsError("PROVISIONER_TLS_CERT: set together with PROVISIONER_TLS_KEY")
@@ -237,6 +267,12 @@ class Settings:
             "tls": f"{self.tls_cert} / {self.tls_key}" if self.tls_cert else "(plain HTTP)",
             "discovery": "on" if self.discovery else "off",
             "ldap": str(self.ldap) if self.ldap else "(unset: no directory)",
+            "saml": (
+                f"IdP {self.saml.idp_entity_id} ({self.saml.idp_metadata}), create users "
+                f"{'on' if self.saml.create_users else 'off'}"
+                if self.saml
+                else "(unset: no single sign-on)"
+            ),
         }
 
 
@@ -507,3 +543,81 @@ def _mask_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+_MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
+_DS = "{http://www.w3.org/2000/09/xmldsig#}"
+_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+
+
+def _parse_saml(get: Callable[[str], str | None]) -> SamlSettings | None:
+    metadata = get("SAML_IDP_METADATA")
+    others = ("SAML_CREATE_USERS", "SAML_ATTRIBUTES", "SAML_SP_KEY_FILE", "SAML_SP_CERT_FILE")
+    if metadata is None:
+        for name in others:
+            if get(name) is not None:
+                raise SettingsError(
+                    f"PROVISIONER_SAML_IDP_METADATA: needed by PROVISIONER_{name} (unset: no SSO)"
+                )
+        return None
+    path = _parse_file("PROVISIONER_SAML_IDP_METADATA", metadata)
+    assert path is not None
+    key = _parse_file("PROVISIONER_SAML_SP_KEY_FILE", get("SAML_SP_KEY_FILE"))
+    cert = _parse_file("PROVISIONER_SAML_SP_CERT_FILE", get("SAML_SP_CERT_FILE"))
+    if (key is None) != (cert is None):
+        raise SettingsError(
+            "PROVISIONER_SAML_SP_KEY_FILE: set together with PROVISIONER_SAML_SP_CERT_FILE"
+        )
+    try:
+        attributes = parse_attribute_map(get("SAML_ATTRIBUTES") or SAML_DEFAULT_ATTRIBUTES)
+    except ValueError as exc:
+        raise SettingsError(f"PROVISIONER_SAML_ATTRIBUTES: {exc}") from None
+    return SamlSettings(
+        idp_metadata=path,
+        idp_entity_id=_idp_entity_id(path),
+        create_users=_parse_switch(
+            "PROVISIONER_SAML_CREATE_USERS", get("SAML_CREATE_USERS"), default=False
+        ),
+        attributes=attributes,
+        sp_key_file=key,
+        sp_cert_file=cert,
+    )
+
+
+def _idp_entity_id(path: Path) -> str:
+    """The entity id of the one identity provider ``path`` describes, after checking that it
+    offers what this service needs: HTTP-Redirect sign-on and a signing certificate."""
+
+    def bad(problem: str) -> SettingsError:
+        return SettingsError(f"PROVISIONER_SAML_IDP_METADATA: {path}: {problem}")
+
+    try:
+        root = parse_xml(path.read_bytes())
+    except (OSError, ParseError, DefusedXmlException) as exc:
+        raise bad(f"not readable SAML metadata ({type(exc).__name__})") from None
+    entities = (
+        [root] if root.tag == f"{_MD}EntityDescriptor" else root.iter(f"{_MD}EntityDescriptor")
+    )
+    idps = [
+        (entity, descriptor)
+        for entity in entities
+        if (descriptor := entity.find(f"{_MD}IDPSSODescriptor")) is not None
+    ]
+    if len(idps) != 1:
+        raise bad(f"expected one identity provider, found {len(idps)}")
+    entity, descriptor = idps[0]
+    services = descriptor.findall(f"{_MD}SingleSignOnService")
+    if not any(s.get("Binding") == _HTTP_REDIRECT for s in services):
+        raise bad("the identity provider offers no HTTP-Redirect single sign-on service")
+    if not any(_signs(key) for key in descriptor.findall(f"{_MD}KeyDescriptor")):
+        raise bad("the identity provider's signing certificate is missing")
+    entity_id = entity.get("entityID")
+    if not entity_id:
+        raise bad("the identity provider has no entityID")
+    return entity_id
+
+
+def _signs(key: Element) -> bool:
+    return (
+        key.get("use", "signing") == "signing" and key.find(f".//{_DS}X509Certificate") is not None
+    )

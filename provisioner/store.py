@@ -1464,3 +1464,61 @@ async def seed_device_contact(conn: Connection, mac: str, contact: str) -> None:
     await conn.execute(
         "UPDATE devices SET sip_contact = $2 WHERE mac = $1 AND sip_contact IS NULL", mac, contact
     )
+
+
+# --- SAML single sign-on (provisioner/sso.py) --------------------------------------------------
+
+
+async def insert_saml_request(
+    conn: Connection, request_id: str, next_path: str, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO saml_requests (id, next_path, expires_at) VALUES ($1, $2, $3)",
+        request_id,
+        next_path,
+        expires_at,
+    )
+
+
+async def get_saml_request(conn: Connection, request_id: str) -> Record | None:
+    """An unexpired request this service sent and has not had an answer to yet."""
+    return await conn.fetchrow(
+        "SELECT * FROM saml_requests WHERE id = $1 AND expires_at > now()", request_id
+    )
+
+
+async def take_saml_request(conn: Connection, request_id: str) -> Record | None:
+    """Remove the unexpired request and return it; None when an answer took it already."""
+    return await conn.fetchrow(
+        "DELETE FROM saml_requests WHERE id = $1 AND expires_at > now() RETURNING *", request_id
+    )
+
+
+async def saml_assertion_seen(conn: Connection, issuer: str, assertion_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM saml_assertions WHERE issuer = $1 AND id = $2)",
+            issuer,
+            assertion_id,
+        )
+    )
+
+
+async def insert_saml_assertion(
+    conn: Connection, issuer: str, assertion_id: str, expires_at: datetime
+) -> bool:
+    """Record an accepted assertion; False when it was accepted before (a replay)."""
+    inserted = await conn.fetchval(
+        """INSERT INTO saml_assertions (issuer, id, expires_at) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING RETURNING true""",
+        issuer,
+        assertion_id,
+        expires_at,
+    )
+    return bool(inserted)
+
+
+async def delete_expired_saml_state(conn: Connection) -> None:
+    """Forget requests nobody answered and assertions that can no longer be accepted."""
+    await conn.execute("DELETE FROM saml_requests WHERE expires_at <= now()")
+    await conn.execute("DELETE FROM saml_assertions WHERE expires_at <= now()")

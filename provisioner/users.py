@@ -13,7 +13,7 @@ from provisioner import audit, provisioning, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
-from provisioner.errors import conflict, forbidden, invalid, not_found
+from provisioner.errors import ProvisionerError, conflict, forbidden, invalid, not_found
 
 AuthBackend = Literal["local", "ldap", "saml"]
 Role = Literal["user", "admin"]
@@ -106,6 +106,18 @@ def validate_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "role" and value not in ROLES:
             raise invalid("role_invalid", f"role is one of {ROLES}.")
         clean[name] = value
+    return clean
+
+
+def valid_or_none(name: str, value: str | None) -> str | None:
+    """``value`` as field ``name`` stores it, or None when it is no valid one: for values from
+    a directory or an identity provider, which are left out rather than refused."""
+    if value is None:
+        return None
+    try:
+        clean: str | None = validate_fields({name: value})[name]
+    except ProvisionerError:
+        return None
     return clean
 
 

@@ -279,6 +279,7 @@ BAD_SETTINGS = [
     ("PROVISIONER_MAIL_FROM", "nobody", ["info"]),
     ("PROVISIONER_PHONES_LISTEN", "8081", ["serve"]),
     ("PROVISIONER_KAMAILIO_LOCATION_URL", "mysql://kamailio@db/kamailio", ["worker"]),
+    ("PROVISIONER_SAML_IDP_METADATA", "/nonexistent/idp-metadata.xml", ["serve"]),
 ]
 
 

@@ -72,6 +72,7 @@ def _login_form(
         username=username,
         next_path=safe_next(next_path, ""),
         error=error,
+        sso=_core(request).settings.saml is not None,
     )
 
 

@@ -62,6 +62,12 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Melden Sie sich mit Benutzername und Passwort an.",
     ),
     "login.submit": ("Sign in", "Anmelden"),
+    "login.sso": ("Sign in with single sign-on", "Mit Single Sign-on anmelden"),
+    "login.sso_or": ("or", "oder"),
+    "saml.signed_in": ("Signed in", "Angemeldet"),
+    "saml.continue": ("Continue", "Weiter"),
+    "saml.failed": ("Single sign-on failed", "Anmeldung per Single Sign-on fehlgeschlagen"),
+    "saml.code": ("Error code", "Fehlercode"),
     "password.title": ("Change your password", "Passwort ändern"),
     "password.required": (
         "Your password is temporary. Choose your own password to continue.",
@@ -526,6 +532,39 @@ ERRORS: dict[str, tuple[str, str]] = {
     "field_from_directory": (
         "This field comes from the directory; change it there.",
         "Dieses Feld stammt aus dem Verzeichnis; ändern Sie es dort.",
+    ),
+    "saml_invalid": (
+        "The identity provider's answer was not accepted. Sign in again.",
+        "Die Antwort des Identitätsanbieters wurde nicht angenommen. Melden Sie sich erneut an.",
+    ),
+    "saml_invalid.expired": (
+        "The sign-in took too long and has expired. Sign in again.",
+        "Die Anmeldung hat zu lange gedauert und ist abgelaufen. Melden Sie sich erneut an.",
+    ),
+    "saml_invalid.replayed": (
+        "This sign-in was used already. Sign in again.",
+        "Diese Anmeldung wurde bereits verwendet. Melden Sie sich erneut an.",
+    ),
+    "saml_invalid.unsolicited": (
+        "This sign-in was not started here or has expired. Sign in again.",
+        "Diese Anmeldung wurde nicht hier begonnen oder ist abgelaufen. Melden Sie sich erneut an.",
+    ),
+    "saml_user_unknown": (
+        "There is no user of this name here; ask an administrator to add you.",
+        "Hier gibt es keinen Benutzer dieses Namens; bitten Sie einen Administrator, Sie "
+        "anzulegen.",
+    ),
+    "auth_backend_mismatch": (
+        "This account does not sign in with single sign-on.",
+        "Dieses Konto meldet sich nicht per Single Sign-on an.",
+    ),
+    "user_created_meanwhile": (
+        "The user was created meanwhile; sign in again.",
+        "Der Benutzer wurde zwischenzeitlich angelegt; melden Sie sich erneut an.",
+    ),
+    "saml_not_configured": (
+        "Single sign-on is not configured.",
+        "Single Sign-on ist nicht eingerichtet.",
     ),
     "user_disabled": (
         "This account is disabled; ask an administrator.",

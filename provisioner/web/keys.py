@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from provisioner.audit import Actor
@@ -11,11 +13,15 @@ from provisioner.phoneauth import Phones
 from provisioner.push import PushWorker
 from provisioner.settings import Settings
 
+if TYPE_CHECKING:  # pysaml2 takes seconds to import: loaded only when SAML is configured
+    from provisioner.saml_sp import ServiceProvider
+
 SETTINGS = web.AppKey("settings", Settings)
 CORE = web.AppKey("core", Core)
 PHONES = web.AppKey("phones", Phones)
 PUSH_WORKER = web.AppKey("push_worker", PushWorker)  # in processes that run one
 DIRECTORY_SYNC = web.AppKey("directory_sync", IntervalSync)  # with a sync interval
+SAML: web.AppKey[ServiceProvider] = web.AppKey("saml")  # when single sign-on is configured
 
 # Per-request state.
 ACTOR = web.RequestKey("actor", Actor)
@@ -29,6 +35,7 @@ __all__ = [
     "PHONES",
     "PUSH_WORKER",
     "REQUEST_ID",
+    "SAML",
     "SETTINGS",
     "TOKEN",
     "Actor",
