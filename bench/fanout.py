@@ -73,7 +73,7 @@ TARGET_SECONDS = 3.0  # DESIGN.md "Performance targets"
 PUBLIC_URL = "http://provisioner.bench.invalid"
 REGISTRAR = "pbx.bench.invalid"
 OUIS = {"yealink": "805ec0", "gigaset": "7c2f80", "snom": "000413"}
-DISTINCT_INITIAL_PINS = 64  # argon2 verifiers computed for the seeded PINs, shared round-robin
+DISTINCT_INITIAL_PINS = 64  # the seeded PINs, shared round-robin
 NAMES = ["Jürgen Müller", "Anna <Ops> & Co", 'Zoë "Z" O\'Neil', "Björn Straße", "Li Wei"]
 
 TOOLS = {
@@ -191,15 +191,6 @@ async def seed(
     with watch.stage("admin_and_site"):
         await passwords.bootstrap_admin(core, admin_password)
         await sites.set_site(core, actor, "default", {"registrar_host": REGISTRAR})
-    distinct = sorted(set(initial_pins))
-    with watch.stage("pin_verifiers"):
-        verifiers = dict(
-            zip(
-                distinct,
-                await asyncio.gather(*(core.hasher.hash_pin(p) for p in distinct)),
-                strict=True,
-            )
-        )
     async with core.pool.acquire() as conn:
         with watch.stage("users"):
             await conn.copy_records_to_table(
@@ -223,9 +214,8 @@ async def seed(
             for i in range(layout.users):
                 user_id = ids[layout.username(i)]
                 pin = initial_pins[i]
-                pin_rows.append(
-                    (user_id, verifiers[pin], core.vault.encrypt(pin, pin_purpose(user_id)))
-                )
+                verifier = core.pin_verifier.make(user_id, pin)
+                pin_rows.append((user_id, verifier, core.vault.encrypt(pin, pin_purpose(user_id))))
             await conn.execute(
                 "CREATE TEMP TABLE fan_pins (id bigint, pin_hash text, pin_encrypted bytea)"
             )
@@ -691,7 +681,7 @@ async def database_facts(dsn: str, layout: Layout, started_wall: float) -> dict[
 # --- profiling (optional) ------------------------------------------------------------------------
 
 BUCKETS = (
-    ("argon2 PIN hashing", ("argon2", "hash_pin", "_PIN")),
+    ("argon2 password hashing", ("argon2", "hash_password")),
     ("Jinja2 rendering", ("render_files", "jinja2", "templates.py", "render (provisioner/devices")),
     ("AES-GCM decrypt/encrypt", ("vault.py",)),
     ("asyncpg / protocol", ("asyncpg",)),
@@ -756,7 +746,7 @@ def summarise_profile(path: Path, top: int = 20) -> dict[str, Any]:
         "samples": total,
         "note": "share of non-idle samples, all threads; buckets take the first match in order",
         "buckets": share(buckets, len(BUCKETS) + 3),
-        "threads": share(threads, 10),  # MainThread = the event loop; argon2_* = PIN hashing
+        "threads": share(threads, 10),  # MainThread = the event loop; argon2_* = password hashing
         "inclusive": share(inclusive, top),
         "self": share(own, top),
     }

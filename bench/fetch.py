@@ -51,7 +51,7 @@ from typing import Any
 import benchlib
 from benchlib import BenchError, Child, log
 
-from provisioner import devices_service, pins, provisioning, sealing, sites, users
+from provisioner import access_codes, devices_service, pins, provisioning, sealing, sites, users
 from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.devices import ADAPTERS
@@ -69,7 +69,7 @@ FIRMWARE = "96.86.0.70"
 OUI = "805ec0"  # a Yealink OUI
 PUBLIC_URL = "http://provisioner.bench.invalid"
 NAMES = ["Jürgen Müller", "Anna <Ops> & Co", 'Zoë "Z" O\'Neil', "Björn Straße", "Li Wei"]
-DISTINCT_PINS = 100  # argon2 verifiers computed; users share them round-robin (see README)
+DISTINCT_PINS = 100  # users share them round-robin (see README)
 
 TOOLS = {
     "wrk": "apt-get update && apt-get install -y wrk",
@@ -225,8 +225,6 @@ async def seed(core: Core, count: int, domain_count: int) -> Seeded:
             core, actor, "default", {"registrar_host": "pbx.bench.invalid", "timezone": "UTC"}
         )
     pin_list = pick_pins(DISTINCT_PINS, seed=count)
-    with watch.stage("pin_verifiers"):
-        verifiers = await asyncio.gather(*(core.hasher.hash_pin(p) for p in pin_list))
 
     def username(i: int) -> str:
         return f"bench{i:05d}"
@@ -281,7 +279,8 @@ async def seed(core: Core, count: int, domain_count: int) -> Seeded:
                 user_id = ids[username(i)]
                 k = i % len(pin_list)
                 encrypted = core.vault.encrypt(pin_list[k], pin_purpose(user_id))
-                pin_rows.append((user_id, verifiers[k], encrypted))
+                verifier = core.pin_verifier.make(user_id, pin_list[k])
+                pin_rows.append((user_id, verifier, encrypted))
             await conn.execute(
                 "CREATE TEMP TABLE bench_pins (id bigint, pin_hash text, pin_encrypted bytea)"
             )
@@ -391,6 +390,9 @@ def render_times(handsets: int = 500, runs: int = 20) -> dict[str, Any]:
                 provisioning_url="https://prov.example.net/provisioning/",
                 provisioning_user="000413aabbcc",
                 provisioning_password=secrets.token_urlsafe(18),
+                access_code=access_codes.generate(key.digits)
+                if (key := adapter.access_code_key(model))
+                else None,
             )
             timings, cpu = [], []
             size = 0

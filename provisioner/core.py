@@ -13,6 +13,7 @@ from provisioner.db import create_pool, migrate
 from provisioner.errors import Kind, ProvisionerError
 from provisioner.hashing import Hasher
 from provisioner.mail import Mailer
+from provisioner.pin_verifier import PinVerifier, rekey_argon2_verifiers
 from provisioner.renderqueue import RenderQueue
 from provisioner.sealing import seal_clear_files
 from provisioner.settings import Settings
@@ -28,6 +29,7 @@ class Core:
     pool: asyncpg.Pool
     vault: Vault
     hasher: Hasher
+    pin_verifier: PinVerifier
     mailer: Mailer | None
     renders: RenderQueue = field(default_factory=RenderQueue)
     directory: Directory | None = None
@@ -58,6 +60,7 @@ async def open_core(
             async with pool.acquire() as conn:
                 await migrate(conn)
             await seal_clear_files(vault, pool)  # the data step of migration 009
+            await rekey_argon2_verifiers(vault, pool)
         mailer = Mailer(settings.smtp, settings.mail_from) if settings.smtp else None
         directory = _open_directory(settings)
         core = Core(
@@ -65,6 +68,7 @@ async def open_core(
             pool=pool,
             vault=vault,
             hasher=hasher,
+            pin_verifier=PinVerifier(vault),
             mailer=mailer,
             directory=directory,
         )

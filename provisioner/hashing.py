@@ -1,4 +1,4 @@
-"""argon2id hashing of passwords and PINs, always off the event loop.
+"""argon2id hashing of passwords, always off the event loop (PINs: :mod:`provisioner.pin_verifier`).
 
 Hashing runs in a small dedicated thread pool, so a burst of password changes can neither stall
 the event loop nor starve the default executor that other blocking work uses.
@@ -21,10 +21,6 @@ MAX_PASSWORD_INPUT = 1024
 
 # OWASP's argon2id baseline (19 MiB, 2 passes): ~50 ms here.
 _PASSWORD = argon2.using(type="ID", memory_cost=19456, rounds=2, parallelism=1)
-# A PIN has ~20 bits of entropy and its encrypted copy sits in the same row, so an expensive
-# verifier would buy nothing against an attacker holding the table while making the fan-out of
-# thousands of PIN changes slow. 4 MiB, 1 pass: ~3 ms, still memory-hard per guess.
-_PIN = argon2.using(type="ID", memory_cost=4096, rounds=1, parallelism=1)
 
 
 class Hasher:
@@ -54,13 +50,6 @@ class Hasher:
             await self._run(_PASSWORD.verify, password, self._dummy_password_hash)
             return False
         return bool(await self._run(_PASSWORD.verify, password, password_hash))
-
-    async def hash_pin(self, pin: str) -> str:
-        return str(await self._run(_PIN.hash, pin))
-
-    async def verify_pin(self, pin: str, pin_hash: str) -> bool:
-        """Check ``pin`` (callers refuse a PIN longer than any PIN first: ``hotdesk.check_pin``)."""
-        return bool(await self._run(_PIN.verify, pin, pin_hash))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

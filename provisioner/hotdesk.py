@@ -91,7 +91,7 @@ async def check_pin(core: Core, extension: str, pin: str, source: str) -> tuple[
         user["pin_hash"] is not None
         and pin.isascii()
         and pin.isdigit()
-        and await core.hasher.verify_pin(pin, user["pin_hash"])
+        and core.pin_verifier.check(user["id"], pin, user["pin_hash"])
     )
     actor = Actor(username="pbx", role="system", source=source)
     async with core.pool.acquire() as conn, conn.transaction():

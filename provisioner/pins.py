@@ -70,13 +70,13 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
         user = await get_user(conn, username)
     policy_args = {"min_length": core.settings.pin_min_length}
     check_pin_policy(pin, extension=user["extension"], **policy_args)
-    pin_hash = await core.hasher.hash_pin(pin)
     async with core.pool.acquire() as conn, conn.transaction():
         user = await get_user(conn, username, for_update=True)
-        # The extension may have changed while we hashed.
+        # The extension may have changed since it was read without the lock.
         check_pin_policy(pin, extension=user["extension"], **policy_args)
+        verifier = core.pin_verifier.make(user["id"], pin)
         encrypted = core.vault.encrypt(pin, pin_purpose(user["id"]))
-        await store.set_user_pin(conn, user["id"], pin_hash, encrypted)
+        await store.set_user_pin(conn, user["id"], verifier, encrypted)
         macs = [
             row["mac"]
             for row in await store.list_device_models_for_user(conn, user["id"])

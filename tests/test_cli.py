@@ -30,7 +30,9 @@ from passlib.hash import argon2
 
 from provisioner import embedded
 from provisioner.embedded import EmbeddedPostgres
+from provisioner.pin_verifier import SCHEME, PinVerifier
 from provisioner.settings import default_data_dir
+from provisioner.vault import Vault
 from tests.conftest import MailSink, free_port, mailed_password
 
 ONE_TIME_PASSWORD = re.compile(r"^Created user 'admin' with the one-time password: (\S+)$", re.M)
@@ -126,6 +128,14 @@ async def insert_user(
         extension,
         email,
         auth_backend,
+    )
+
+
+def pin_matches(cli: Cli, user: asyncpg.Record, pin: str) -> bool:
+    """Whether the user's stored verifier is the keyed one of ``pin`` (the CLI's key file)."""
+    vault = Vault.from_key_file(Path(cli.env["PROVISIONER_DATA_DIR"]) / "secret.key")
+    return bool(user["pin_hash"].startswith(SCHEME)) and PinVerifier(vault).check(
+        user["id"], pin, user["pin_hash"]
     )
 
 
@@ -383,8 +393,7 @@ async def test_user_set_pin(cli: Cli, db: asyncpg.Connection) -> None:
     assert_exit(result, 0)
     assert PIN not in result.stdout + result.stderr
     alice = await user_row(db, "alice")
-    assert alice["pin_hash"].startswith("$argon2id$")
-    assert argon2.verify(PIN, alice["pin_hash"])
+    assert pin_matches(cli, alice, PIN)
     assert alice["pin_encrypted"] is not None
     assert PIN.encode() not in alice["pin_encrypted"]
     audit = await db.fetch("SELECT * FROM audit_log WHERE action = 'pin.change'")
@@ -425,7 +434,7 @@ async def test_pin_min_length_setting_applies(cli: Cli, db: asyncpg.Connection) 
     assert_exit(short, 2)
     assert "(pin_policy)" in short.stderr
     assert_exit(long_enough, 0)
-    assert argon2.verify("73051946", (await user_row(db, "alice"))["pin_hash"])
+    assert pin_matches(cli, await user_row(db, "alice"), "73051946")
 
 
 # --- user set-password -------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from passlib.hash import argon2
 
+from provisioner.pin_verifier import SCHEME, PinVerifier
 from provisioner.vault import Vault, pin_purpose
 from provisioner.web.keys import CORE
 from tests.conftest import Api
@@ -35,6 +35,14 @@ def vault_of(api: Api) -> Vault:
     return vault
 
 
+async def verifies(
+    db: asyncpg.Connection, api: Api, username: str, pin: str, verifier: str
+) -> bool:
+    """Whether ``verifier`` is the service's keyed verifier of the user's ``pin``."""
+    user_id = await db.fetchval("SELECT id FROM users WHERE username = $1", username)
+    return bool(api.client.app[CORE].pin_verifier.check(user_id, pin, verifier))
+
+
 async def stored_pin(db: asyncpg.Connection, api: Api, username: str) -> tuple[str, str]:
     row = await db.fetchrow(
         "SELECT id, pin_hash, pin_encrypted FROM users WHERE username = $1", username
@@ -50,8 +58,8 @@ async def test_admin_sets_pin_stored_as_verifier_and_ciphertext(
     status, data = await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
     assert status == 200, data
     pin_hash, clear = await stored_pin(db, admin, "alice")
-    assert pin_hash.startswith("$argon2id$")
-    assert argon2.verify("480913", pin_hash)
+    assert pin_hash.startswith(SCHEME)
+    assert await verifies(db, admin, "alice", "480913", pin_hash)
     assert clear == "480913"
     raw = await db.fetchval("SELECT pin_encrypted FROM users WHERE username = 'alice'")
     assert b"480913" not in raw
@@ -191,7 +199,7 @@ async def test_concurrent_pin_changes_end_consistent(
     assert [status for status, _ in results] == [200] * len(candidates)
     pin_hash, clear = await stored_pin(db, admin, "alice")
     assert clear in candidates
-    assert argon2.verify(clear, pin_hash), "verifier and ciphertext come from different changes"
+    assert await verifies(db, admin, "alice", clear, pin_hash), "verifier, ciphertext disagree"
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'pin.change'") == 6
     assert await db.fetchval("SELECT count(*) FROM push_jobs WHERE state = 'pending'") == 1
 
@@ -199,3 +207,57 @@ async def test_concurrent_pin_changes_end_consistent(
 async def test_unknown_user(admin: Api) -> None:
     status, data = await admin.call("PUT", "/users/nobody/pin", {"pin": "480913"})
     assert (status, data["error"]["code"]) == (404, "user_not_found")
+
+
+# --- the keyed verifier --------------------------------------------------------------------------
+
+
+async def test_pin_verifiers_are_keyed_and_bound_to_the_user(
+    admin: Api, make_user: Any, db: asyncpg.Connection, tmp_path: Any
+) -> None:
+    """Two users with one PIN get different verifiers; another key verifies neither."""
+    await make_user("alice", extension="201")
+    await make_user("bob", extension="202")
+    for name in ("alice", "bob"):
+        assert (await admin.call("PUT", f"/users/{name}/pin", {"pin": "480913"}))[0] == 200
+    alice, _ = await stored_pin(db, admin, "alice")
+    bob, _ = await stored_pin(db, admin, "bob")
+    assert alice != bob
+    assert "480913" not in alice
+    alice_id = await db.fetchval("SELECT id FROM users WHERE username = 'alice'")
+    other = PinVerifier(Vault.from_key_file(tmp_path / "other.key"))
+    assert not other.check(alice_id, "480913", alice)
+    assert await verifies(db, admin, "alice", "480913", alice)
+    assert not await verifies(db, admin, "alice", "480914", alice)
+
+
+async def test_argon2_verifiers_of_earlier_versions_are_replaced_from_the_copy(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    from passlib.hash import argon2
+
+    from provisioner.pin_verifier import rekey_argon2_verifiers
+
+    await make_user("alice", extension="201")
+    await make_user("bob", extension="202")
+    core = admin.client.app[CORE]
+    ids = {r["username"]: r["id"] for r in await db.fetch("SELECT id, username FROM users")}
+    # As an earlier version stored them: argon2id verifier, AES-GCM copy; bob's copy is broken.
+    for name, pin in (("alice", "480913"), ("bob", "592014")):
+        # Both copies under alice's purpose: bob's does not decrypt as his.
+        copy = core.vault.encrypt(pin, pin_purpose(ids["alice"]))
+        await db.execute(
+            "UPDATE users SET pin_hash = $2, pin_encrypted = $3 WHERE username = $1",
+            name,
+            argon2.using(type="ID", memory_cost=4096, rounds=1).hash(pin),
+            copy,
+        )
+    assert await rekey_argon2_verifiers(core.vault, core.pool) == 1
+    alice, clear = await stored_pin(db, admin, "alice")
+    assert clear == "480913"
+    assert await verifies(db, admin, "alice", "480913", alice)
+    bob = await db.fetchrow("SELECT pin_hash, pin_encrypted FROM users WHERE username = 'bob'")
+    assert (bob["pin_hash"], bob["pin_encrypted"]) == (None, None)  # set it again
+    assert await rekey_argon2_verifiers(core.vault, core.pool) == 0
+    # The PBX checks the re-keyed verifier like any other.
+    assert (await admin.call("GET", "/users/bob"))[1]["pin_set"] is False
