@@ -124,7 +124,7 @@ class Pager:
 
 
 def _page(request: web.Request) -> int:
-    return query_int(request, "page", 1, 1, _MAX_PAGE)
+    return query_int(request, "page", 1, 1, _MAX_PAGE, empty_is_absent=True)
 
 
 def _device(
@@ -163,7 +163,7 @@ async def users_page(request: web.Request) -> web.Response:
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
         backend=backend or None,
-        disabled=query_bool(request, "disabled"),
+        disabled=query_bool(request, "disabled", empty_is_absent=True),
     )
     filters = {"q": search, "backend": backend, "disabled": state}
     return render(
@@ -553,7 +553,7 @@ def _details(details: Any) -> list[tuple[str, str]]:
 @routes.get("/audit")
 async def audit_page(request: web.Request) -> web.Response:
     filters = {name: request.query.get(name, "").strip() for name in ("user", "action", "since")}
-    before = query_int(request, "before", 0, 0, 2**62) or None
+    before = query_int(request, "before", 0, 0, 2**62, empty_is_absent=True) or None
     errors: dict[str, str] = {}
     entries: list[dict[str, Any]] = []
     try:

@@ -104,7 +104,7 @@ async def list_users(request: web.Request) -> web.Response:
         search=request.query.get("search") or None,
         limit=limit,
         offset=offset,
-        backend=request.query.get("backend") or None,
+        backend=request.query.get("backend"),
         disabled=query_bool(request, "disabled"),
     )
     return web.json_response(

@@ -221,7 +221,7 @@ async def list_push_jobs(request: web.Request) -> web.Response:
     rows = await devices_service.list_push_jobs(
         request.config_dict[CORE],
         _actor(request),
-        state=request.query.get("state") or None,
+        state=request.query.get("state"),
         device=request.query.get("device") or None,
         limit=query_int(request, "limit", 100, 1, 1000),
     )

@@ -254,9 +254,20 @@ def _type_name(kind: type) -> str:
     )
 
 
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def query_int(
+    request: web.Request,
+    name: str,
+    default: int,
+    low: int,
+    high: int,
+    *,
+    empty_is_absent: bool = False,
+) -> int:
+    """The whole number ``name`` in ``low``..``high``; absent: ``default``. Present but empty is
+    refused as the API document's integers say, unless ``empty_is_absent`` (a page's form
+    sends its empty fields)."""
     text = request.query.get(name)
-    if text is None or text == "":
+    if text is None or (text == "" and empty_is_absent):
         return default
     if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise invalid("query_invalid", f"{name} must be a whole number from {low} to {high}.")
@@ -277,10 +288,12 @@ _DATE_TIME = re.compile(DATE_TIME_PATTERN)
 _BOOLS = {"true": True, "false": False}
 
 
-def query_bool(request: web.Request, name: str) -> bool | None:
-    """``true`` or ``false``; absent or empty: None."""
+def query_bool(
+    request: web.Request, name: str, *, empty_is_absent: bool = False
+) -> bool | None:
+    """``true`` or ``false``; absent (or empty, with ``empty_is_absent``): None."""
     text = request.query.get(name)
-    if not text:
+    if text is None or (text == "" and empty_is_absent):
         return None
     if text not in _BOOLS:
         raise invalid("query_invalid", f"{name} must be true or false.")
