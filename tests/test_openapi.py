@@ -747,3 +747,49 @@ async def test_device_responses_match_schemas(admin: Api) -> None:
         }
         missing = documented - check.seen
         assert not missing, (method, path, sorted(missing, key=str))
+
+
+VALUE_RULES = {"pattern", "minLength", "maxLength", "enum", "const", "minimum", "maximum"}
+
+
+def test_every_rule_on_a_request_value_names_its_refusal() -> None:
+    """A body schema's rule on a value carries the code the server answers when it is broken
+    (``x-error``): the edge refuses with it, and the operation lists it. (Conditions of an
+    ``if`` only select a branch; they refuse nothing.)"""
+    doc = openapi_document()
+    schemas = doc["components"]["schemas"]
+    bodies = {
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rpartition("/")[2]
+        for _, _, op in operations(doc)
+        if "requestBody" in op
+    }
+    bare: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if VALUE_RULES & node.keys() and "x-error" not in node:
+                bare.append(where)
+            for key, value in node.items():
+                if key not in ("if", "x-error", "examples", "default"):
+                    walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{where}/{index}")
+
+    seen: set[str] = set()
+    for name in sorted(bodies):
+        for ref in [name, *re.findall(r"#/components/schemas/(\w+)", json.dumps(schemas[name]))]:
+            if ref not in seen:
+                seen.add(ref)
+                walk(schemas[ref], ref)
+    assert bare == []
+    # And each operation lists the codes of its body's rules.
+    for _, _, op in operations(doc):
+        if "requestBody" not in op:
+            continue
+        name = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        rules = re.findall(
+            r'"code": "(\w+)", "status": (\d+)', json.dumps(resolve(doc, {"$ref": name}))
+        )
+        for code, status in rules:
+            assert code in op["x-error-codes"][status], (op["operationId"], code)
