@@ -55,6 +55,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from markupsafe import Markup
+
 from provisioner.devices.base import (
     AccessCodeKey,
     Adapter,
@@ -72,6 +74,8 @@ from provisioner.devices.base import (
     normalise_mac,
     posix_tz_rule,
     slot_table,
+    xml_block,
+    xml_text,
 )
 from provisioner.notify import ApiAccess
 from provisioner.omaxi import OmAxiClient
@@ -184,7 +188,7 @@ class _ServerUrl:
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _UserSlot:
     uid: int
     line: Line | None
@@ -298,6 +302,7 @@ class MitelAdapter(Adapter):
         return FileRequest(file=f"{mac.upper()}.cfg", mac=mac)
 
     def render(self, ctx: RenderContext, templates: Templates) -> dict[str, bytes]:
+        slots = _user_slots(ctx)
         return {
             COMMON_FILE: templates.render(
                 "ipdect.cfg.xml",
@@ -312,7 +317,8 @@ class MitelAdapter(Adapter):
                 provisioning_user=ctx.provisioning_user,
                 provisioning_password=ctx.provisioning_password,
                 access_code=ctx.access_code,
-                slots=_user_slots(ctx),
+                slots=slots,
+                users=_user_records(slots),
             ),
         }
 
@@ -373,6 +379,33 @@ def _user_slots(ctx: RenderContext) -> list[_UserSlot]:
             taken.add(login_id)
         slots.append(_UserSlot(uid, provisioned, login_id))
     return slots
+
+
+def _user_records(slots: list[_UserSlot]) -> Markup:
+    """The ``CreatePPUser`` records of ``<MAC>.cfg`` (``users`` in ``omm.cfg.xml``), one per
+    slot in uid order: the user's, or the blank record that removes one.
+
+    Written here rather than in the template: the Jinja expressions per attribute for 512 users
+    made the render miss the target (README, "Performance"; issue 14). Values are escaped as the
+    template's autoescape escapes them (:func:`xml_text`).
+    """
+    records = []
+    for slot in slots:
+        line = slot.line
+        if line is None:
+            records.append(
+                f'<CreatePPUser plainText="1" replaceData="1"><user uid="{slot.uid}" name="" num=""'
+                ' addId="" sipAuthId="" sipPw="" pin="" fixedSipPort="0"/></CreatePPUser>\n'
+            )
+        else:
+            records.append(
+                f'<CreatePPUser plainText="1" replaceData="1"><user uid="{slot.uid}"'
+                f' name="{xml_text(line.display_name)}" num="{xml_text(line.sip_user)}"'
+                f' addId="{xml_text(slot.login_id)}" sipAuthId="{xml_text(line.sip_auth_user)}"'
+                f' sipPw="{xml_text(line.sip_password)}" pin="{xml_text(line.pin or "")}"'
+                ' fixedSipPort="0"/></CreatePPUser>\n'
+            )
+    return xml_block(records)
 
 
 def _device_folder(provisioning_url: str, mac: str) -> _ServerUrl:

@@ -1,10 +1,12 @@
-"""The helpers adapters share: MACs and vendors in User-Agents, slots, time zones, URLs."""
+"""The helpers adapters share: MACs and vendors in User-Agents, slots, time zones, URLs, XML."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import jinja2
 import pytest
+from markupsafe import Markup
 
 from provisioner.devices import ADAPTERS
 from provisioner.devices.base import (
@@ -12,6 +14,7 @@ from provisioner.devices.base import (
     ModelInfo,
     RenderError,
     check_slots,
+    clean_text,
     first_mac,
     free_slots,
     has_oui,
@@ -23,6 +26,8 @@ from provisioner.devices.base import (
     slot_table,
     standard_utc_offset,
     with_credentials,
+    xml_block,
+    xml_text,
 )
 from tests.devices.conftest import (
     UA_GIGASET,
@@ -99,6 +104,34 @@ def test_slot_table_and_free_slots() -> None:
     lines = (make_line(3), make_line(1))
     assert slot_table(lines, MODEL) == [(1, lines[1]), (2, None), (3, lines[0]), (4, None)]
     assert free_slots(lines, MODEL) == [2, 4]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Anna 12",
+        "",
+        "A & B",
+        "<b>",
+        'O"Neil',
+        "d'Arc",
+        "&amp;",
+        "tab\tline\nbreak",
+        "nul\x00",
+        "\x85\u2028\u2029",
+        "Müller 😀",
+        "{{ x }}",
+        " &lt;\x7f> ",
+    ],
+)
+def test_xml_text_writes_what_the_clean_filter_and_autoescape_write(value: str) -> None:
+    env = jinja2.Environment(autoescape=True)
+    env.filters["clean"] = clean_text
+    template = env.from_string("{{ value|clean }}")
+    assert xml_text(value) == template.render(value=value)
+    block = xml_block([xml_text(value), "<a/>"])
+    assert isinstance(block, Markup)  # inserted as is by autoescape
+    assert str(block) == template.render(value=value) + "<a/>"
 
 
 def test_models_by_name() -> None:
