@@ -288,9 +288,7 @@ _DATE_TIME = re.compile(DATE_TIME_PATTERN)
 _BOOLS = {"true": True, "false": False}
 
 
-def query_bool(
-    request: web.Request, name: str, *, empty_is_absent: bool = False
-) -> bool | None:
+def query_bool(request: web.Request, name: str, *, empty_is_absent: bool = False) -> bool | None:
     """``true`` or ``false``; absent (or empty, with ``empty_is_absent``): None."""
     text = request.query.get(name)
     if text is None or (text == "" and empty_is_absent):
