@@ -5,7 +5,8 @@ fetch costs no database round trip and no slow password hash. The cache is loade
 refreshed for one device whenever any process announces a change on the
 :data:`provisioner.provisioning.DEVICE_CHANNEL` channel (LISTEN/NOTIFY).
 
-Fetches are recorded in memory and written in batches by :class:`FetchRecorder`.
+Fetches are recorded in memory and written in batches by :class:`FetchRecorder`, a device's
+repeated identical fetches folded into one write a minute.
 
 Both outlive the database: while it is away the cache serves what it holds and the recorder
 keeps its records (compacted, so a boot storm during an outage cannot exhaust memory); both
@@ -21,7 +22,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -224,9 +225,58 @@ class DeviceListener:
         raise ConnectionResetError("the listening connection was lost")
 
 
+#: A device's fetch that repeats its last written one (same file, revision and source) within
+#: this many seconds of that write is folded: only its time is kept, written when they are up.
+#: So a device costs at most one write a minute while nothing about its fetches changes.
+LAST_SEEN_INTERVAL = 60.0
+
+Fetch = tuple[str, str, int, datetime, str, bool]
+"""A fetch record: mac, file, revision, time, source address, personal (the device's own file)."""
+
+
+@dataclass(slots=True)
+class Written:
+    """What a device's last written fetch was, and the newest identical one folded since."""
+
+    file: str
+    revision: int
+    source: str
+    personal: bool
+    due: float
+    """When (monotonic) an identical fetch is written again rather than folded."""
+    folded: datetime | None = None
+    """The time of the newest identical fetch since the write, not written yet."""
+
+
 @dataclass
 class FetchRecorder:
     """Buffers fetch records; :meth:`flush` writes them in one round trip per batch.
+
+    What is written is what delivery confirmation and the admin pages need, on the device's row
+    (:func:`provisioner.store.record_fetches`): the revision it last fetched, when and from
+    where, and the newest revision of its own file, which completes push jobs. A fetch that
+    differs from the device's last written one in file, revision or source is written at once
+    (with the next batch). One that repeats it within :data:`LAST_SEEN_INTERVAL` of that write
+    is folded: only its time is kept, and written (the newest one) when the interval is over,
+    which starts the next interval. A phone polling its file, or a boot storm's retries, thus
+    costs one write a minute, and the last-seen time lags by at most that.
+
+    Folded, never dropped: every fetch reaches the database, so ``fetched`` stays exact. The
+    wait does not even delay a push's confirmation. A folded fetch repeats one already queued,
+    which sets the device's ``fetched_revision`` when written: a job notified before that write
+    is completed by it, and one notified after it is stored as ``fetched`` at once by
+    :func:`provisioner.store.finish_push_job` (it looks at ``fetched_revision``, under a row
+    lock that orders it with the write). Only a job held for a maintenance window (``scheduled``)
+    that such a repeat would complete waits for the folded write, at most one interval (and so
+    would a job of a device deleted and added again within the interval, whose first fetch
+    repeats the old row's last one).
+
+    Memory: :attr:`written` holds one entry per device written within the last interval (plus
+    the ones with a folded fetch still to write). Only devices this process serves from its
+    cache are recorded, so it is bounded by the devices it knows; an entry whose interval is
+    over is dropped at the next flush (the device's next fetch is written anyway), so a deleted
+    device leaves it within two intervals. Entries are kept in the order of their ``due``
+    time, which makes finding the due ones cost nothing for the others.
 
     While the database is away the records wait in memory. Past ``compact_at`` of them, only
     the newest fetch of each device's file is kept: what completes push jobs and shows a
@@ -234,20 +284,65 @@ class FetchRecorder:
     """
 
     pool: asyncpg.Pool
-    fetches: list[tuple[str, str, int, datetime, str, bool]] = field(default_factory=list)
+    fetches: list[Fetch] = field(default_factory=list)
     retired: set[str] = field(default_factory=set)
     compact_at: int = 100_000
     outage: Outage = field(default_factory=lambda: Outage(log, "fetch recorder"))
+    last_seen_interval: float = LAST_SEEN_INTERVAL
+    clock: Callable[[], float] = time.monotonic
+    """Monotonic seconds: when an interval is over (tests move it instead of waiting)."""
+    written: dict[str, Written] = field(default_factory=dict)
+    """Per device (MAC), its last written fetch; oldest ``due`` first."""
     _retry_in: float = field(default=0.0, init=False)
 
     def record(self, mac: str, file: str, revision: int, source: str, *, personal: bool) -> None:
-        """Queue a fetch; ``personal``: the device's own file (not one shared by all)."""
-        self.fetches.append((mac, file, revision, datetime.now(UTC), source, personal))
+        """Queue a fetch, or fold it into the device's last written one (see the class)."""
+        at = datetime.now(UTC)
+        now = self.clock()
+        last = self.written.get(mac)
+        if last is not None:
+            if (
+                now < last.due
+                and last.file == file
+                and last.revision == revision
+                and last.source == source
+            ):
+                last.folded = at
+                return
+            del self.written[mac]  # re-entered below, last: the newest due time
+            self._queue_folded(mac, last)  # nothing folded is lost to what replaces it
+        self.written[mac] = Written(file, revision, source, personal, now + self.last_seen_interval)
+        self._queue((mac, file, revision, at, source, personal))
+
+    def _queue(self, fetch: Fetch) -> None:
+        self.fetches.append(fetch)
         if len(self.fetches) >= self.compact_at:
             self._compact()
 
+    def _queue_folded(self, mac: str, last: Written) -> None:
+        if last.folded is not None:
+            self._queue((mac, last.file, last.revision, last.folded, last.source, last.personal))
+            last.folded = None
+
+    def _queue_due(self, *, everything: bool) -> None:
+        """Queue the folded fetches whose interval is over (``everything``: all of them) and
+        forget the devices whose interval is over with nothing folded."""
+        now = self.clock()
+        while self.written:
+            mac, last = next(iter(self.written.items()))
+            if last.due > now and not everything:
+                return
+            del self.written[mac]
+            if last.folded is None:
+                continue  # nothing to write; the device's next fetch is written anyway
+            self._queue_folded(mac, last)
+            if not everything:
+                # Written now: the next interval starts; re-entered last, in due order.
+                last.due = now + self.last_seen_interval
+                self.written[mac] = last
+
     def _compact(self) -> None:
-        newest: dict[tuple[str, str], tuple[str, str, int, datetime, str, bool]] = {}
+        newest: dict[tuple[str, str], Fetch] = {}
         for fetch in self.fetches:  # in order of arrival: the last one of a file stays
             newest[fetch[0], fetch[1]] = fetch
         self.fetches = list(newest.values())
@@ -258,8 +353,10 @@ class FetchRecorder:
     def retire_bootstrap(self, mac: str) -> None:
         self.retired.add(mac)
 
-    async def flush(self) -> bool:
-        """Write what is buffered; False when the database is away (it waits for next time)."""
+    async def flush(self, *, everything: bool = False) -> bool:
+        """Write what is buffered and the folded fetches now due; False when the database is
+        away (it all waits for next time). ``everything``: every folded fetch (at shutdown)."""
+        self._queue_due(everything=everything)
         fetches, self.fetches = self.fetches, []
         retired, self.retired = self.retired, set()
         if not fetches and not retired:
@@ -273,7 +370,7 @@ class FetchRecorder:
                         "SELECT pg_notify($1, $2)", [(DEVICE_CHANNEL, m) for m in sorted(retired)]
                     )
                 if fetches:
-                    await store.insert_fetches(conn, fetches)
+                    await store.record_fetches(conn, fetches)
         except Exception as exc:
             if not database_unavailable(exc):
                 # Retrying records the database refuses would fail the same way forever.

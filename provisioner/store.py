@@ -553,9 +553,13 @@ async def finish_push_job(
 
     ``notified`` is stored as ``fetched`` when the device has already fetched ``revision``: a
     fetch record written while the job was still pending (the phone fetched right after its
-    200 OK) found no notified job to complete in :func:`insert_fetches`. The device row is
+    200 OK) found no notified job to complete in :func:`record_fetches`. The device row is
     read ``FOR SHARE``, so a fetch record being written concurrently is either seen here or
-    sees this job as notified.
+    sees this job as notified. This is also what keeps ``fetched`` exact while the phones'
+    processes fold a device's repeated identical fetches (:class:`provisioner.phonecache.
+    FetchRecorder`): a folded fetch repeats one already written, which set
+    ``fetched_revision``, so a job notified after it is completed here and one notified before
+    it by that write.
 
     ``scheduled`` with ``retry_in`` parks the job until the device's maintenance window: its
     attempts start again from zero there.
@@ -1189,16 +1193,18 @@ async def retire_bootstrap(conn: Connection, macs: Sequence[str]) -> None:
     )
 
 
-async def insert_fetches(
+async def record_fetches(
     conn: Connection, fetches: Sequence[tuple[str, str, int, datetime, str, bool]]
 ) -> None:
-    """Record fetches (mac, file, revision, at, source, personal) and each device's latest.
+    """Record fetches (mac, file, revision, at, source, personal) on their devices' rows.
 
-    A fetch of a device's personal file (not a shared one) at a revision at least the one a
-    notified (or scheduled) push job was made for completes that job. A boot storm brings
-    thousands of
-    fetches a second, so this is a handful of set-based statements per batch (array
-    parameters, ``unnest``), never a statement per fetch.
+    Each device keeps its latest fetch (file, revision, time, source) and the newest revision of
+    its personal file (not a shared one) it fetched; such a fetch at a revision at least the one
+    a notified (or scheduled) push job was made for completes that job. No row per fetch is kept:
+    :class:`provisioner.phonecache.FetchRecorder` already folds a device's repeated identical
+    fetches into one a minute. A boot storm still brings thousands of fetches a second, so this is
+    a handful of set-based statements per batch (array parameters, ``unnest``), never a statement
+    per fetch. A device deleted since its fetch is skipped (no row to update), not an error.
     """
     latest: dict[str, tuple[str, str, int, datetime, str, bool]] = {}
     personal: dict[str, tuple[datetime, int]] = {}
@@ -1208,16 +1214,6 @@ async def insert_fetches(
             latest[mac] = fetch
         if is_personal and (mac not in personal or personal[mac][1] <= revision):
             personal[mac] = (at, revision)
-    columns = list(zip(*(fetch[:5] for fetch in fetches), strict=True))
-    # Devices deleted since the fetch are skipped (the join), not an error.
-    await conn.execute(
-        """INSERT INTO device_fetches (mac, file, revision, at, source)
-           SELECT f.mac, f.file, f.revision, f.at, f.source
-           FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
-                AS f (mac, file, revision, at, source)
-           JOIN devices d ON d.mac = f.mac""",
-        *(list(column) for column in columns),
-    )
     last = list(zip(*(fetch[:5] for fetch in latest.values()), strict=True))
     await conn.execute(
         """UPDATE devices d SET last_fetch_file = f.file, last_fetch_revision = f.revision,

@@ -12,6 +12,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -35,6 +36,24 @@ ADMIN_DSN = os.environ.get(
     "PROVISIONER_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 ADMIN_PASSWORD = "Adm1n-Passw0rd!x"
+
+
+class ManualClock:
+    """A monotonic clock that moves only when a test says so.
+
+    Given to :class:`provisioner.phonecache.FetchRecorder` (``recorder.clock``) before the
+    device's first fetch, so a test decides when a minute of folded fetches is over instead of
+    waiting for it. It starts at the real monotonic time and never goes back.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def free_port() -> int:

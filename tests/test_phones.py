@@ -24,8 +24,10 @@ import json
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -33,8 +35,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 
+from provisioner import store
+from provisioner.phonecache import LAST_SEEN_INTERVAL
 from provisioner.web.keys import PHONES
-from tests.conftest import Api, AppFactory, bootstrap_admin
+from tests.conftest import Api, AppFactory, ManualClock, bootstrap_admin
 
 T = TypeVar("T")
 
@@ -695,32 +699,124 @@ async def test_fetches_are_recorded(
     assert conditional.status == 304
 
     async def recorded() -> Any:
-        row = await db.fetchrow(
-            "SELECT last_fetch_at, last_fetch_revision, last_fetch_file, last_fetch_source, "
-            "(SELECT count(*) FROM device_fetches f WHERE f.mac = d.mac) AS fetches "
-            "FROM devices d WHERE mac = $1",
-            phone.mac,
-        )
-        assert row is not None
-        return row if row["last_fetch_at"] is not None and row["fetches"] >= 3 else None
+        row = await last_fetch(db, phone.mac)
+        return row if row["last_fetch_file"] == phone.line_file else None
 
     row = await eventually(recorded, "the fetches reach the database")
     assert row["last_fetch_revision"] == revision
-    assert row["last_fetch_file"] == phone.line_file
     assert row["last_fetch_source"] == PHONE_NET_A
-    fetches = await db.fetch(
-        "SELECT file, revision, source FROM device_fetches WHERE mac = $1 ORDER BY at, id",
-        phone.mac,
-    )
-    assert [tuple(f) for f in fetches] == [
-        (phone.shared_file, revision, PHONE_NET_A),
-        (phone.line_file, revision, PHONE_NET_A),
-        (phone.line_file, revision, PHONE_NET_A),
-    ]
+    assert row["fetched_revision"] == revision  # the device's own file, not the shared one
     shown = (await call(api, "GET", f"/devices/{phone.mac}"))["last_fetch"]
     assert shown["revision"] == revision
     assert shown["source"] == PHONE_NET_A
     assert shown["file"] == phone.line_file
+
+
+async def last_fetch(db: asyncpg.Connection, mac: str) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "SELECT last_fetch_at, last_fetch_file, last_fetch_revision, last_fetch_source, "
+        "fetched_revision FROM devices WHERE mac = $1",
+        mac,
+    )
+    assert row is not None
+    return row
+
+
+class WrittenFetches:
+    """Counts the fetch records each device gets written (wraps ``store.record_fetches``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count: Counter[str] = Counter()
+        write = store.record_fetches
+
+        async def counting(conn: Any, fetches: Any) -> None:
+            await write(conn, fetches)
+            self.count.update(fetch[0] for fetch in fetches)
+
+        monkeypatch.setattr(store, "record_fetches", counting)
+
+
+async def test_identical_fetches_are_written_once_a_minute(
+    phones_client: Client, api: Api, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phone polling its file within a minute costs one write; the last-seen time follows
+    when the minute is over, and then a minute later again (the clock is the test's)."""
+    phone = BY_ID["yealink-T54W"]
+    await provision(api, phone)
+    recorder = phones_client.app[PHONES].recorder
+    clock = recorder.clock = ManualClock()
+    written = WrittenFetches(monkeypatch)
+
+    assert (await fetch(phones_client, phone, source=PHONE_NET_A)).status == 200
+
+    async def seen_after(moment: datetime) -> Any:
+        row = await last_fetch(db, phone.mac)
+        at = row["last_fetch_at"]
+        return row if at is not None and at > moment else None
+
+    first = await eventually(lambda: seen_after(datetime.min.replace(tzinfo=UTC)), "a write")
+    for headers in ({}, {"If-None-Match": '"stale"'}, {}):
+        got = await fetch(phones_client, phone, source=PHONE_NET_A, headers=headers)
+        assert got.status == 200
+    before_last = datetime.now(UTC)
+    assert (await fetch(phones_client, phone, source=PHONE_NET_A)).status == 200
+
+    # Folded: nothing is queued or in flight, so this is what the database keeps for now.
+    assert recorder.fetches == []
+    assert written.count[phone.mac] == 1
+    assert (await last_fetch(db, phone.mac))["last_fetch_at"] == first["last_fetch_at"]
+
+    # The minute is over: the newest folded fetch is written, once, and a new minute begins.
+    clock.advance(LAST_SEEN_INTERVAL)
+    row = await eventually(lambda: seen_after(before_last), "the last-seen time advances")
+    assert (row["last_fetch_file"], row["last_fetch_source"]) == (phone.line_file, PHONE_NET_A)
+    assert written.count[phone.mac] == 2
+    assert (await fetch(phones_client, phone, source=PHONE_NET_A)).status == 200
+    assert recorder.fetches == []  # folded into the new minute
+
+    # Bounded: a device that stops fetching leaves the recorder's memory a minute later.
+    clock.advance(LAST_SEEN_INTERVAL)
+    await eventually(lambda: seen_after(row["last_fetch_at"]), "the last fold is written")
+    clock.advance(LAST_SEEN_INTERVAL)
+
+    async def forgotten() -> bool:
+        return phone.mac not in recorder.written
+
+    await eventually(forgotten, "the device's entry is dropped")
+    assert written.count[phone.mac] == 3
+
+
+async def test_a_new_source_file_or_revision_is_written_at_once(
+    phones_client: Client, api: Api, db: asyncpg.Connection
+) -> None:
+    """The clock never moves here: whatever reaches the database was written at once."""
+    phone = BY_ID["yealink-T54W"]
+    await provision(api, phone)
+    assert phone.shared_file is not None
+    phones_client.app[PHONES].recorder.clock = ManualClock()
+    revision = await revision_of(api, phone.mac)
+
+    async def shows(file: str, revision: int, source: str) -> Any:
+        async def probe() -> Any:
+            row = await last_fetch(db, phone.mac)
+            got = (row["last_fetch_file"], row["last_fetch_revision"], row["last_fetch_source"])
+            return row if got == (file, revision, source) else None
+
+        return await eventually(probe, f"last fetch {file} {revision} from {source}")
+
+    assert (await fetch(phones_client, phone, source=PHONE_NET_A)).status == 200
+    await shows(phone.line_file, revision, PHONE_NET_A)
+    assert (await fetch(phones_client, phone, source=PHONE_NET_B)).status == 200  # it moved
+    await shows(phone.line_file, revision, PHONE_NET_B)
+    assert (await fetch(phones_client, phone, phone.shared_file, source=PHONE_NET_B)).status == 200
+    await shows(phone.shared_file, revision, PHONE_NET_B)
+
+    await call(api, "PUT", "/users/alice/pin", {"pin": NEW_PIN})
+    await in_sync(phones_client, api, phone)
+    assert await revision_of(api, phone.mac) == revision + 1
+    assert NEW_PIN in (await fetch(phones_client, phone, source=PHONE_NET_B)).text
+    row = await shows(phone.line_file, revision + 1, PHONE_NET_B)
+    assert row["fetched_revision"] == revision + 1
 
 
 # --- PIN change: re-render, unchanged devices keep their revision, caches follow ---------------

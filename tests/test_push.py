@@ -44,7 +44,7 @@ from provisioner.sip import SipNotifier
 from provisioner.vault import device_credential_purpose, sip_password_purpose
 from provisioner.web.hooks import SIGNATURE_HEADER, sign
 from provisioner.web.keys import CORE, PHONES
-from tests.conftest import Api, bootstrap_admin
+from tests.conftest import Api, ManualClock, bootstrap_admin
 
 T = TypeVar("T")
 Client = TestClient[Any, Any]
@@ -857,4 +857,39 @@ async def test_fetch_recorded_while_the_worker_finishes_still_completes_the_job(
     workers.start(service.app[CORE], "worker-a")
 
     await job_reaches(api, YEALINK.mac, job["id"], "fetched", within=10)
+    assert await phone.exit_code() == 0, phone.errors()
+
+
+# --- a fetch folded into the device's last written one ------------------------------------------
+
+
+async def test_a_push_of_a_revision_fetched_before_is_confirmed_though_the_refetch_is_folded(
+    start_service: StartService, start_sipp: StartSipp
+) -> None:
+    """The device fetched revision R (written); then the worker notifies a job for R, and the
+    device fetches R again within the minute: that fetch is folded, not written now. The job
+    must still end ``fetched``, and at once (the recorder's clock never moves here, so a folded
+    fetch would never be written): the worker stores it so, seeing the earlier fetch of R."""
+    service = await start_service(worker=True)
+    api = await bootstrap_admin(service)
+    recorder = service.app[PHONES].recorder
+    recorder.clock = ManualClock()
+    phone = await start_sipp(YEALINK.scenario, calls=2)
+    await provision(api, Pbx(service), YEALINK, phone.port)
+    [setup_job] = await jobs_of(api, YEALINK.mac)
+    await notifies_received(phone, 1)
+    await fetch_config(service, YEALINK)
+    await job_reaches(api, YEALINK.mac, setup_job["id"], "fetched")
+    revision = (await call(api, "GET", f"/devices/{YEALINK.mac}"))["fetched_revision"]
+
+    queued = await call(api, "POST", f"/devices/{YEALINK.mac}/reprovision", expect=202)
+    [job_id] = queued["jobs"]
+    await notifies_received(phone, 2)
+    await fetch_config(service, YEALINK)
+    written = recorder.written[YEALINK.mac]
+    assert (written.revision, written.folded is not None) == (revision, True)
+    assert recorder.fetches == []
+
+    job = await job_reaches(api, YEALINK.mac, job_id, "fetched")
+    assert job["reason"] == "reprovision"
     assert await phone.exit_code() == 0, phone.errors()

@@ -18,7 +18,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from provisioner.devices import ADAPTERS
-from tests.conftest import bootstrap_admin
+from provisioner.phonecache import LAST_SEEN_INTERVAL
+from provisioner.web.keys import PHONES
+from tests.conftest import ManualClock, bootstrap_admin
 from tests.test_push import (  # noqa: F401 (fixtures)
     NEW_PIN,
     SNOM,
@@ -204,4 +206,37 @@ async def test_reprovision_wait_ends_when_the_rest_is_done_and_names_the_held_ba
     assert out.splitlines()[-1] == (
         "notified 0, fetched 0, failed 0, still pending 0, held for the maintenance window 1"
     )
+    assert phone.transactions() == []
+
+
+async def test_a_held_job_completed_by_a_folded_fetch_is_fetched_once_its_minute_is_over(
+    start_service: StartService,  # noqa: F811 -- the imported fixture
+    start_sipp: StartSipp,  # noqa: F811 -- the imported fixture
+) -> None:
+    """A re-provision held for the window, and the base fetches the revision it fetched a
+    moment ago: that fetch is folded into the earlier one (same file, revision and source),
+    not dropped; once its minute is over it is written and completes the held job."""
+    service = await start_service(worker=True)
+    api = await bootstrap_admin(service)
+    recorder = service.app[PHONES].recorder
+    clock = recorder.clock = ManualClock()
+    phone = await start_sipp(BASE.scenario, calls=1)
+    closed, _ = window(timedelta(hours=5))
+    await set_window(api, closed)
+    await provision(api, Pbx(service), BASE, phone.port)
+    [job] = await jobs_of(api, BASE.mac)
+    await job_reaches(api, BASE.mac, job["id"], "scheduled")
+    await fetch_config(service, BASE)
+    await job_reaches(api, BASE.mac, job["id"], "fetched")
+
+    queued = await call(api, "POST", f"/devices/{BASE.mac}/reprovision", expect=202)
+    [held] = queued["jobs"]
+    await job_reaches(api, BASE.mac, held, "scheduled")
+    await fetch_config(service, BASE)
+    assert recorder.written[BASE.mac].folded is not None
+    [still] = [j for j in await jobs_of(api, BASE.mac) if j["id"] == held]
+    assert still["state"] == "scheduled"  # the folded fetch waits for its minute
+
+    clock.advance(LAST_SEEN_INTERVAL)
+    await job_reaches(api, BASE.mac, held, "fetched")
     assert phone.transactions() == []

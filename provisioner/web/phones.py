@@ -315,7 +315,7 @@ async def open_phones(core: Core) -> AsyncIterator[Phones]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await recorder.flush()
+        await recorder.flush(everything=True)
 
 
 async def _phones_ctx(app: web.Application) -> AsyncIterator[None]:
