@@ -6,7 +6,7 @@ Audit rows never carry a secret: callers pass only non-secret details (a mode, a
 from __future__ import annotations
 
 import getpass
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,6 +61,31 @@ async def record(
         action=action,
         source=actor.source if actor else source,
         details=details or {},
+    )
+
+
+async def record_with_push_jobs(
+    conn: Connection,
+    actor: Actor,
+    action: str,
+    target_user: str | None,
+    details: Mapping[str, Any],
+    *,
+    macs: Sequence[str],
+    reason: str,
+) -> list[int]:
+    """:func:`record` and :func:`provisioner.store.enqueue_push_jobs` as one statement, the
+    last of a hot transaction (a PIN change); the jobs, named by the row's ``push_jobs``."""
+    return await store.insert_audit_enqueueing_push_jobs(
+        conn,
+        actor=actor.username,
+        impersonator=actor.impersonator,
+        target_user=target_user,
+        action=action,
+        source=actor.source,
+        details=details,
+        macs=macs,
+        reason=reason,
     )
 
 

@@ -14,6 +14,7 @@ from provisioner.errors import Kind, ProvisionerError
 from provisioner.hashing import Hasher
 from provisioner.mail import Mailer
 from provisioner.pin_verifier import PinVerifier, rekey_argon2_verifiers
+from provisioner.pushwake import PushWaker
 from provisioner.renderqueue import RenderQueue
 from provisioner.sealing import seal_clear_files
 from provisioner.settings import Settings
@@ -31,6 +32,8 @@ class Core:
     hasher: Hasher
     pin_verifier: PinVerifier
     mailer: Mailer | None
+    push_wake: PushWaker
+    """Wakes the push workers after a commit that queued or re-timed push jobs."""
     renders: RenderQueue = field(default_factory=RenderQueue)
     directory: Directory | None = None
     """The LDAP directory, when ``PROVISIONER_LDAP_URL`` is set."""
@@ -70,12 +73,14 @@ async def open_core(
             hasher=hasher,
             pin_verifier=PinVerifier(vault),
             mailer=mailer,
+            push_wake=PushWaker(pool),
             directory=directory,
         )
         try:
             yield core
         finally:
             await core.renders.close()
+            await core.push_wake.close()
             if directory is not None:
                 directory.close()
     finally:

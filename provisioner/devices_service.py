@@ -206,6 +206,8 @@ async def create_device(
         if assignments:
             details["slots"] = await _write_assignments(core, conn, row, assignments)
         await audit.record(conn, actor, "device.create", None, details)
+    if adopted:
+        core.push_wake.wake()
     await provisioning.render_device(core, row["mac"])
     return row
 
@@ -268,6 +270,7 @@ async def update_device(core: Core, actor: Actor, mac_text: str, changes: Mappin
             None,
             {"mac": mac, "fields": sorted(changed), "push_jobs": jobs},
         )
+    core.push_wake.wake()
     await provisioning.render_device(core, mac)
     return row
 
@@ -335,6 +338,7 @@ async def set_access_code(
             None,
             {"mac": mac, "generated": code is None, "push_jobs": jobs},
         )
+    core.push_wake.wake()
     await provisioning.render_device(core, mac)
     return chosen, jobs
 
@@ -464,6 +468,7 @@ async def set_assignments(
             conn, actor, "device.assign", None, {"mac": mac, "slots": slots, "push_jobs": jobs}
         )
         rows = await store.list_assignments(conn, mac)
+    core.push_wake.wake()
     await provisioning.render_device(core, mac)
     return rows
 
@@ -557,6 +562,7 @@ async def reprovision_device(
                 raise unprocessable(
                     "render_failed", f"{mac} cannot be rendered, nothing rotated: {outcome.error}"
                 )
+    core.push_wake.wake()
     if not rotate_sip:
         await provisioning.render_device(core, mac)
     return jobs
@@ -569,6 +575,8 @@ async def reprovision_user(core: Core, actor: Actor, username: str) -> list[int]
         macs = await store.list_device_macs_for_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "reprovision")
         await audit.record(conn, actor, "device.reprovision", username, {"push_jobs": jobs})
+    if jobs:
+        core.push_wake.wake()
     provisioning.schedule_renders(core, macs)
     return jobs
 
@@ -581,6 +589,8 @@ async def reprovision_all(core: Core, actor: Actor) -> list[int]:
         await audit.record(
             conn, actor, "device.reprovision", None, {"all": True, "push_jobs": len(jobs)}
         )
+    if jobs:
+        core.push_wake.wake()
     await provisioning.render_devices(core, macs)
     return jobs
 
@@ -673,13 +683,15 @@ async def import_csv(
     devices, errors = _parse_csv(text)
     if errors:
         return ImportReport(0, errors)
+    adopted: list[int] = []
     try:
         async with core.pool.acquire() as conn, conn.transaction():
             for entry in devices.values():
                 try:
                     async with conn.transaction():
-                        row, _ = await _insert_device(core, conn, entry.new)
+                        row, jobs = await _insert_device(core, conn, entry.new)
                         await _write_assignments(core, conn, row, [a for _, a in entry.assignments])
+                    adopted += jobs
                 except ProvisionerError as exc:
                     lines = [entry.line] + [line for line, _ in entry.assignments]
                     errors.append((min(lines), f"{entry.new.mac}: {exc.message}"))
@@ -688,6 +700,8 @@ async def import_csv(
             await audit.record(conn, actor, "device.import", None, {"devices": len(devices)})
     except _ImportRefused:
         return ImportReport(0, errors)
+    if adopted:
+        core.push_wake.wake()
     tick = None if progress is None else functools.partial(_tick, progress, len(devices))
     await provisioning.render_devices(core, devices, tick)
     return ImportReport(len(devices), [])

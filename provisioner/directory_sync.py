@@ -197,6 +197,8 @@ async def _apply_page(
                 report.conflicts.append(_conflict(user, f"{row['auth_backend']}_user"))
             else:
                 macs += await _update(conn, actor, row, user, report)
+    if macs and not report.dry_run:  # each has a push job
+        core.push_wake.wake()
     return macs
 
 

@@ -165,6 +165,8 @@ async def pin_login(
             user["username"],
             {"mac": mac, "left": left, "push_jobs": jobs},
         )
+    if jobs:
+        core.push_wake.wake()
     provisioning.schedule_renders(core, [mac, *left])
     return user["username"], mac
 
@@ -204,6 +206,8 @@ async def logout(core: Core, mac_text: str, source: str) -> list[str]:
             await audit.record(
                 conn, actor, "hotdesk.logout", username, {"mac": mac, "push_jobs": jobs}
             )
+    if jobs:
+        core.push_wake.wake()
     if usernames:
         await provisioning.render_device(core, mac)
     return usernames
@@ -275,5 +279,7 @@ async def reprovision(
         await audit.record(
             conn, actor, "device.reprovision", None, {"macs": macs, "push_jobs": jobs}
         )
+    if jobs:
+        core.push_wake.wake()
     provisioning.schedule_renders(core, macs)
     return jobs

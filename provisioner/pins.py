@@ -63,7 +63,9 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
     there through the PBX's hot-desk login, on the server.
 
     One transaction: the user row (verifier, ciphertext, failure counters reset), the audit row
-    and the push jobs commit together or not at all.
+    and the push jobs commit together or not at all. The jobs come last, with the audit row in
+    one statement: a DECT base's open job is one row all its handsets' users' changes update,
+    held from there to the commit only. The workers are woken after the commit.
     """
     require_self_or_admin(actor, username)
     async with core.pool.acquire() as conn:
@@ -82,7 +84,10 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
             for row in await store.list_device_models_for_user(conn, user["id"])
             if provisioning.carries_pin(row["vendor"], row["model"])
         ]
-        jobs = await store.enqueue_push_jobs(conn, macs, "pin.change")
-        await audit.record(conn, actor, "pin.change", username, {"push_jobs": jobs})
+        jobs = await audit.record_with_push_jobs(
+            conn, actor, "pin.change", username, {}, macs=macs, reason="pin.change"
+        )
+    if jobs:
+        core.push_wake.wake()
     provisioning.schedule_renders(core, macs)
     return PinChange(push_jobs=jobs)

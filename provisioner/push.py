@@ -3,8 +3,9 @@
 Jobs are an outbox written in the same transaction as the change that causes them. Any number of
 workers (in ``provisioner serve`` and ``provisioner worker`` processes) share the table: a job is
 leased with ``FOR UPDATE SKIP LOCKED``, so two workers never work on it at once, and a job whose
-worker died is taken up again when its lease expires. Workers sleep until PostgreSQL wakes them
-(``LISTEN provisioner_push``), with a slow poll as a safety net.
+worker died is taken up again when its lease expires. Workers sleep until a change wakes them
+(:mod:`provisioner.pushwake`: directly in the same process, through ``LISTEN provisioner_push``
+from others), with a slow poll as a safety net.
 
 A worker outlives its database: while PostgreSQL is away it retries with back-off, logs the loss
 and the return once each (:class:`provisioner.outage.Outage`), listens again, and hands back at
@@ -38,12 +39,11 @@ from provisioner.metrics import METRICS
 from provisioner.notify import ApiAccess, ApiPusher, Notifier, NotifyError, NotifyTarget
 from provisioner.outage import DATABASE_BACKOFF, Outage, database_unavailable
 from provisioner.outage import Backoff as Backoff  # re-exported: the AMI follower and tests
+from provisioner.pushwake import PUSH_CHANNEL
 from provisioner.usrloc import LocationLookup, lookup_for
 from provisioner.vault import device_api_password_purpose, sip_password_purpose
 
 log = logging.getLogger(__name__)
-
-PUSH_CHANNEL = "provisioner_push"
 
 
 class PushWorker:
@@ -93,16 +93,17 @@ class PushWorker:
         """
         self.running = True
         try:
-            while True:
-                try:
-                    await self._step()
-                except Exception as exc:
-                    if database_unavailable(exc):
-                        delay = self.outage.lost(exc)
-                    else:
-                        log.exception("push worker: unexpected failure; carrying on")
-                        delay = DATABASE_BACKOFF.cap
-                    await asyncio.sleep(delay)
+            with self.core.push_wake.local_worker(self._wake):
+                while True:
+                    try:
+                        await self._step()
+                    except Exception as exc:
+                        if database_unavailable(exc):
+                            delay = self.outage.lost(exc)
+                        else:
+                            log.exception("push worker: unexpected failure; carrying on")
+                            delay = DATABASE_BACKOFF.cap
+                        await asyncio.sleep(delay)
         finally:
             self.running = False
             await self._shutdown()

@@ -93,8 +93,9 @@ async def set_site(core: Core, actor: Actor, name: str, changes: Mapping[str, An
         macs = []
         if set(clean) - _NOT_RENDERED:
             macs = await store.list_site_device_macs(conn, name)
+        retimed = 0
         if "maintenance_window" in clean or "timezone" in clean:
-            await store.reconsider_scheduled_push_jobs(conn, name)
+            retimed = await store.reconsider_scheduled_push_jobs(conn, name)
         jobs = await store.enqueue_push_jobs(conn, macs, "site.update")
         await audit.record(
             conn,
@@ -103,6 +104,8 @@ async def set_site(core: Core, actor: Actor, name: str, changes: Mapping[str, An
             None,
             {"site": name, "fields": sorted(clean), "push_jobs": len(jobs)},
         )
+    if jobs or retimed:
+        core.push_wake.wake()
     provisioning.schedule_renders(core, macs)
     return row
 

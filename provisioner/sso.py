@@ -169,6 +169,8 @@ async def _sign_in(
         else:
             user, macs = await _update_user(conn, actor, user, fields)
         session = await auth.open_session_in(conn, user, source, via=VIA)
+    if macs:  # each has a push job
+        core.push_wake.wake()
     provisioning.schedule_renders(core, macs)
     return SignedIn(session, request["next_path"])
 

@@ -460,6 +460,35 @@ async def list_device_models_for_user(conn: Connection, user_id: int) -> list[Re
     )
 
 
+#: Opens a push job per device of ``$1`` (reason ``$2``): see :func:`enqueue_push_jobs`.
+_UPSERT_PUSH_JOBS = """
+    INSERT INTO push_jobs (mac, reason, not_before)
+    SELECT unnest($1::text[]), $2, now() + $3::float8 * interval '1 second'
+    ON CONFLICT (mac) WHERE state IN ('pending', 'scheduled', 'notified')
+    DO UPDATE SET reason = EXCLUDED.reason, attempts = 0, last_error = NULL,
+                  not_before = CASE WHEN push_jobs.state = 'pending'
+                                    THEN least(greatest(push_jobs.not_before,
+                                                        EXCLUDED.not_before),
+                                               push_jobs.pending_since
+                                               + $4::float8 * interval '1 second')
+                                    ELSE EXCLUDED.not_before END,
+                  pending_since = CASE WHEN push_jobs.state = 'pending'
+                                       THEN push_jobs.pending_since ELSE now() END,
+                  state = 'pending', lease_until = NULL, worker = NULL,
+                  updated_at = now()
+    RETURNING id"""
+
+_INSERT_AUDIT_ENQUEUEING_PUSH_JOBS = (
+    "WITH jobs AS (" + _UPSERT_PUSH_JOBS + ")"  # noqa: S608 - constants only, parameters bound
+    """
+    INSERT INTO audit_log (actor, impersonator, target_user, action, source, details)
+    SELECT $5, $6, $7, $8, $9,
+           $10::jsonb || jsonb_build_object('push_jobs', coalesce(jsonb_agg(jobs.id), '[]'))
+    FROM jobs
+    RETURNING details -> 'push_jobs'"""
+)
+
+
 async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) -> list[int]:
     """Open a push job per device, folding into the device's open job when it has one.
 
@@ -468,33 +497,50 @@ async def enqueue_push_jobs(conn: Connection, macs: Sequence[str], reason: str) 
     the wait, up to :data:`PUSH_MAX_WAIT` after the job became pending. Folding into a
     notified or scheduled job makes it pending again (a newer revision must be fetched; the
     worker schedules it again when the device must wait for its maintenance window).
-    Workers are woken when the transaction commits.
+
+    Nobody is woken here: the caller wakes the workers once its transaction has committed
+    (:meth:`provisioner.pushwake.PushWaker.wake`) when this returned jobs. The device's open
+    job row stays locked until then, so a change to a device many users share (a DECT base)
+    queues it last in its transaction.
     """
     if not macs:
         return []
-    rows = await conn.fetch(
-        """INSERT INTO push_jobs (mac, reason, not_before)
-           SELECT unnest($1::text[]), $2, now() + $3::float8 * interval '1 second'
-           ON CONFLICT (mac) WHERE state IN ('pending', 'scheduled', 'notified')
-           DO UPDATE SET reason = EXCLUDED.reason, attempts = 0, last_error = NULL,
-                         not_before = CASE WHEN push_jobs.state = 'pending'
-                                           THEN least(greatest(push_jobs.not_before,
-                                                               EXCLUDED.not_before),
-                                                      push_jobs.pending_since
-                                                      + $4::float8 * interval '1 second')
-                                           ELSE EXCLUDED.not_before END,
-                         pending_since = CASE WHEN push_jobs.state = 'pending'
-                                              THEN push_jobs.pending_since ELSE now() END,
-                         state = 'pending', lease_until = NULL, worker = NULL,
-                         updated_at = now()
-           RETURNING id""",
+    rows = await conn.fetch(_UPSERT_PUSH_JOBS, list(macs), reason, PUSH_DEBOUNCE, PUSH_MAX_WAIT)
+    return [r["id"] for r in rows]
+
+
+async def insert_audit_enqueueing_push_jobs(
+    conn: Connection,
+    *,
+    actor: str | None,
+    impersonator: str | None,
+    target_user: str | None,
+    action: str,
+    source: str | None,
+    details: Mapping[str, Any],
+    macs: Sequence[str],
+    reason: str,
+) -> list[int]:
+    """:func:`insert_audit` and :func:`enqueue_push_jobs` in one statement; the jobs' ids,
+    which the audit row's details carry as ``push_jobs``.
+
+    One statement, so that it can be the last of its transaction although the audit row names
+    the jobs: the open job rows it locks are held only from there to the commit.
+    """
+    jobs = await conn.fetchval(
+        _INSERT_AUDIT_ENQUEUEING_PUSH_JOBS,
         list(macs),
         reason,
         PUSH_DEBOUNCE,
         PUSH_MAX_WAIT,
+        actor,
+        impersonator,
+        target_user,
+        action,
+        source,
+        dict(details),
     )
-    await conn.execute("SELECT pg_notify('provisioner_push', '')")
-    return [r["id"] for r in rows]
+    return [int(job) for job in jobs]
 
 
 #: Seconds a push job waits for further changes to the same device: every change within a
@@ -616,14 +662,15 @@ async def set_device_notify_result(conn: Connection, mac: str, result: str) -> N
     )
 
 
-async def reconsider_scheduled_push_jobs(conn: Connection, site: str) -> None:
-    """Make the site's jobs that wait for a maintenance window due now, to be timed anew."""
-    await conn.execute(
+async def reconsider_scheduled_push_jobs(conn: Connection, site: str) -> int:
+    """Make the site's jobs that wait for a maintenance window due now, to be timed anew; how
+    many. The caller wakes the workers after its commit when there are any."""
+    status = await conn.execute(
         """UPDATE push_jobs SET not_before = now(), updated_at = now()
            WHERE state = 'scheduled' AND mac IN (SELECT mac FROM devices WHERE site = $1)""",
         site,
     )
-    await conn.execute("SELECT pg_notify('provisioner_push', '')")
+    return int(status.split()[-1])
 
 
 async def count_push_jobs_by_state(

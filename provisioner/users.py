@@ -225,6 +225,8 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
         if toggled:
             details["disabled"] = bool(disable)
         await audit.record(conn, actor, "user.update", username, details)
+    if jobs:
+        core.push_wake.wake()
     provisioning.schedule_renders(core, macs)
     return row
 
@@ -241,6 +243,8 @@ async def delete_user(core: Core, actor: Actor, username: str) -> None:
         await store.delete_user(conn, user["id"])
         jobs = await store.enqueue_push_jobs(conn, macs, "user.delete")
         await audit.record(conn, actor, "user.delete", username, {"push_jobs": jobs})
+    if jobs:
+        core.push_wake.wake()
     provisioning.schedule_renders(core, macs)
 
 

@@ -116,6 +116,47 @@ async def test_pin_change_is_one_transaction(
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'pin.change'") == 1
 
 
+async def test_pin_change_waits_for_the_devices_open_job_only_in_its_last_statement(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    """A DECT base's open job is one row that the PIN changes of all its handsets' users
+    update: a change waits for it (and then holds it until its commit) only when the rest of
+    its transaction is done; the audit row, which names the job, goes in the same statement."""
+    from tests.test_push import eventually
+
+    await make_user("alice", extension="201")
+    await add_device(db, "001565000001", "alice")
+    status, first = await admin.call("PUT", "/users/alice/pin", {"pin": "480913"})
+    assert status == 200, first
+    [job] = first["push_jobs"]
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM push_jobs WHERE id = $1 FOR UPDATE", job)
+        change = asyncio.create_task(admin.call("PUT", "/users/alice/pin", {"pin": "592014"}))
+
+        async def waiting() -> int | None:
+            pid: int | None = await db.fetchval(
+                """SELECT pid FROM pg_stat_activity
+                   WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
+            )
+            return pid
+
+        blocked = await eventually(waiting, "the PIN change waits for the job row", within=10)
+        holds = await db.fetchval(
+            """SELECT array_agg(DISTINCT relation::regclass::text) FROM pg_locks
+               WHERE pid = $1 AND locktype = 'relation' AND granted""",
+            blocked,
+        )
+        # Everything else is written already: the user row, and the audit row in this statement.
+        assert {"users", "audit_log"} <= set(holds), holds
+    status, second = await change
+    assert (status, second) == (200, {"push_jobs": [job]})
+    audited = await db.fetch(
+        "SELECT details -> 'push_jobs' AS jobs FROM audit_log WHERE action = 'pin.change' "
+        "ORDER BY id"
+    )
+    assert [r["jobs"] for r in audited] == [f"[{job}]", f"[{job}]"]
+
+
 async def test_user_changes_own_pin_but_not_others(admin: Api, make_user: Any) -> None:
     await make_user("alice", "alice-Secret-9", extension="201")
     await make_user("bob", extension="202")
