@@ -288,7 +288,7 @@ class Discovery:
     ENTRY_BYTES = 1024
     """A phone beside its files' bytes: dict slot, sighting, entry; rounded up."""
     FILE_BYTES = 512
-    """A served file beside its body: name, ETag, the pre-built headers."""
+    """A served file beside its body: name, ETag, content type."""
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ owns it. Parameters are always bound.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -1173,15 +1173,24 @@ async def replace_device_files(
     return int(revision)
 
 
-async def list_device_files(conn: Connection, macs: Sequence[str] | None = None) -> list[Record]:
-    """Stored files with what serving them needs; all devices when ``macs`` is None."""
-    return await conn.fetch(
+def iterate_device_files(
+    conn: Connection, macs: Sequence[str] | None = None, *, prefetch: int = 100
+) -> AsyncIterable[Record]:
+    """Stored files with what serving them needs, in MAC order; all devices when ``macs`` is
+    None. Only inside a transaction (a cursor).
+
+    Fetched ``prefetch`` rows at a time rather than in one list: every device's sealed bodies at
+    once would be several times the cache they fill, and asyncpg keeps a query's last result
+    until the connection's next query (for the phones' listener that may be hours away).
+    """
+    return conn.cursor(
         """SELECT d.mac, d.vendor, d.revision, d.credential_encrypted, d.bootstrap_allowed,
                   f.name, f.body, f.sealed, f.etag
            FROM devices d LEFT JOIN device_files f ON f.mac = d.mac
            WHERE $1::text[] IS NULL OR d.mac = ANY($1::text[])
            ORDER BY d.mac""",
         None if macs is None else list(macs),
+        prefetch=prefetch,
     )
 
 

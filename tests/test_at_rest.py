@@ -237,7 +237,7 @@ async def test_configs_stored_in_clear_are_sealed_at_start(
     await db.execute("SELECT pg_notify($1, $2)", provisioning.DEVICE_CHANNEL, YEALINK)
     cache = service.app[PHONES].cache
     old_etag = plain_etag(plain[YEALINK][f"{YEALINK}.cfg"])
-    await eventually(lambda: cache.devices[YEALINK].files[f"{YEALINK}.cfg"].etag == old_etag)
+    await eventually(lambda: cache.devices[YEALINK].file(f"{YEALINK}.cfg").etag == old_etag)
     clear_served = await fetch(service, bootstrap=await bootstrap_auth(service))
     assert (clear_served.status, clear_served.body) == (200, served.body)
 
@@ -306,7 +306,7 @@ async def test_a_config_moved_to_another_device_is_not_served(
     )
     await db.execute("SELECT pg_notify($1, $2)", provisioning.DEVICE_CHANNEL, YEALINK)
     cache = service.app[PHONES].cache
-    await eventually(lambda: f"{YEALINK}.cfg" not in cache.devices[YEALINK].files)
+    await eventually(lambda: cache.devices[YEALINK].file(f"{YEALINK}.cfg") is None)
     refused = await fetch(service, bootstrap=auth)
     assert refused.status == 404
     assert any(

@@ -17,11 +17,13 @@ import logging
 import os
 import random
 import re
+import secrets
 import signal
 import string
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,8 +33,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from provisioner.devices import MISS, IdentifyCache, identify
+from provisioner.devices import ADAPTERS, MISS, IdentifyCache, identify
+from provisioner.devices.base import DeviceInfo, Line, RenderContext, Site, Templates
 from provisioner.phoneauth import FailureLimiter, client_address
+from provisioner.phonecache import DeviceCache
+from provisioner.sealing import seal
+from provisioner.vault import Vault, device_credential_purpose
 from provisioner.web.keys import PHONES
 from tests.conftest import ADMIN_PASSWORD, AppFactory, bootstrap_admin, free_port
 from tests.test_phones import (
@@ -354,6 +360,88 @@ async def test_names_phones_ask_for_cost_a_booting_phone_nothing(phones_client: 
             got = await fetch(phones_client, phone, name, source=source, user_agent=user_agent)
             assert got.status == 404, (name, got.status)
     assert (await fetch(phones_client, phone, source=source)).status == 200
+
+
+# --- the device cache: bytes per device ---------------------------------------------------------
+
+#: What one cached Yealink T54W (four files, ~4.3 KB of clear bytes) may cost a phones' process,
+#: everything included: its files (packed), keys, ETags, credential, the device's entry. Measured
+#: ~1,600 bytes here (300 devices), ~1,070 with 10,000; before issue 14's changes ~12,600
+#: (bench/README.md). DESIGN.md's 400 MB for 100,000 devices in two processes leaves about
+#: 1,300 bytes of RSS a device beside each interpreter's ~64 MiB (RSS runs ~200 above this count).
+CACHED_DEVICE_BYTES = 2_000
+CACHED_DEVICES = 300
+
+
+def rendered_yealink(mac: str, index: int, password: str) -> dict[str, bytes]:
+    """A T54W's files as the service renders them, with secrets as random as real ones."""
+    adapter = ADAPTERS["yealink"]
+    model = adapter.model("T54W")
+    assert model is not None
+    extension = str(2_000_000 + index)
+    line = Line(
+        slot=1,
+        username=f"user{index}",
+        display_name=f"Jürgen Müller {index}",
+        extension=extension,
+        sip_user=f"{extension}-{mac}-1",
+        sip_auth_user=f"{extension}-{mac}-1",
+        sip_password=secrets.token_urlsafe(18),
+        pin=f"{index % 1_000_000:06d}",
+        language="de",
+    )
+    context = RenderContext(
+        device=DeviceInfo(mac=mac, model=model, label=""),
+        lines=(line,),
+        site=Site(registrar_host="pbx.example.net"),
+        provisioning_url="https://prov.example.net/provisioning/",
+        provisioning_user=mac,
+        provisioning_password=password,
+    )
+    return adapter.render(context, Templates("yealink"))
+
+
+async def test_a_cached_device_costs_a_few_hundred_bytes_beside_its_files(
+    db: asyncpg.Connection, vault: Vault
+) -> None:
+    rendered: dict[str, dict[str, bytes]] = {}
+    devices, files = [], []
+    for index in range(CACHED_DEVICES):
+        mac = f"805ec0{index:06x}"
+        password = secrets.token_urlsafe(18)
+        credential = vault.encrypt(password, device_credential_purpose(mac))
+        devices.append((mac, "yealink", "T54W", "desk", credential))
+        rendered[mac] = rendered_yealink(mac, index, password)
+        files += [(mac, *stored, True) for stored in seal(vault, mac, rendered[mac])]
+    columns = ["mac", "vendor", "model", "kind", "credential_encrypted"]
+    await db.copy_records_to_table("devices", records=devices, columns=columns)
+    await db.copy_records_to_table(
+        "device_files", records=files, columns=["mac", "name", "body", "etag", "sealed"]
+    )
+    clear_bytes = sum(len(b) for f in rendered.values() for b in f.values()) / CACHED_DEVICES
+
+    cache = DeviceCache(vault)
+    await cache.load(db, ["805ec0000000"])  # first use: imports, the prepared statement
+    cache.devices.clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await cache.load(db)
+        per_device = (tracemalloc.get_traced_memory()[0] - before) / CACHED_DEVICES
+    finally:
+        tracemalloc.stop()
+
+    assert len(cache.devices) == CACHED_DEVICES
+    assert clear_bytes > 4_000  # what is packed is a real config
+    assert per_device < CACHED_DEVICE_BYTES, f"{per_device:.0f} bytes a device"
+    # Packed, shared or not: every device is served exactly its own bytes.
+    for mac, clear in rendered.items():
+        device = cache.devices[mac]
+        assert len(device.files) == len(clear)
+        for name, body in clear.items():
+            served = device.file(name)
+            assert served is not None, (mac, name)
+            assert served.body == body, (mac, name)
 
 
 # --- the bounded structures themselves ---------------------------------------------------------

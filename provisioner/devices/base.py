@@ -267,7 +267,7 @@ class RenderContext:
     exactly ``access_code_key(model).digits`` digits; None for models without one."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRequest:
     """What a phone's request asks for, as far as path and User-Agent tell."""
 

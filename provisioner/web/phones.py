@@ -163,7 +163,7 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> Answ
             return _fail(phones, source, "other_device", _not_found())
         if own is None and not device.bootstrap_allowed:
             return _fail(phones, source, "bootstrap_retired", _unauthorized(phones))
-    served = device.files.get(wanted.file)
+    served = device.file(wanted.file)
     if served is None:
         return _not_found()
     if own is not None and own.mac == device.mac and device.bootstrap_allowed:
@@ -174,8 +174,8 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> Answ
     )
     METRICS.fetches.inc()
     if _etag_matches(request.headers.get("If-None-Match"), served.etag):
-        return web.Response(status=304, headers=served.headers)
-    return web.Response(body=served.body, headers=served.headers)
+        return web.Response(status=304, headers=served.headers())
+    return web.Response(body=served.body, headers=served.headers())
 
 
 #: What a phone's request can look like. A vendor's file name is short, of these characters, a
@@ -254,8 +254,8 @@ def _serve_discovered(known: Known, file: str, request: web.BaseRequest) -> web.
         return _not_found()  # recorded only (module doc of provisioner.discovery)
     METRICS.fetches.inc()
     if _etag_matches(request.headers.get("If-None-Match"), served.etag):
-        return web.Response(status=304, headers=served.headers)
-    return web.Response(body=served.body, headers=served.headers)
+        return web.Response(status=304, headers=served.headers())
+    return web.Response(body=served.body, headers=served.headers())
 
 
 def _fail(phones: Phones, source: str, reason: str, response: web.Response) -> web.Response:
