@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import random
 import re
 import shutil
@@ -32,7 +33,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 
-from provisioner.discovery import MAX_IN_FLIGHT, MAX_PER_SITE, contact_of
+from provisioner.discovery import MAX_IN_FLIGHT, MAX_PER_SITE, WINDOW, contact_of
 from provisioner.settings import Settings, SettingsError
 from provisioner.vault import Vault, device_credential_purpose, sip_password_purpose
 from provisioner.web.keys import CORE, PHONES
@@ -45,6 +46,7 @@ from tests.test_cli import (
     start_server,  # noqa: F401 (fixture)
 )
 from tests.test_device_cli import Cli, assert_exit, cli, key_file  # noqa: F401 (fixtures)
+from tests.test_guards import metrics
 from tests.test_openapi import schema_errors
 from tests.test_push import (
     SCENARIOS,
@@ -648,3 +650,81 @@ async def test_cli_lists_discovered_phones(cli: Cli, db: asyncpg.Connection) -> 
             "03:05:00Z",
         ],
     ]
+
+
+async def test_a_second_new_phone_of_a_source_is_refused_counted_and_told_when_to_retry(
+    service: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = "198.51.100.31"
+    assert (await fetch(service, "001565aa1001.cfg", T54W_UA, source)).status == 200
+    before = await metrics(service)
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        second = await fetch(service, "001565aa1002.cfg", T54W_UA, source)
+    assert (second.status, second.code) == (429, "discovery_limited")
+    assert second.headers["Retry-After"] == str(int(WINDOW))
+    # In fail2ban's shape, and counted under its reason.
+    assert f"provisioning auth failure from {source}: discovery_limited" in caplog.messages
+    series = 'provisioner_fetch_refusals_total{reason="discovery_limited"}'
+    assert (await metrics(service))[series] - before.get(series, 0) == 1
+
+
+async def test_new_phones_beyond_the_admissions_under_way_wait_a_second(
+    service: Client, db: asyncpg.Connection
+) -> None:
+    """While the database holds every admission (the discovery lock taken here), one phone
+    more than the process admits at once is waved off at once, without database work; the
+    others are recorded once the lock is gone. (Two at once here: the default, 32, would
+    also wait for pool connections, which time out first.)"""
+    discovery = service.app[PHONES].discovery
+    assert discovery is not None
+    discovery.max_in_flight = 2
+    await db.execute("SELECT pg_advisory_lock(hashtext('provisioner.discovery'))")
+    waiting = [
+        asyncio.create_task(fetch(service, f"001565ab{i:04x}.cfg", T54W_UA, f"198.51.100.{i}"))
+        for i in (1, 2)
+    ]
+    try:
+
+        async def all_under_way() -> bool:
+            return len(discovery._admitting) == 2
+
+        await eventually(all_under_way, "both admissions under way")
+        before = await metrics(service)
+        busy = await fetch(service, "001565abffff.cfg", T54W_UA, "198.51.100.200")
+        assert (busy.status, busy.code) == (429, "discovery_busy")
+        assert busy.headers["Retry-After"] == "1"
+        series = 'provisioner_fetch_refusals_total{reason="discovery_busy"}'
+        assert (await metrics(service))[series] - before.get(series, 0) == 1
+    finally:
+        await db.execute("SELECT pg_advisory_unlock(hashtext('provisioner.discovery'))")
+    assert [got.status for got in await asyncio.gather(*waiting)] == [200, 200]
+    assert len(await discovered_rows(db)) == 2
+
+
+async def test_a_discovered_phone_fetching_again_gets_304_with_its_etag(service: Client) -> None:
+    mac = "001565aa2001"
+    first = await fetch(service, f"{mac}.cfg", yealink_ua(mac), "198.51.100.41")
+    assert first.status == 200
+    etag = first.headers["ETag"]
+    again = await fetch(
+        service, f"{mac}.cfg", yealink_ua(mac), "198.51.100.41", headers={"If-None-Match": etag}
+    )
+    assert again.status == 304
+    assert again.headers["ETag"] == etag
+    assert again.headers["Cache-Control"] == "no-cache"
+
+
+async def test_a_new_phone_whose_address_cannot_be_recorded_is_a_failure_of_its_source(
+    service: Client, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An IPv6 address with a zone id is an address (the trusted proxy saw it) but longer than
+    a discovered row keeps: nothing is recorded, and the refusal counts like an unknown MAC."""
+    source = "fe80::1%" + "z" * 80
+    before = await metrics(service)
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        got = await fetch(service, "001565aa3001.cfg", T54W_UA, source)
+    assert (got.status, got.code) == (404, "not_found")
+    assert f"provisioning auth failure from {source}: unknown_device" in caplog.messages
+    series = 'provisioner_fetch_refusals_total{reason="unknown_device"}'
+    assert (await metrics(service))[series] - before.get(series, 0) == 1
+    assert await discovered_rows(db) == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import re
@@ -31,8 +32,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from provisioner import passwords, pins, store
-from provisioner.phoneauth import NONCE_LIFETIME, FailureLimiter, NonceSigner
+from provisioner.phoneauth import NONCE_LIFETIME, FailureLimiter, NonceSigner, client_address
 from provisioner.phonecache import REALM
+from provisioner.web import phones
 from provisioner.web.hooks import MAX_SKEW, SIGNATURE_HEADER, sign
 from tests.conftest import Api, MailSink, bootstrap_admin, mailed_password
 from tests.test_hooks import SECRET, Pbx
@@ -915,3 +917,14 @@ async def test_a_device_changed_without_pause_is_pushed_after_the_maximum_wait(
             break
         assert time.monotonic() < deadline, "the stream of changes never reached the maximum wait"
         await asyncio.sleep(0.05)  # the pace of the stream of changes
+
+
+def test_a_peer_that_is_not_an_address_is_in_no_allowed_network() -> None:
+    """A connection aiohttp names no peer for (a UNIX socket) is "unknown": outside
+    PROVISIONER_PHONES_ALLOW however wide it is, never let through by a parse error."""
+    everything = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    source = client_address(None, None, ())
+    assert source == "unknown"
+    assert not phones._allowed(source, everything)
+    assert phones._allowed("192.0.2.1", everything)
+    assert phones._allowed("2001:db8::1", everything)

@@ -10,6 +10,7 @@ change acknowledged before the outage is pushed after it, once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 import signal
@@ -324,6 +325,7 @@ async def test_api_answers_503_not_500_for_every_request_during_an_outage(
     log does not grow by a warning per request."""
     service: Client = await aiohttp_client(create_app(Settings.from_env(fault_env)))
     api = await bootstrap_admin(service)
+    boot_user, boot_password = await provisioning.bootstrap_credential(service.app[CORE])
     await cluster.stop()
     caplog.clear()
     caplog.set_level(logging.DEBUG, logger="provisioner.web.errors")
@@ -335,6 +337,15 @@ async def test_api_answers_503_not_500_for_every_request_during_an_outage(
     assert {(status, body["error"]["code"]) for status, body in results} == {
         (503, "database_unavailable")
     }
+    # A new phone (plug-and-play discovery asks the database about it) is told the same.
+    new_phone = {
+        "User-Agent": "Yealink SIP-T54W 96.86.0.70",
+        "Authorization": "Basic "
+        + base64.b64encode(f"{boot_user}:{boot_password}".encode()).decode(),
+    }
+    async with service.get("/provisioning/001565cc0001.cfg", headers=new_phone) as response:
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "database_unavailable"
     refusals = [r for r in caplog.records if "refused: database unavailable" in r.getMessage()]
     assert len(refusals) == len(results)  # one line each, at DEBUG but for one a minute
     assert len([r for r in refusals if r.levelno == logging.WARNING]) <= 1
