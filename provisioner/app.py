@@ -13,10 +13,10 @@ import asyncpg
 from aiohttp import web
 
 from provisioner import contacts, provisioning, store
-from provisioner.core import open_core
+from provisioner.core import Core, open_core
 from provisioner.directory_sync import IntervalSync
 from provisioner.metrics import METRICS
-from provisioner.outage import database_unavailable
+from provisioner.outage import Outage, database_unavailable
 from provisioner.push import running_worker
 from provisioner.settings import Settings
 from provisioner.signals import notify_service_manager, stop_requested
@@ -43,13 +43,38 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
-    # Lines whose registrar digests are missing (added by an upgrade, or a render that failed)
-    # get them from a render: the PBX views show them from then on.
-    async with core.pool.acquire() as conn:
-        provisioning.schedule_renders(core, await store.list_device_macs_without_digests(conn))
-    async with running_worker(core) as worker:
-        app[PUSH_WORKER] = worker
-        yield
+    renders = asyncio.create_task(_render_lines_without_digests(core), name="start-up renders")
+    try:
+        async with running_worker(core) as worker:
+            app[PUSH_WORKER] = worker
+            yield
+    finally:
+        renders.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renders
+
+
+async def _render_lines_without_digests(core: Core) -> None:
+    """Render, in the background, the devices with lines whose registrar digests are missing
+    (added by an upgrade, or a render that failed): the PBX views show them from then on.
+
+    No push job, no NOTIFY: the configs are as they were. While the database is away this
+    waits with back-off and carries on with the devices still missing digests.
+    """
+    outage = Outage(log, "start-up renders")
+    while True:
+        try:
+            async with core.pool.acquire() as conn:
+                macs = await store.list_device_macs_without_digests(conn)
+            await provisioning.render_devices(core, macs)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                log.exception("start-up renders failed; the devices get digests when rendered")
+                return
+            await asyncio.sleep(outage.lost(exc))
+            continue
+        outage.reached()
+        return
 
 
 async def _directory_sync_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -99,7 +124,6 @@ async def healthz(request: web.Request) -> web.Response:
     if phones is not None:
         parts["device_cache"] = phones.cache.sync.state
         parts["fetch_recorder"] = phones.recorder.outage.state
-    parts["render_queue"] = core.renders.outage.state
     down = [name for name, state in parts.items() if state != "up"]
     if not down:
         return web.json_response({"status": "ok", "parts": parts})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -15,7 +15,6 @@ from provisioner.hashing import Hasher
 from provisioner.mail import Mailer
 from provisioner.pin_verifier import PinVerifier, rekey_argon2_verifiers
 from provisioner.pushwake import PushWaker
-from provisioner.renderqueue import RenderQueue
 from provisioner.sealing import seal_clear_files
 from provisioner.settings import Settings
 from provisioner.vault import Vault
@@ -34,7 +33,6 @@ class Core:
     mailer: Mailer | None
     push_wake: PushWaker
     """Wakes the push workers after a commit that queued or re-timed push jobs."""
-    renders: RenderQueue = field(default_factory=RenderQueue)
     directory: Directory | None = None
     """The LDAP directory, when ``PROVISIONER_LDAP_URL`` is set."""
 
@@ -79,7 +77,6 @@ async def open_core(
         try:
             yield core
         finally:
-            await core.renders.close()
             await core.push_wake.close()
             if directory is not None:
                 directory.close()

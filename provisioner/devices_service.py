@@ -577,7 +577,6 @@ async def reprovision_user(core: Core, actor: Actor, username: str) -> list[int]
         await audit.record(conn, actor, "device.reprovision", username, {"push_jobs": jobs})
     if jobs:
         core.push_wake.wake()
-    provisioning.schedule_renders(core, macs)
     return jobs
 
 

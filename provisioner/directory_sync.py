@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from provisioner import audit, provisioning, store, users
+from provisioner import audit, store, users
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
@@ -118,10 +118,9 @@ async def sync(
         try:
             admins = await directory.admin_members()
             seen: set[str] = set()
-            macs: list[str] = []
             async for page in directory.pages():
                 wanted = [u for e in page.entries if (u := _as_user(core, e, admins, report))]
-                macs += await _apply_page(core, actor, wanted, seen, report)
+                await _apply_page(core, actor, wanted, seen, report)
                 report.entries += len(page.entries)
                 report.pages = page.number
                 if progress is not None:
@@ -131,8 +130,6 @@ async def sync(
                 await audit.record(conn, actor, "directory.sync", None, _summary(report))
         finally:
             await store.unlock_directory_sync(lock)
-    if not dry_run:
-        provisioning.schedule_renders(core, macs)
     return report
 
 
@@ -177,8 +174,9 @@ async def _apply_page(
     wanted: list[DirectoryUser],
     seen: set[str],
     report: SyncReport,
-) -> list[str]:
-    """One page in one transaction (rolled back for a dry run); the devices to render."""
+) -> None:
+    """One page in one transaction (rolled back for a dry run); the devices whose users
+    changed get push jobs, and the workers are woken after the commit."""
     macs: list[str] = []
     async with core.pool.acquire() as conn, _transaction(conn, dry_run=report.dry_run):
         rows = await store.lock_users_by_username(conn, [u.username for u in wanted])
@@ -199,7 +197,6 @@ async def _apply_page(
                 macs += await _update(conn, actor, row, user, report)
     if macs and not report.dry_run:  # each has a push job
         core.push_wake.wake()
-    return macs
 
 
 def _conflict(user: DirectoryUser, reason: str) -> dict[str, str]:

@@ -167,7 +167,6 @@ async def pin_login(
         )
     if jobs:
         core.push_wake.wake()
-    provisioning.schedule_renders(core, [mac, *left])
     return user["username"], mac
 
 
@@ -281,5 +280,4 @@ async def reprovision(
         )
     if jobs:
         core.push_wake.wake()
-    provisioning.schedule_renders(core, macs)
     return jobs

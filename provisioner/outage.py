@@ -1,6 +1,6 @@
 """Riding out the database going away: which errors mean that, back-off, and logging it once.
 
-Every background task (push worker, device listener, fetch recorder, render queue) keeps one
+Every background task (push worker, device listener, fetch recorder, start-up renders) keeps one
 :class:`Outage`: when the database cannot be reached it waits with back-off and jitter, logs
 one line when it loses the database and one when it has it back, and carries on by itself. The
 API turns the same errors into ``503 database_unavailable``.

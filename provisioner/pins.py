@@ -89,5 +89,4 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
         )
     if jobs:
         core.push_wake.wake()
-    provisioning.schedule_renders(core, macs)
     return PinChange(push_jobs=jobs)

@@ -7,6 +7,13 @@ worker died is taken up again when its lease expires. Workers sleep until a chan
 (:mod:`provisioner.pushwake`: directly in the same process, through ``LISTEN provisioner_push``
 from others), with a slow poll as a safety net.
 
+The worker is what renders a change that queued a push: the devices of the jobs it claims (up
+to :attr:`PushWorker.batch` at once) are rendered in one transaction, set-based
+(:func:`provisioner.provisioning.render_devices_in`), and notified after its commit. So a device
+changed several times before its job is due (the debounce in :mod:`provisioner.store`) is
+rendered once, and no NOTIFY announces a revision that has not committed. A device that cannot
+be rendered has its error recorded and does not hold up the rest of the batch.
+
 A worker outlives its database: while PostgreSQL is away it retries with back-off, logs the loss
 and the return once each (:class:`provisioner.outage.Outage`), listens again, and hands back at
 once the jobs the outage interrupted rather than letting their leases run out.
@@ -44,6 +51,10 @@ from provisioner.usrloc import LocationLookup, lookup_for
 from provisioner.vault import device_api_password_purpose, sip_password_purpose
 
 log = logging.getLogger(__name__)
+
+#: Seconds between committing a device's new revision and notifying it (see ``_attempt``).
+#: Phones take longer than this to fetch after a NOTIFY; the phones' caches take less to load.
+CACHE_GRACE = 0.1
 
 
 class PushWorker:
@@ -171,11 +182,38 @@ class PushWorker:
             jobs = await store.claim_push_jobs(
                 conn, worker=self.name, limit=free, lease_seconds=self.lease_seconds
             )
+        if not jobs:
+            return 0
+        try:
+            outcomes, devices = await self._render(jobs)
+        except Exception as exc:
+            if database_unavailable(exc):
+                # Handed back once the database answers again (the loop logs the outage).
+                self._interrupted += jobs
+                raise
+            log.exception("push worker: rendering %d device(s) failed", len(jobs))
+            for job in jobs:
+                with contextlib.suppress(Exception):  # else its lease runs out
+                    await self._failed_attempt(job, f"internal error ({type(exc).__name__})")
+            return len(jobs)
         for job in jobs:
-            task = asyncio.create_task(self._process(job))
+            mac = job["mac"]
+            task = asyncio.create_task(self._process(job, outcomes[mac], devices.get(mac)))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
         return len(jobs)
+
+    async def _render(
+        self, jobs: list[Any]
+    ) -> tuple[dict[str, provisioning.RenderOutcome], dict[str, Any]]:
+        """Render the claimed jobs' devices in one transaction; then read their rows as they
+        are after its commit (what the notifications go by)."""
+        macs = [job["mac"] for job in jobs]
+        async with self.core.pool.acquire() as conn:
+            async with conn.transaction():
+                outcomes = await provisioning.render_devices_in(self.core, conn, macs)
+            devices = {row["mac"]: row for row in await store.list_devices_by_mac(conn, macs)}
+        return outcomes, devices
 
     async def _shutdown(self) -> None:
         if self._inflight:
@@ -194,10 +232,12 @@ class PushWorker:
 
     # --- one job -------------------------------------------------------------------------------
 
-    async def _process(self, job: Any) -> None:
+    async def _process(
+        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None
+    ) -> None:
         async with self._slots:
             try:
-                await self._attempt(job)
+                await self._attempt(job, outcome, device)
             except Exception as exc:
                 if database_unavailable(exc):
                     # Handed back once the database answers again (the loop logs the outage).
@@ -208,11 +248,12 @@ class PushWorker:
                 with contextlib.suppress(Exception):  # else its lease runs out
                     await self._failed_attempt(job, f"internal error ({type(exc).__name__})")
 
-    async def _attempt(self, job: Any) -> None:
+    async def _attempt(
+        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None
+    ) -> None:
+        """Notify the device of ``job`` (rendered with its batch: ``outcome``, and its row
+        read after that commit: ``device``) unless nothing is left to push."""
         mac = job["mac"]
-        outcome = await provisioning.render_device(self.core, mac)
-        async with self.core.pool.acquire() as conn:
-            device = await store.get_device(conn, mac)
         if device is None:
             return  # deleted; its jobs went with it
         if outcome.error is not None and device["revision"] == 0:
@@ -236,6 +277,11 @@ class PushWorker:
                 log.debug("device %s: push scheduled for %s", mac, opening.isoformat())
                 return
         through_api = model is not None and adapter.sip_event(model) is None
+        if outcome.changed and not through_api:
+            # The phones' processes load a new revision when its commit's notification reaches
+            # them, within milliseconds unless they are busy; a phone that fetched before that
+            # would get the old files, and its job would wait for its next fetch.
+            await asyncio.sleep(CACHE_GRACE)
         started = time.monotonic()
         try:
             if through_api:

@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
-from provisioner import audit, maintenance, provisioning, store
+from provisioner import audit, maintenance, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.errors import invalid, unprocessable
@@ -106,7 +106,6 @@ async def set_site(core: Core, actor: Actor, name: str, changes: Mapping[str, An
         )
     if jobs or retimed:
         core.push_wake.wake()
-    provisioning.schedule_renders(core, macs)
     return row
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from provisioner import audit, auth, provisioning, store, users
+from provisioner import audit, auth, store, users
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
@@ -171,7 +171,6 @@ async def _sign_in(
         session = await auth.open_session_in(conn, user, source, via=VIA)
     if macs:  # each has a push job
         core.push_wake.wake()
-    provisioning.schedule_renders(core, macs)
     return SignedIn(session, request["next_path"])
 
 

@@ -6,7 +6,8 @@ owns it. Parameters are always bound.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -704,6 +705,10 @@ async def get_site(conn: Connection, name: str) -> Record | None:
     return await conn.fetchrow("SELECT * FROM sites WHERE name = $1", name)
 
 
+async def list_sites_by_name(conn: Connection, names: Iterable[str]) -> list[Record]:
+    return await conn.fetch("SELECT * FROM sites WHERE name = ANY($1::text[])", list(names))
+
+
 async def list_sites(conn: Connection) -> list[Record]:
     return await conn.fetch("SELECT * FROM sites ORDER BY name")
 
@@ -761,6 +766,10 @@ DEVICE_EDITABLE_COLUMNS = frozenset({"model", "label", "site"})
 async def get_device(conn: Connection, mac: str, *, for_update: bool = False) -> Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(f"SELECT * FROM devices WHERE mac = $1{lock}", mac)  # noqa: S608
+
+
+async def list_devices_by_mac(conn: Connection, macs: Sequence[str]) -> list[Record]:
+    return await conn.fetch("SELECT * FROM devices WHERE mac = ANY($1::text[])", list(macs))
 
 
 async def insert_device(
@@ -1020,14 +1029,15 @@ async def set_device_contact(
     )
 
 
-async def list_lines_for_render(conn: Connection, mac: str) -> list[Record]:
+async def list_lines_for_render(conn: Connection, macs: Sequence[str]) -> list[Record]:
+    """The lines of ``macs`` with their users, by device and slot."""
     return await conn.fetch(
-        """SELECT a.slot, a.ipui, a.sip_user, a.sip_auth_user, a.sip_password_encrypted,
+        """SELECT a.mac, a.slot, a.ipui, a.sip_user, a.sip_auth_user, a.sip_password_encrypted,
                   u.id AS user_id, u.username, u.display_name, u.extension, u.language,
                   u.pin_encrypted
            FROM device_assignments a JOIN users u ON u.id = a.user_id
-           WHERE a.mac = $1 ORDER BY a.slot""",
-        mac,
+           WHERE a.mac = ANY($1::text[]) ORDER BY a.mac, a.slot""",
+        list(macs),
     )
 
 
@@ -1035,19 +1045,20 @@ async def list_lines_for_render(conn: Connection, mac: str) -> list[Record]:
 
 
 async def set_line_digests(
-    conn: Connection, mac: str, digests: Sequence[tuple[int, str, str, str]]
+    conn: Connection, digests: Sequence[tuple[str, int, str, str, str]]
 ) -> None:
-    """Store (slot, realm, ha1, ha1b) of the device's lines where they changed."""
+    """Store (mac, slot, realm, ha1, ha1b) of lines where they changed."""
     if not digests:
         return
-    slots, realms, ha1s, ha1bs = (list(column) for column in zip(*digests, strict=True))
+    macs, slots, realms, ha1s, ha1bs = (list(column) for column in zip(*digests, strict=True))
     await conn.execute(
         """UPDATE device_assignments a
            SET sip_realm = v.realm, sip_ha1 = v.ha1, sip_ha1b = v.ha1b
-           FROM unnest($2::int[], $3::text[], $4::text[], $5::text[]) AS v (slot, realm, ha1, ha1b)
-           WHERE a.mac = $1 AND a.slot = v.slot
+           FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])
+                AS v (mac, slot, realm, ha1, ha1b)
+           WHERE a.mac = v.mac AND a.slot = v.slot
              AND (a.sip_realm, a.sip_ha1, a.sip_ha1b) IS DISTINCT FROM (v.realm, v.ha1, v.ha1b)""",
-        mac,
+        macs,
         slots,
         realms,
         ha1s,
@@ -1129,48 +1140,85 @@ async def set_role_search_path(conn: Connection, role: str) -> None:
 # --- revisions ---------------------------------------------------------------------------------
 
 
-async def lock_device_revision(conn: Connection, mac: str) -> Record | None:
-    return await conn.fetchrow(
-        "SELECT revision, revision_hash FROM devices WHERE mac = $1 FOR UPDATE", mac
+async def lock_device_revisions(conn: Connection, macs: Sequence[str]) -> list[Record]:
+    """Lock the rows of ``macs`` in MAC order (the order every use case locks devices in);
+    return each one's mac, revision and revision hash. Devices that no longer exist are left
+    out."""
+    return await conn.fetch(
+        """SELECT mac, revision, revision_hash FROM devices WHERE mac = ANY($1::text[])
+           ORDER BY mac FOR UPDATE""",
+        list(macs),
     )
 
 
-async def set_device_render_error(conn: Connection, mac: str, error: str | None) -> int | None:
-    """Record (or clear, with None) the device's render problem; return its revision."""
-    value = await conn.fetchval(
-        """UPDATE devices SET render_error = $2,
-                  render_error_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END
-           WHERE mac = $1 RETURNING revision""",
-        mac,
-        error,
+async def set_render_errors(conn: Connection, errors: Mapping[str, str | None]) -> None:
+    """Record (or clear, with None) each device's render problem (mac → problem).
+
+    A device without a problem before and now is not written.
+    """
+    if not errors:
+        return
+    await conn.execute(
+        """UPDATE devices d SET render_error = u.error,
+                  render_error_at = CASE WHEN u.error IS NULL THEN NULL ELSE now() END
+           FROM unnest($1::text[], $2::text[]) AS u (mac, error)
+           WHERE d.mac = u.mac AND (u.error IS NOT NULL OR d.render_error IS NOT NULL)""",
+        list(errors),
+        list(errors.values()),
     )
-    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class NewRevision:
+    """A device's new revision: its files (name, sealed body, etag), their hash, any problem."""
+
+    mac: str
+    files: Sequence[tuple[str, bytes, str]]
+    revision_hash: str
+    render_error: str | None
 
 
 async def replace_device_files(
-    conn: Connection,
-    mac: str,
-    files: Sequence[tuple[str, bytes, str]],
-    *,
-    revision_hash: str,
-    render_error: str | None,
-) -> int:
-    """Store a new revision's files (name, sealed body, etag); return the new revision number."""
-    await conn.execute("DELETE FROM device_files WHERE mac = $1", mac)
-    await conn.executemany(
-        "INSERT INTO device_files (mac, name, body, etag, sealed) VALUES ($1, $2, $3, $4, true)",
-        [(mac, name, body, etag) for name, body, etag in files],
+    conn: Connection, revisions: Sequence[NewRevision]
+) -> dict[str, int]:
+    """Store each device's new revision in place of its files; return mac → new revision."""
+    if not revisions:
+        return {}
+    macs = [r.mac for r in revisions]
+    await conn.execute("DELETE FROM device_files WHERE mac = ANY($1::text[])", macs)
+    files = [(r.mac, *file) for r in revisions for file in r.files]
+    if files:
+        file_macs, names, bodies, etags = (list(column) for column in zip(*files, strict=True))
+        await conn.execute(
+            """INSERT INTO device_files (mac, name, body, etag, sealed)
+               SELECT mac, name, body, etag, true
+               FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+                    AS f (mac, name, body, etag)""",
+            file_macs,
+            names,
+            bodies,
+            etags,
+        )
+    rows = await conn.fetch(
+        """UPDATE devices d SET revision = d.revision + 1, revision_hash = u.hash,
+                  rendered_at = now(), render_error = u.error,
+                  render_error_at = CASE WHEN u.error IS NULL THEN NULL ELSE now() END
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS u (mac, hash, error)
+           WHERE d.mac = u.mac
+           RETURNING d.mac, d.revision""",
+        macs,
+        [r.revision_hash for r in revisions],
+        [r.render_error for r in revisions],
     )
-    revision = await conn.fetchval(
-        """UPDATE devices SET revision = revision + 1, revision_hash = $2, rendered_at = now(),
-                  render_error = $3,
-                  render_error_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() END
-           WHERE mac = $1 RETURNING revision""",
-        mac,
-        revision_hash,
-        render_error,
-    )
-    return int(revision)
+    return {row["mac"]: int(row["revision"]) for row in rows}
+
+
+async def notify_devices_changed(conn: Connection, channel: str, macs: Sequence[str]) -> None:
+    """One notification per device on ``channel`` (payload: the MAC), sent at COMMIT."""
+    if macs:
+        await conn.execute(
+            "SELECT pg_notify($1, mac) FROM unnest($2::text[]) AS mac", channel, list(macs)
+        )
 
 
 def iterate_device_files(

@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 
 import asyncpg
 
-from provisioner import audit, provisioning, store
+from provisioner import audit, store
 from provisioner.audit import Actor
 from provisioner.core import Core
 from provisioner.db import Connection
@@ -227,7 +227,6 @@ async def update_user(core: Core, actor: Actor, username: str, changes: Mapping[
         await audit.record(conn, actor, "user.update", username, details)
     if jobs:
         core.push_wake.wake()
-    provisioning.schedule_renders(core, macs)
     return row
 
 
@@ -245,7 +244,6 @@ async def delete_user(core: Core, actor: Actor, username: str) -> None:
         await audit.record(conn, actor, "user.delete", username, {"push_jobs": jobs})
     if jobs:
         core.push_wake.wake()
-    provisioning.schedule_renders(core, macs)
 
 
 def directory_fields(core: Core, user: Any) -> frozenset[str]:

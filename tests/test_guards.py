@@ -471,8 +471,8 @@ async def test_the_pbxs_hot_desk_actions_are_audited_and_pushed_with_their_reaso
         "push_jobs": [jobs[DESK_B][0], jobs[DESK_A][0]],
     }
 
+    await admin.settled()  # the login's jobs rendered, as the worker does when they are due
     await db.execute("DELETE FROM push_jobs")
-    await admin.settled()
     revision = "SELECT revision FROM devices WHERE mac = $1"
     logged_in_revision = await db.fetchval(revision, DESK_B)
     assert (await pbx.call("logout", {"mac": DESK_B})) == (200, {"logged_out": ["alice"]})

@@ -14,7 +14,6 @@ async def test_healthz(client: Any) -> None:
             "database": "up",
             "device_cache": "up",
             "fetch_recorder": "up",
-            "render_queue": "up",
         },
     }
 
