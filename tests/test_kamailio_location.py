@@ -244,7 +244,9 @@ async def test_push_goes_to_the_line_kamailio_registered(
     start_sipp: StartSipp,  # noqa: F811 -- the imported fixture
     db: asyncpg.Connection,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="provisioner.push")
     kamailio = kamailio_with_location
     service = await start_service(location.reader_url)  # the worker `serve` runs
     api = await bootstrap_admin(service)
@@ -294,6 +296,11 @@ async def test_push_goes_to_the_line_kamailio_registered(
     assert first.start_line == second.start_line == f"NOTIFY {contact} SIP/2.0"
     assert first.header("Event") == "check-sync;reboot=false"
     assert f'username="{bob.auth_user}"' in second.header("Authorization")
+    # The worker's debug log names where it found the phone.
+    assert (
+        f"device {PHONE.mac}: registered as {bob.user} at {contact} ({SIPP_USER_AGENT})"
+        in caplog.messages
+    )
 
     config = await phone.config()
     assert NEW_PIN in config

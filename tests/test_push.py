@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import re
 import shutil
@@ -523,7 +524,9 @@ async def test_unreachable_phone_is_retried_then_fails_and_recovers(
     start_sipp: StartSipp,
     workers: Workers,
     db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="provisioner.push")
     service = await start_service()
     api = await bootstrap_admin(service)
     port = free_udp_port()  # nothing listens here (yet)
@@ -567,6 +570,23 @@ async def test_unreachable_phone_is_retried_then_fails_and_recovers(
         assert late < timedelta(seconds=1), (attempt, late)
     shown = await job_reaches(api, YEALINK.mac, job["id"], "failed")
     assert (shown["attempts"], shown["last_error"]) == (3, error)
+    # The operator's log: each retry with its delay, then the failure for good, at WARNING.
+    retries = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "provisioner.push" and "; retry in " in r.getMessage()
+    ]
+    assert len(retries) == 2, retries
+    for line in retries:
+        assert re.fullmatch(
+            rf"push job {job['id']} for {YEALINK.mac}: {re.escape(error)}; retry in 0\.[1-4] s",
+            line,
+        ), line
+    [gave_up] = [r for r in caplog.records if "failed for good" in r.getMessage()]
+    assert gave_up.levelno == logging.WARNING
+    assert (
+        gave_up.getMessage() == f"push job {job['id']} for {YEALINK.mac} failed for good: {error}"
+    )
 
     # The phone is back (sipp on that port); an admin re-provisions it.
     phone = await start_sipp(YEALINK.scenario, port=port)
