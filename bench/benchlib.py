@@ -7,11 +7,13 @@ Nothing here is imported by the service or its tests; benchmarks import it as ``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
 import os
 import platform
+import random
 import resource
 import secrets
 import shutil
@@ -35,6 +37,11 @@ import asyncpg
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+# The service's code: the checkout this folder belongs to, unless PYTHONPATH names another (e.g.
+# a copy with a change to measure). Without this an installed ``provisioner`` (``pip install
+# -e`` of another checkout) would be seeded and run instead of this one.
+if not os.environ.get("PYTHONPATH") and str(REPO_DIR) not in sys.path:
+    sys.path.insert(1, str(REPO_DIR))
 ADMIN_DSN = os.environ.get(
     "PROVISIONER_BENCH_ADMIN_DSN",
     os.environ.get("PROVISIONER_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -105,6 +112,7 @@ def start_child(
     *,
     log_path: Path,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
     cleanup: contextlib.ExitStack,
 ) -> Child:
     """Start ``argv`` with output to ``log_path``; ``cleanup`` stops it."""
@@ -116,12 +124,36 @@ def start_child(
         stdout=log,
         stderr=subprocess.STDOUT,
         env=dict(env) if env is not None else None,
+        cwd=cwd,
         start_new_session=True,  # Ctrl-C reaches us only; we stop the child in order
         preexec_fn=_die_with_parent,  # no threads run here: fork+exec is safe
     )
     child = Child(name, proc, log_path)
     cleanup.callback(child.stop)
     return child
+
+
+def code_root() -> Path:
+    """The directory holding the ``provisioner`` package this benchmark imported."""
+    import provisioner
+
+    return Path(provisioner.__file__).resolve().parent.parent
+
+
+def child_env(first: Path | None = None) -> dict[str, str]:
+    """This process's environment without ``PROVISIONER_*``, with ``first`` (default: the code
+    this benchmark imported, see :func:`code_root`) first on ``PYTHONPATH``: run the service as
+    ``python -P -m provisioner`` with it, and it runs the code that seeded its database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    path = [str((first or code_root()).resolve()), *filter(None, [env.get("PYTHONPATH")])]
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    return env
+
+
+def service_argv(*args: str) -> list[str]:
+    """``provisioner <args>`` as run with :func:`child_env`: ``-P`` keeps the working directory
+    off ``sys.path``, so ``PYTHONPATH`` alone says which code runs."""
+    return [sys.executable, "-P", "-m", "provisioner", *args]
 
 
 def require_tools(tools: Mapping[str, str]) -> None:
@@ -211,6 +243,63 @@ async def drop_database(name: str, admin_dsn: str = ADMIN_DSN) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+# --- rendering the seeded devices --------------------------------------------------------------
+
+
+async def render_seeded(
+    core: Any, macs: Sequence[str], *, workers: int = 1, check: int = 20
+) -> dict[str, Any]:
+    """Render ``macs`` once through the real pipeline, as the push worker does: batches of
+    ``provisioning.BATCH`` devices, each in one transaction by ``provisioning.render_devices_in``
+    (the function whose output the service stores and serves), on ``workers`` connections at
+    once. Then ``check`` sampled devices are rendered again alone (``provisioning.preview``) and
+    must give the stored bytes. Raises :class:`BenchError` for any device that did not render.
+    """
+    from provisioner import provisioning, sealing
+
+    batches = [
+        list(macs[start : start + provisioning.BATCH])
+        for start in range(0, len(macs), provisioning.BATCH)
+    ]
+    queue = list(reversed(batches))
+    failed: list[Any] = []
+
+    async def worker() -> None:
+        async with core.pool.acquire() as conn:
+            while queue:
+                batch = queue.pop()
+                async with conn.transaction():
+                    outcomes = await provisioning.render_devices_in(core, conn, batch)
+                failed.extend(o for o in outcomes.values() if o.error or not o.changed)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(max(1, workers))))
+    seconds = time.perf_counter() - started
+    if failed:
+        raise BenchError(f"{len(failed)} devices did not render, e.g. {failed[0]}")
+    sample = random.Random(len(macs)).sample(list(macs), min(check, len(macs)))
+    async with core.pool.acquire() as conn:
+        for mac in sample:
+            stored = {
+                row["name"]: sealing.unseal(
+                    core.vault, mac, row["name"], bytes(row["body"]), sealed=row["sealed"]
+                )
+                for row in await conn.fetch(
+                    "SELECT name, body, sealed FROM device_files WHERE mac = $1", mac
+                )
+            }
+            if stored != await provisioning.preview(core, mac):
+                raise BenchError(f"{mac}: the stored files differ from a render of it alone")
+    return {
+        "devices": len(macs),
+        "workers": workers,
+        "batch": provisioning.BATCH,
+        "seconds": round(seconds, 2),
+        "ms_per_device": round(seconds * 1000 / len(macs), 3) if macs else None,
+        "checked_against_single_render": len(sample),
+    }
 
 
 # --- memory ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ then expects no NOTIFY for them (``bases_carry_pin`` in the results).
    (Yealink T54W, the user on line 1) and B DECT bases (Gigaset N870 by default) carrying N/B
    handsets each, every device "registered" (``sip_contact`` as the ``registered`` hook stores
    it) at ``sip:<mac>@127.0.0.1:<sipp port>``; then each device is rendered once by the real
-   pipeline (``provisioning.render_device``).
+   pipeline (``provisioning.render_devices_in``, 100 devices to a transaction).
 3. sipp plays every phone: one UAS on a UDP loopback port answering 200 to every NOTIFY, its
    message log on (``-trace_msg``).
 4. ``provisioner serve`` (push worker included) runs as a subprocess. The benchmark logs in as
@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
 import re
 import resource
@@ -78,7 +77,6 @@ NAMES = ["Jürgen Müller", "Anna <Ops> & Co", 'Zoë "Z" O\'Neil', "Björn Stra�
 
 TOOLS = {
     "sipp": "apt-get update && apt-get install -y sip-tester",
-    "provisioner": "pip install -e .   (from the repository root)",
 }
 
 # One call per NOTIFY: answer 200, whatever the Event header says (the tests check headers).
@@ -175,15 +173,13 @@ def pick_pins(count: int, rng: random.Random, avoid: list[str] | None = None) ->
     return chosen
 
 
-async def _gather_chunks(coros: list[Any], chunk: int) -> list[Any]:
-    results: list[Any] = []
-    for start in range(0, len(coros), chunk):
-        results.extend(await asyncio.gather(*coros[start : start + chunk]))
-    return results
-
-
 async def seed(
-    core: Core, layout: Layout, admin_password: str, sipp_port: int, initial_pins: list[str]
+    core: Core,
+    layout: Layout,
+    admin_password: str,
+    sipp_port: int,
+    initial_pins: list[str],
+    render_workers: int = 1,
 ) -> dict[str, Any]:
     watch = benchlib.Stopwatch()
     started = time.perf_counter()
@@ -278,15 +274,16 @@ async def seed(
     macs = [layout.base_mac(b) for b in range(layout.bases)]
     macs += [layout.desk_mac(i) for i in range(layout.users)]
     with watch.stage("render"):
-        outcomes = await _gather_chunks([provisioning.render_device(core, m) for m in macs], 16)
-    failed = [o for o in outcomes if o.error or not o.changed]
-    if failed:
-        raise BenchError(f"{len(failed)} devices did not render, e.g. {failed[0]}")
+        render = await benchlib.render_seeded(core, macs, workers=render_workers)
     with watch.stage("vacuum"):
         async with core.pool.acquire() as conn:
             await conn.execute("DELETE FROM push_jobs")
             await conn.execute("VACUUM ANALYZE")
-    return {"seconds": round(time.perf_counter() - started, 2), "stages_s": watch.stages}
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "stages_s": watch.stages,
+        "render": render,
+    }
 
 
 # --- sipp ----------------------------------------------------------------------------------------
@@ -786,6 +783,18 @@ def parse_args() -> argparse.Namespace:
         help="run the service from this source tree (PYTHONPATH) to measure a change",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the service in the burst")
+    parser.add_argument(
+        "--seed-workers",
+        type=int,
+        default=1,
+        help="connections rendering the seeded devices at once (batches of 100)",
+    )
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        metavar="PATH",
+        help="also write the results to PATH (e.g. for bench/curves.py, with --no-results)",
+    )
     parser.add_argument("--no-results", action="store_true", help="write no result files")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
@@ -794,8 +803,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def service_env(dsn: str, data_dir: Path, port: int, admin_password: str, source: Path | None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+def service_env(
+    dsn: str, data_dir: Path, port: int, admin_password: str, source: Path | None
+) -> dict[str, str]:
+    env = benchlib.child_env(source)
     env.update(
         {
             "PROVISIONER_DATABASE_URL": dsn,
@@ -807,10 +818,6 @@ def service_env(dsn: str, data_dir: Path, port: int, admin_password: str, source
             "PROVISIONER_ADMIN_PASSWORD": admin_password,
         }
     )
-    if source is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(source.resolve()), *filter(None, [env.get("PYTHONPATH")])]
-        )
     return env
 
 
@@ -895,7 +902,9 @@ def main() -> int:
 
         async def prepare() -> tuple[dict[str, Any], str]:
             async with open_core(settings) as core:
-                seeded = await seed(core, layout, admin_password, sipp_port, initial_pins)
+                seeded = await seed(
+                    core, layout, admin_password, sipp_port, initial_pins, args.seed_workers
+                )
                 async with core.pool.acquire() as conn:
                     version = await conn.fetchval("SHOW server_version")
             return seeded, str(version)
@@ -932,7 +941,7 @@ def main() -> int:
         service = benchlib.start_child(
             "provisioner",
             # -P: the cwd (the repository) does not come first, so --source takes effect
-            [sys.executable, "-P", "-m", "provisioner", "serve"],
+            benchlib.service_argv("serve"),
             log_path=tmp / "service.log",
             env=env,
             cleanup=cleanup,
@@ -1015,6 +1024,8 @@ def main() -> int:
     if not args.no_results:
         dated, latest = benchlib.write_results("fanout", results)
         log(f"results: {dated.relative_to(benchlib.REPO_DIR)}, {latest.name}")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     return 0
 
 

@@ -7,8 +7,8 @@
 2. Seeding: one site, N users (extension, PIN) and N Yealink T54W, each with its user on line 1.
    The first ``--domain-devices`` go through the domain functions (``create_user``,
    ``change_pin``, ``create_device``, ``set_assignments``); the rest are bulk-inserted with the
-   same encryption purposes and account names, then rendered by the real pipeline
-   (``provisioning.render_device``).
+   same encryption purposes and account names, then rendered by the real pipeline as the push
+   worker renders (``provisioning.render_devices_in``, 100 devices to a transaction).
 3. Every device's ``<mac>.cfg`` (from ``device_files``, decrypted) is exported for nginx (2
    workers, ``access_log off``, ``sendfile on``) with two ``{SHA}`` htpasswd files: one line per
    device (the same per-device credentials the service checks) and one shared line.
@@ -22,6 +22,9 @@
 6. Render time of a 500-handset DECT config for every DECT model with >= 500 slots.
 7. RSS of the serve process (and any children) after loading all devices, and after the runs.
 8. ``bench/results/fetch-<UTC date>.json`` and ``bench/results/latest-fetch.json``.
+
+With ``--password-load N`` each round also measures the service while N admin password changes
+(argon2id) run in a loop: fetch p99 with and without that load.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,7 +56,16 @@ from typing import Any
 import benchlib
 from benchlib import BenchError, Child, log
 
-from provisioner import access_codes, devices_service, pins, provisioning, sealing, sites, users
+from provisioner import (
+    access_codes,
+    devices_service,
+    passwords,
+    pins,
+    provisioning,
+    sealing,
+    sites,
+    users,
+)
 from provisioner.audit import Actor
 from provisioner.core import Core, open_core
 from provisioner.devices import ADAPTERS
@@ -64,6 +77,7 @@ from provisioner.vault import device_credential_purpose, pin_purpose, sip_passwo
 TARGET_RATIO = 0.5  # DESIGN.md "Performance targets"
 RENDER_TARGET_MS = 20.0
 RSS_TARGET_MIB = 200.0
+PASSWORD_LOAD_P99_TARGET = 1.5  # fetch p99 under password changes over idle p99, at most
 VENDOR = "yealink"
 MODEL = "T54W"
 FIRMWARE = "96.86.0.70"
@@ -75,7 +89,6 @@ DISTINCT_PINS = 100  # users share them round-robin (see README)
 TOOLS = {
     "wrk": "apt-get update && apt-get install -y wrk",
     "nginx": "apt-get update && apt-get install -y nginx   (the system service is not used)",
-    "provisioner": "pip install -e .   (from the repository root)",
 }
 
 # --- wrk ---------------------------------------------------------------------------------------
@@ -187,6 +200,7 @@ class Seeded:
     seconds: float
     stages: dict[str, float]
     domain_devices: int
+    render: dict[str, Any]
 
 
 # --- seeding -----------------------------------------------------------------------------------
@@ -217,11 +231,16 @@ async def _gather_chunks(coros: list[Any], chunk: int) -> list[Any]:
     return results
 
 
-async def seed(core: Core, count: int, domain_count: int) -> Seeded:
+async def seed(
+    core: Core, count: int, domain_count: int, *, admin_password: str, render_workers: int = 1
+) -> Seeded:
     watch = benchlib.Stopwatch()
     actor = Actor.cli()
     started = time.perf_counter()
     with watch.stage("site"):
+        # The admin first, as ``provisioner serve`` creates it on an empty database (with
+        # PROVISIONER_ADMIN_PASSWORD): ``--password-load`` logs in as admin.
+        await passwords.bootstrap_admin(core, admin_password)
         await sites.set_site(
             core, actor, "default", {"registrar_host": "pbx.bench.invalid", "timezone": "UTC"}
         )
@@ -326,19 +345,16 @@ async def seed(core: Core, count: int, domain_count: int) -> Seeded:
                 ],
             )
     with watch.stage("render"):
-        outcomes = await _gather_chunks(
-            [provisioning.render_device(core, mac_of(i)) for i in bulk], 16
+        render = await benchlib.render_seeded(
+            core, [mac_of(i) for i in bulk], workers=render_workers
         )
-    failed = [o for o in outcomes if o.error or not o.changed]
-    if failed:
-        raise BenchError(f"{len(failed)} devices did not render, e.g. {failed[0]}")
     async with core.pool.acquire() as conn:
         # The service runs without its push worker; nothing should be waiting for it.
         await conn.execute("DELETE FROM push_jobs")
         await conn.execute("VACUUM ANALYZE")
     seconds = time.perf_counter() - started
     devices = [Device(mac_of(i), device_passwords[mac_of(i)], username(i)) for i in range(count)]
-    return Seeded(devices, round(seconds, 2), watch.stages, domain_count)
+    return Seeded(devices, round(seconds, 2), watch.stages, domain_count, render)
 
 
 async def export_files(core: Core, directory: Path) -> dict[str, bytes]:
@@ -473,9 +489,10 @@ def service_env(
     port: int,
     phones_port: int | None,
     bootstrap: tuple[str, str],
+    admin_password: str,
     phones_processes: int | None = None,
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env = benchlib.child_env()
     env.update(
         {
             "PROVISIONER_DATABASE_URL": dsn,
@@ -484,7 +501,7 @@ def service_env(
             "PROVISIONER_PUBLIC_URL": PUBLIC_URL,
             "PROVISIONER_PROVISIONING_USER": bootstrap[0],
             "PROVISIONER_PROVISIONING_PASSWORD": bootstrap[1],
-            "PROVISIONER_ADMIN_PASSWORD": "Bench-" + secrets.token_urlsafe(18),
+            "PROVISIONER_ADMIN_PASSWORD": admin_password,
         }
     )
     if phones_port is not None:
@@ -623,6 +640,92 @@ def run_wrk(
     }
 
 
+# --- password hashing under load (optional) ---------------------------------------------------
+
+
+class PasswordLoad:
+    """``len(usernames)`` admin password changes in flight at once, each user's in a loop, from a
+    thread of this process until stopped: ``POST /api/v1/users/{u}/password`` (mode ``set``)
+    through the main listener with an admin token. Each change hashes with argon2id.
+
+    One user per loop: an admin's change revokes the user's tokens and refuses a change that
+    raced another one (``password_changed_meanwhile``), so loops never share a user.
+    """
+
+    def __init__(self, base_url: str, admin_password: str, usernames: list[str]) -> None:
+        self.base_url = base_url
+        self.admin_password = admin_password
+        self.usernames = usernames
+        self.completed = 0
+        self.statuses: Counter[str] = Counter()
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="password-load", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(30) or self._failure is not None:
+            self._stop.set()
+            raise BenchError(f"password load did not start: {self._failure!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by start() or in the results
+            self._failure = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=len(self.usernames) + 1)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            async with session.post(
+                f"{self.base_url}/api/v1/auth/login",
+                json={"username": "admin", "password": self.admin_password},
+            ) as response:
+                body = await response.json(content_type=None)
+                if response.status != 200:
+                    raise BenchError(f"admin login answered {response.status}: {body}")
+            headers = {"Authorization": f"Bearer {body['token']}"}
+            self._ready.set()
+            await asyncio.gather(*(self._loop(session, headers, u) for u in self.usernames))
+
+    async def _loop(self, session: Any, headers: dict[str, str], username: str) -> None:
+        url = f"{self.base_url}/api/v1/users/{username}/password"
+        while not self._stop.is_set():
+            body = {"mode": "set", "password": "Load-" + secrets.token_urlsafe(12)}
+            started = time.perf_counter()
+            async with session.post(url, json={**body, "temporary": False}, headers=headers) as r:
+                await r.read()
+                status = r.status
+            self.statuses[str(status)] += 1
+            if status == 200:
+                self.completed += 1
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    def figures(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+
+        def pct(q: float) -> float | None:
+            return round(ordered[int(q * (len(ordered) - 1))], 1) if ordered else None
+
+        return {
+            "in_flight": len(self.usernames),
+            "completed": self.completed,
+            "statuses": dict(self.statuses),
+            "failure": repr(self._failure) if self._failure else None,
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+        }
+
+
 # --- profiling (optional) ------------------------------------------------------------------------
 
 
@@ -757,6 +860,31 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="skip the calibration run against a bare aiohttp app (floor_server.py)",
     )
+    parser.add_argument(
+        "--password-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="per round, one more run of the service while N admin password changes (argon2id) "
+        "run at once in a loop: fetch p99 with and without that load",
+    )
+    parser.add_argument(
+        "--no-nginx-per-device",
+        action="store_true",
+        help="skip the run against nginx with one htpasswd line per device",
+    )
+    parser.add_argument(
+        "--seed-workers",
+        type=int,
+        default=1,
+        help="connections rendering the seeded devices at once (batches of 100)",
+    )
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        metavar="PATH",
+        help="also write the results to PATH (e.g. for bench/curves.py, with --no-results)",
+    )
     parser.add_argument("--no-results", action="store_true", help="do not write bench/results")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (not the DB)")
     args = parser.parse_args()
@@ -766,6 +894,8 @@ def parse_args() -> argparse.Namespace:
     args.modes = modes
     if args.devices < 1:
         parser.error("--devices must be at least 1")
+    if args.password_load < 0 or args.password_load > args.devices:
+        parser.error("--password-load is at most --devices (one user per change in flight)")
     return args
 
 
@@ -794,6 +924,8 @@ def main() -> int:
             "wrk_threads": args.threads,
             "rounds": args.rounds,
             "modes": args.modes,
+            "password_load": args.password_load,
+            "service_code": str(benchlib.code_root()),
             "status_counting": "lua response() hook"
             if args.count_statuses
             else "wrk's count of responses with status >= 400",
@@ -818,15 +950,22 @@ def main() -> int:
         cleanup.callback(lambda: asyncio.run(benchlib.drop_database(db_name)))
         log(f"database {db_name}, temp dir {tmp}")
         bootstrap = ("provision", secrets.token_urlsafe(18))
+        admin_password = "Bench-" + secrets.token_urlsafe(18)
         settings = Settings.from_env(
-            service_env(dsn, data_dir, 8080, None, bootstrap),
+            service_env(dsn, data_dir, 8080, None, bootstrap, admin_password),
         )
         settings = replace(settings, public_url=PUBLIC_URL)
 
         async def prepare() -> tuple[Seeded, dict[str, bytes], str]:
             async with open_core(settings) as core:
                 log(f"seeding {args.devices} devices ...")
-                seeded = await seed(core, args.devices, args.domain_devices)
+                seeded = await seed(
+                    core,
+                    args.devices,
+                    args.domain_devices,
+                    admin_password=admin_password,
+                    render_workers=args.seed_workers,
+                )
                 exported = await export_files(core, www)
                 async with core.pool.acquire() as conn:
                     pg_version = await conn.fetchval("SHOW server_version")
@@ -840,6 +979,7 @@ def main() -> int:
             "seconds": seeded.seconds,
             "stages_s": seeded.stages,
             "domain_path_devices": seeded.domain_devices,
+            "render": seeded.render,
             "bulk_devices": args.devices - seeded.domain_devices,
             "distinct_pin_verifiers": DISTINCT_PINS,
             "file_bytes_mean": round(statistics.mean(len(b) for b in files.values())),
@@ -902,12 +1042,22 @@ def main() -> int:
         runs: list[dict[str, Any]] = []
         services: dict[str, Any] = {}
 
-        def measure(target: Target, mode: str | None, round_no: int) -> dict[str, Any]:
+        def measure(
+            target: Target, mode: str | None, round_no: int, load: PasswordLoad | None = None
+        ) -> dict[str, Any]:
             warmup = run_wrk(target, wrk, args.warmup) if args.warmup > 0 else None
+            completed = load.completed if load else 0
             result = run_wrk(target, wrk, args.duration, raw_dir=raw_dir)
             result["warmup_requests"] = warmup["requests"] if warmup else 0
             result["service_mode"] = mode
             result["round"] = round_no
+            if load is not None:
+                done = load.completed - completed
+                result["password_changes"] = {
+                    "in_flight": len(load.usernames),
+                    "completed_during_run": done,
+                    "per_s": round(done / result["duration_s"], 1),
+                }
             runs.append(result)
             cpu = result["cpu"]
             log(
@@ -919,6 +1069,11 @@ def main() -> int:
                 f"wrk {cpu['wrk_cores']:.2f} db {cpu['database_cores']:.2f} "
                 f"others {cpu['others_cores']:.2f}"
                 + (f"  statuses {result['statuses']}" if result["statuses"] else "")
+                + (
+                    f"  password changes: {result['password_changes']['completed_during_run']}"
+                    if load
+                    else ""
+                )
             )
             return result
 
@@ -926,13 +1081,16 @@ def main() -> int:
         for mode in args.modes:
             port = benchlib.free_port()
             phones_port = benchlib.free_port() if mode == "phones" else None
-            env = service_env(dsn, data_dir, port, phones_port, bootstrap, args.phones_processes)
-            log(f"starting provisioner serve ({mode}) ...")
+            env = service_env(
+                dsn, data_dir, port, phones_port, bootstrap, admin_password, args.phones_processes
+            )
+            log(f"starting provisioner serve ({mode}) from {benchlib.code_root()} ...")
             service = benchlib.start_child(
                 f"provisioner serve ({mode})",
-                ["provisioner", "serve", "--no-worker"],
+                benchlib.service_argv("serve", "--no-worker"),
                 log_path=tmp / f"serve-{mode}.log",
                 env=env,
+                cwd=benchlib.code_root(),  # its phones' processes run `python -m provisioner`
                 cleanup=cleanup,
             )
             startup = benchlib.wait_http(f"http://127.0.0.1:{port}/healthz", service)
@@ -953,9 +1111,25 @@ def main() -> int:
             check_target(target, devices, files)
             memory_loaded = benchlib.memory_of(service.pid)
             service_runs = []
+            loaded = Target(
+                f"password_load_{mode}",
+                f"{target.label}, {args.password_load} admin password changes in flight",
+                target.url,
+                pid=service.pid,
+            )
             for round_no in range(1, args.rounds + 1):
                 service_runs.append(measure(target, mode, round_no))
                 measure(nginx_shared, mode, round_no)
+                if args.password_load:
+                    usernames = [d.username for d in devices[: args.password_load]]
+                    load = PasswordLoad(f"http://127.0.0.1:{port}", admin_password, usernames)
+                    load.start()
+                    try:
+                        result = measure(loaded, mode, round_no, load=load)
+                    finally:
+                        load.stop()
+                    result["password_changes"]["whole_run"] = load.figures()
+                    service_runs.append(result)
             time.sleep(2.5)  # the recorder writes every second
             seen = asyncio.run(_count_seen(dsn, seen_since))
             log_lines = _count_lines(tmp / f"serve-{mode}.log")
@@ -1006,8 +1180,9 @@ def main() -> int:
             measure(target, None, 1)
             floor.stop()
 
-        log("nginx with the per-device htpasswd ...")
-        measure(nginx_per_device, None, 1)
+        if not args.no_nginx_per_device:
+            log("nginx with the per-device htpasswd ...")
+            measure(nginx_per_device, None, 1)
         nginx.stop()
 
     results["nginx"] = {
@@ -1033,6 +1208,8 @@ def main() -> int:
     if not args.no_results:
         dated, latest = benchlib.write_results("fetch", results)
         log(f"wrote {dated.relative_to(benchlib.REPO_DIR)} and {latest.name}")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print_summary(results)
     return 0
 
@@ -1136,6 +1313,39 @@ def summarise(
             if floor_cpu and m["cpu_us_per_request"]
             else None
         )
+    password_load = {}
+    for key in sorted({r["target"] for r in runs if r["target"].startswith("password_load_")}):
+        mode = key.removeprefix("password_load_")
+        loaded = of(key)
+        # The idle runs of the same rounds (each round: idle, nginx, then under load).
+        idle = [r for r in of(f"service_{mode}") if r["round"] in {x["round"] for x in loaded}]
+        idle_p99, loaded_p99 = p99(idle), p99(loaded)
+        ratio = round(loaded_p99 / idle_p99, 2) if idle_p99 and loaded_p99 is not None else None
+        statuses: Counter[str] = Counter()
+        for r in loaded:
+            statuses.update(r["password_changes"]["whole_run"]["statuses"])
+        password_load[mode] = {
+            "in_flight": loaded[0]["password_changes"]["in_flight"],
+            "idle_p99_ms": idle_p99,
+            "loaded_p99_ms": loaded_p99,
+            "p99_ratio": ratio,
+            "p99_ratio_target": PASSWORD_LOAD_P99_TARGET,
+            "p99_ratio_met": ratio is not None and ratio <= PASSWORD_LOAD_P99_TARGET,
+            "idle_requests_per_s": rps(idle),
+            "loaded_requests_per_s": rps(loaded),
+            "password_changes_during_runs": sum(
+                r["password_changes"]["completed_during_run"] for r in loaded
+            ),
+            "password_changes_per_s": round(
+                statistics.mean(r["password_changes"]["per_s"] for r in loaded), 1
+            ),
+            "password_change_statuses": dict(statuses),
+            "password_changes_ok": set(statuses) == {"200"}
+            and not any(r["password_changes"]["whole_run"]["failure"] for r in loaded),
+            "others_cores_during_runs": round(
+                statistics.mean(r["cpu"]["others_cores"] for r in loaded + idle), 2
+            ),
+        }
     best = max(modes, key=lambda m: modes[m]["ratio_to_nginx"] or 0) if modes else None
     per_device = of("nginx_per_device")
     renders = results.get("render_500_handsets", {})
@@ -1145,6 +1355,7 @@ def summarise(
     ]
     return {
         "service_modes": modes,
+        "password_load": password_load or None,
         "best_mode": best,
         "ratio_to_nginx": modes[best]["ratio_to_nginx"] if best else None,
         "ratio_target": TARGET_RATIO,
@@ -1197,14 +1408,26 @@ def print_summary(results: dict[str, Any]) -> None:
                 else ""
             )
         )
-    out.append(
-        f"  nginx, {p['devices']}-line htpasswd: {s['nginx_per_device_requests_per_s']:.0f} req/s"
-        f"  p99 {s['nginx_per_device_p99_ms']:.2f} ms"
-    )
+    if s["nginx_per_device_p99_ms"] is not None:
+        out.append(
+            f"  nginx, {p['devices']}-line htpasswd: "
+            f"{s['nginx_per_device_requests_per_s']:.0f} req/s"
+            f"  p99 {s['nginx_per_device_p99_ms']:.2f} ms"
+        )
     if s["aiohttp_floor_requests_per_s"]:
         out.append(
             f"  aiohttp floor (1 process, no auth/log): {s['aiohttp_floor_requests_per_s']:.0f} "
             f"req/s, {s['aiohttp_floor_cpu_us_per_request']} us CPU per request"
+        )
+    for mode, m in (s["password_load"] or {}).items():
+        verdict = "met" if m["p99_ratio_met"] else "NOT met"
+        out.append(
+            f"  password load ({mode:<6}) {m['in_flight']} changes in flight: p99 "
+            f"{m['loaded_p99_ms']:.2f} ms against {m['idle_p99_ms']:.2f} ms idle, "
+            f"ratio {m['p99_ratio']} (target <= {m['p99_ratio_target']:g}: {verdict}); "
+            f"{m['loaded_requests_per_s']:.0f} req/s against {m['idle_requests_per_s']:.0f}; "
+            f"{m['password_changes_during_runs']} changes ({m['password_changes_per_s']}/s), "
+            f"statuses {m['password_change_statuses']}"
         )
     verdict = "met" if s["ratio_met"] else "NOT met"
     out.append(
