@@ -26,7 +26,7 @@ from provisioner.web.errors import json_errors, quiet_malformed_requests
 from provisioner.web.hooks import create_hooks_app
 from provisioner.web.keys import CORE, DIRECTORY_SYNC, PHONES, PUSH_WORKER, SAML, SETTINGS
 from provisioner.web.pbx import create_pbx_app
-from provisioner.web.phoneserver import Children, start_phones_site
+from provisioner.web.phoneserver import Children, PhonesServer, start_phones_site
 from provisioner.web.saml import create_saml_app
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     ``settings.phones_processes`` processes, until SIGINT or SIGTERM."""
     runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs', handle_signals=False)
     await runner.setup()
-    runners: list[web.BaseRunner] = [runner]
+    runners: list[web.BaseRunner | PhonesServer] = [runner]
     children = None
     try:
         context = ssl_context(settings)

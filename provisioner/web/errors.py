@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -41,6 +42,11 @@ _HTTP_CODES: dict[int, tuple[str, str]] = {
     413: ("body_too_large", "The request body is too large."),
     415: ("unsupported_media_type", "Send JSON."),
 }
+
+
+def error_document(code: str, message: str) -> bytes:
+    """The body :func:`error_response` sends, as bytes (for the phones' lean server)."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 def error_response(
@@ -97,13 +103,18 @@ def note_database_unavailable(request: web.Request, exc: BaseException) -> None:
     )
 
 
+#: Status, code, message and headers of the answer to a request refused for want of the database.
+DATABASE_UNAVAILABLE = (
+    503,
+    "database_unavailable",
+    "The database cannot be reached; try again shortly.",
+    (("Retry-After", "5"),),
+)
+
+
 def database_unavailable_response() -> web.Response:
-    return error_response(
-        503,
-        "database_unavailable",
-        "The database cannot be reached; try again shortly.",
-        headers={"Retry-After": "5"},
-    )
+    status, code, message, headers = DATABASE_UNAVAILABLE
+    return error_response(status, code, message, headers=dict(headers))
 
 
 @web.middleware

@@ -22,10 +22,11 @@ import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from aiohttp import web
+from yarl import URL
 
 from provisioner import provisioning
 from provisioner.core import Core
@@ -49,23 +50,75 @@ from provisioner.phonecache import (
     DeviceCache,
     DeviceListener,
     FetchRecorder,
+    ServedFile,
 )
 from provisioner.settings import IPNetwork, Settings
-from provisioner.web.errors import database_unavailable_response, error_response
+from provisioner.web.errors import DATABASE_UNAVAILABLE, error_document
 from provisioner.web.keys import CORE, PHONES, SETTINGS
 
 log = logging.getLogger("provisioner.phones")
 
 
-def _not_found() -> web.Response:
-    return error_response(404, "not_found", "There is nothing at this address.")
+class Asked(NamedTuple):
+    """What :func:`answer` reads of a phone's request, whichever server parsed it: the main
+    application's aiohttp request (:func:`asked_of`) or the lean phones' server's parser
+    (:mod:`provisioner.web.phoneserver`), so both listeners answer alike."""
+
+    method: str
+    url: URL
+    """The request target relative to the host (an absolute-form target made relative)."""
+    headers: Mapping[str, str]
+    """Case-insensitive names (aiohttp's ``CIMultiDictProxy`` from either parser)."""
+    peer: str | None
+    """The connection's peer address (before any ``X-Forwarded-For``)."""
 
 
-def _unauthorized(phones: Phones, *, stale: bool = False) -> web.Response:
-    response = error_response(401, "unauthenticated", "Authentication is required.")
-    for name, value in challenges(phones.nonces, stale=stale):
-        response.headers.add(name, value)
-    return response
+def asked_of(request: web.BaseRequest) -> Asked:
+    return Asked(request.method, request.rel_url, request.headers, request.remote)
+
+
+class Reply(NamedTuple):
+    """An answer, for either server to send: the main app converts it (:meth:`response`), the
+    lean phones' server writes it as bytes. ``Content-Length`` is the sender's to add (the
+    length of ``body``, also for HEAD; none for a 304). (Named tuples, as :class:`Asked`:
+    immutable and the cheapest record to make per request.)"""
+
+    status: int
+    headers: Sequence[tuple[str, str]]
+    body: bytes = b""
+
+    def response(self) -> web.Response:
+        return web.Response(status=self.status, body=self.body, headers=self.headers)
+
+
+_JSON = "application/json; charset=utf-8"
+
+
+def error_reply(
+    status: int, code: str, message: str, headers: Sequence[tuple[str, str]] = ()
+) -> Reply:
+    """The API's error shape (:func:`provisioner.web.errors.error_response`) as a Reply."""
+    return Reply(status, (*headers, ("Content-Type", _JSON)), error_document(code, message))
+
+
+_NOT_FOUND = error_reply(404, "not_found", "There is nothing at this address.")
+_UNAUTHENTICATED = error_document("unauthenticated", "Authentication is required.")
+
+
+def _not_found() -> Reply:
+    return _NOT_FOUND
+
+
+def _unauthorized(phones: Phones, *, stale: bool = False) -> Reply:
+    return Reply(
+        401, (*challenges(phones.nonces, stale=stale), ("Content-Type", _JSON)), _UNAUTHENTICATED
+    )
+
+
+def _served(file: ServedFile, headers: Mapping[str, str]) -> Reply:
+    if _etag_matches(headers.get("If-None-Match"), file.etag):
+        return Reply(304, file.headers())
+    return Reply(200, file.headers(), file.body)
 
 
 PREFIX = "/provisioning/"
@@ -73,43 +126,39 @@ PREFIX = "/provisioning/"
 
 async def fetch(request: web.Request) -> web.StreamResponse:
     """The route on the main application."""
-    return await respond(request.config_dict[PHONES], request.config_dict[SETTINGS], request)
+    phones, settings = request.config_dict[PHONES], request.config_dict[SETTINGS]
+    answered = answer(phones, settings, asked_of(request))
+    reply = answered if isinstance(answered, Reply) else await answered
+    return reply.response()
 
 
-async def respond(phones: Phones, settings: Settings, request: web.BaseRequest) -> web.Response:
-    """Answer one phone request; shared by the main app and the lean phones' server."""
-    answered = answer(phones, settings, request)
-    return answered if isinstance(answered, web.Response) else await answered
-
-
-#: What :func:`answer` gives: the response, or (only for a phone discovery has to ask the
+#: What :func:`answer` gives: the reply, or (only for a phone discovery has to ask the
 #: database about) the coroutine that makes it.
-Answer = web.Response | Coroutine[Any, Any, web.Response]
+Answer = Reply | Coroutine[Any, Any, Reply]
 
 
-def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> Answer:
-    """Answer one phone request (see :func:`respond`).
+def answer(phones: Phones, settings: Settings, request: Asked) -> Answer:
+    """Answer one phone request; shared by the main app and the lean phones' server.
 
     Synchronous on purpose: everything it needs is in memory, so the event loop never yields
     in the middle of a fetch. The one exception is the first request of a phone nobody has
     added (:mod:`provisioner.discovery`), answered once the database has recorded it.
     """
-    source = client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
-    )
+    headers = request.headers
+    source = client_address(request.peer, headers.get("X-Forwarded-For"), settings.trusted_proxies)
     if settings.phones_allow and not _allowed(source, settings.phones_allow):
         return _refused("source_not_allowed", 403, "This address may not fetch configs.")
     retry_after = phones.limiter.retry_after(source)
     if retry_after is not None:
         METRICS.fetch_refusals.inc(reason="blocked")
-        return error_response(
+        return error_reply(
             429,
             "too_many_failures",
             "Too many failed requests from this address.",
-            headers={"Retry-After": str(retry_after)},
+            [("Retry-After", str(retry_after))],
         )
-    path = request.path
-    user_agent = request.headers.get("User-Agent", "")
+    path = request.url.path
+    user_agent = headers.get("User-Agent", "")
     name = path[len(PREFIX) :]
     if not path.startswith(PREFIX) or not _plausible_name(name):
         return _fail(phones, source, "unknown_path", _not_found())
@@ -124,7 +173,7 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> Answ
     # Unrecognised names too are answered only to an authenticated phone (after the challenge
     # a phone's first, bare request gets): the names phones ask for and nobody serves cost them
     # nothing, and a client without a credential learns nothing about which names exist.
-    presented = parse_authorization(request.headers.get("Authorization", ""))
+    presented = parse_authorization(headers.get("Authorization", ""))
     if presented is None:
         return _unauthorized(phones)
     cache = phones.cache
@@ -138,7 +187,7 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> Answ
     if credential is None:
         return _fail(phones, source, "unknown_user", _unauthorized(phones))
     verdict = verify(
-        presented, credential, cache.hasher, phones.nonces, request.method, request.path_qs
+        presented, credential, cache.hasher, phones.nonces, request.method, str(request.url)
     )
     if verdict == "stale":
         return _unauthorized(phones, stale=True)
@@ -173,9 +222,7 @@ def answer(phones: Phones, settings: Settings, request: web.BaseRequest) -> Answ
         device.mac, wanted.file, device.revision, source, personal=not wanted.shared
     )
     METRICS.fetches.inc()
-    if _etag_matches(request.headers.get("If-None-Match"), served.etag):
-        return web.Response(status=304, headers=served.headers())
-    return web.Response(body=served.body, headers=served.headers())
+    return _served(served, headers)
 
 
 #: What a phone's request can look like. A vendor's file name is short, of these characters, a
@@ -200,7 +247,7 @@ def _discovered(
     mac: str,
     source: str,
     user_agent: str,
-    request: web.BaseRequest,
+    request: Asked,
 ) -> Answer:
     """A phone of a known vendor, with the bootstrap credential, for a MAC no device has.
 
@@ -216,57 +263,55 @@ def _discovered(
         return _serve_discovered(known, wanted.file, request)
     if discovery.busy(seen):
         METRICS.fetch_refusals.inc(reason="discovery_busy")
-        return error_response(
+        return error_reply(
             429,
             "discovery_busy",
             "Too many new phones at once; try again shortly.",
-            headers={"Retry-After": "1"},
+            [("Retry-After", "1")],
         )
     return _admit(phones, discovery, seen, wanted.file, request)
 
 
 async def _admit(
-    phones: Phones, discovery: Discovery, seen: Sighting, file: str, request: web.BaseRequest
-) -> web.Response:
+    phones: Phones, discovery: Discovery, seen: Sighting, file: str, request: Asked
+) -> Reply:
     try:
         outcome, known = await discovery.admit(seen)
     except Exception as exc:
         if not database_unavailable(exc):
             raise
         METRICS.fetch_refusals.inc(reason="database_unavailable")
-        return database_unavailable_response()
+        return error_reply(*DATABASE_UNAVAILABLE)
     if known is not None:
         return _serve_discovered(known, file, request)
     if outcome is Admission.LIMITED:
-        limited = error_response(
+        limited = error_reply(
             429,
             "discovery_limited",
             "A new phone from this address was recorded within the last minute; try again later.",
-            headers={"Retry-After": str(int(WINDOW))},
+            [("Retry-After", str(int(WINDOW)))],
         )
         return _fail(phones, seen.source, "discovery_limited", limited)
     return _not_found()  # added as a device meanwhile: its next fetch finds it
 
 
-def _serve_discovered(known: Known, file: str, request: web.BaseRequest) -> web.Response:
+def _serve_discovered(known: Known, file: str, request: Asked) -> Reply:
     served = known.files.get(file)
     if served is None:
         return _not_found()  # recorded only (module doc of provisioner.discovery)
     METRICS.fetches.inc()
-    if _etag_matches(request.headers.get("If-None-Match"), served.etag):
-        return web.Response(status=304, headers=served.headers())
-    return web.Response(body=served.body, headers=served.headers())
+    return _served(served, request.headers)
 
 
-def _fail(phones: Phones, source: str, reason: str, response: web.Response) -> web.Response:
+def _fail(phones: Phones, source: str, reason: str, reply: Reply) -> Reply:
     phones.limiter.fail(source, reason)
     METRICS.fetch_refusals.inc(reason=reason)
-    return response
+    return reply
 
 
-def _refused(code: str, status: int, message: str) -> web.Response:
+def _refused(code: str, status: int, message: str) -> Reply:
     METRICS.fetch_refusals.inc(reason=code)
-    return error_response(status, code, message)
+    return error_reply(status, code, message)
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
