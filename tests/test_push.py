@@ -913,3 +913,45 @@ async def test_a_push_of_a_revision_fetched_before_is_confirmed_though_the_refet
     job = await job_reaches(api, YEALINK.mac, job_id, "fetched")
     assert job["reason"] == "reprovision"
     assert await phone.exit_code() == 0, phone.errors()
+
+
+async def test_the_notify_answers_a_challenge_with_the_line_the_pbx_reported_registered(
+    start_service: StartService, start_sipp: StartSipp, workers: Workers, db: asyncpg.Connection
+) -> None:
+    """Two lines; the PBX's ``registered`` hook names line 2's extension. The NOTIFY goes to that
+    contact and answers the phone's digest challenge with line 2's account, not line 1's."""
+    service = await start_service()
+    api = await bootstrap_admin(service)
+    pbx = Pbx(service)
+    await provision(api, pbx, YEALINK, free_udp_port())
+    bob = {"username": "bob", "display_name": "Bob", "extension": "202"}
+    await call(api, "POST", "/users", bob, expect=201)
+    lines = [{"slot": 1, "username": "alice"}, {"slot": 2, "username": "bob"}]
+    await call(api, "PUT", f"/devices/{YEALINK.mac}/assignments", lines)
+    row = await db.fetchrow(
+        "SELECT sip_auth_user, sip_password_encrypted FROM device_assignments"
+        " WHERE mac = $1 AND slot = 2",
+        YEALINK.mac,
+    )
+    assert row is not None
+    bob_password = service.app[CORE].vault.decrypt(
+        row["sip_password_encrypted"], sip_password_purpose(YEALINK.mac, 2)
+    )
+    phone = await start_sipp(
+        "notify_challenge_line.xml",
+        {"line_user": row["sip_auth_user"], "line_password": bob_password},
+    )
+    contact = f"sip:{row['sip_auth_user']}@127.0.0.1:{phone.port}"
+    registered = {"extension": "202", "contact": contact, "user_agent": YEALINK.user_agent}
+    assert await pbx.call("registered", registered) == (200, {"device": YEALINK.mac})
+    await db.execute("DELETE FROM push_jobs")  # the set-up's jobs went to line 1's old contact
+
+    changed = await call(api, "PUT", "/users/alice/pin", {"pin": NEW_PIN})
+    [job_id] = changed["push_jobs"]
+    workers.start(service.app[CORE], "worker-lines")
+    job = await job_reaches(api, YEALINK.mac, job_id, "notified")
+    assert (job["attempts"], job["last_error"]) == (1, None)
+    assert await phone.exit_code() == 0, phone.errors()  # a 200 only for line 2's credentials
+    challenged, answered = phone.transactions()
+    assert challenged.start_line == answered.start_line == f"NOTIFY {contact} SIP/2.0"
+    assert f'username="{row["sip_auth_user"]}"' in answered.header("Authorization")
