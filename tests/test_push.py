@@ -955,3 +955,53 @@ async def test_the_notify_answers_a_challenge_with_the_line_the_pbx_reported_reg
     challenged, answered = phone.transactions()
     assert challenged.start_line == answered.start_line == f"NOTIFY {contact} SIP/2.0"
     assert f'username="{row["sip_auth_user"]}"' in answered.header("Authorization")
+
+
+async def test_a_worker_stopped_while_a_phone_is_silent_hands_its_job_back_at_once(
+    start_service: StartService, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A graceful stop waits up to 5 s for the NOTIFYs under way, then gives up on them, hands
+    their jobs back (due at once for another worker, the attempt not counted) and closes its
+    LISTEN connection."""
+    caplog.set_level(logging.INFO, logger="provisioner.push")
+    service = await start_service()
+    api = await bootstrap_admin(service)
+    await provision(api, Pbx(service), YEALINK, free_udp_port())  # nobody answers there
+    [job] = await jobs_of(api, YEALINK.mac)
+    listening = """SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND query = 'LISTEN "provisioner_push"'"""
+    assert await db.fetchval(listening) == 0
+    notifier = SipNotifier(timeout=60.0)  # the NOTIFY waits for the silent phone
+    worker = PushWorker(service.app[CORE], notifier, name="worker-stopping")
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def notifying() -> bool:
+            row = await db.fetchrow(
+                "SELECT worker, lease_until, attempts FROM push_jobs WHERE id = $1", job["id"]
+            )
+            assert row is not None
+            # Claimed, rendered, and its NOTIFY under way in a task of the worker's.
+            return row["worker"] == "worker-stopping" and bool(worker._inflight)
+
+        await eventually(notifying, "the worker notifies the silent phone")
+        assert await db.fetchval(listening) == 1
+        started = time.monotonic()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        took = time.monotonic() - started
+    finally:
+        await notifier.close()
+    assert 4.5 <= took < 8.0, took
+    row = await db.fetchrow(
+        "SELECT state, worker, lease_until, attempts FROM push_jobs WHERE id = $1", job["id"]
+    )
+    assert row is not None
+    assert (row["state"], row["worker"], row["lease_until"], row["attempts"]) == (
+        "pending",
+        None,
+        None,
+        0,
+    )
+    assert "push worker released 1 unfinished job(s)" in caplog.messages
+    assert await db.fetchval(listening) == 0
