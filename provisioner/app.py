@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from aiohttp import web
@@ -176,14 +176,34 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def _phones_children(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The extra phones' processes, for as long as the application runs."""
+
+    async def children_ctx(_app: web.Application) -> AsyncIterator[None]:
+        assert settings.database_url is not None
+        children = Children(settings.phones_processes - 1, settings.database_url)
+        children.start()
+        try:
+            yield
+        finally:
+            await children.stop()
+
+    return children_ctx
+
+
 async def serve(app: web.Application, settings: Settings) -> None:
     """Run ``app`` on the main listener, and the lean phones' server on its own listener in
     ``settings.phones_processes`` processes, until SIGINT or SIGTERM."""
+    if settings.phones_listen is not None:
+        # The extra phones' processes start once the database is migrated (the core is open)
+        # and load their device caches while this process loads its own, not after: with
+        # 100,000 devices each load takes seconds.
+        app.cleanup_ctx.insert(app.cleanup_ctx.index(_core_ctx) + 1, _phones_children(settings))
     runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs', handle_signals=False)
-    await runner.setup()
     runners: list[web.BaseRunner | PhonesServer] = [runner]
-    children = None
     try:
+        # Inside: a start-up that fails half-way still stops what it started (the children).
+        await runner.setup()
         context = ssl_context(settings)
         scheme = "https" if context else "http"
         await web.TCPSite(
@@ -192,9 +212,6 @@ async def serve(app: web.Application, settings: Settings) -> None:
         log.info("listening on %s://%s", scheme, settings.listen)
         if settings.phones_listen is not None:
             runners.append(await start_phones_site(app[PHONES], settings, context))
-            assert settings.database_url is not None
-            children = Children(settings.phones_processes - 1, settings.database_url)
-            children.start()
             log.info(
                 "phones' listener on %s://%s (%d processes)",
                 scheme,
@@ -210,7 +227,6 @@ async def serve(app: web.Application, settings: Settings) -> None:
         log.info("shutting down")
         notify_service_manager("STOPPING=1")
     finally:
-        if children is not None:
-            await children.stop()
+        # The phones' listener first, then the application (its cleanup stops the children).
         for each in reversed(runners):
             await each.cleanup()
