@@ -1130,8 +1130,13 @@ def main() -> int:
                         load.stop()
                     result["password_changes"]["whole_run"] = load.figures()
                     service_runs.append(result)
-            time.sleep(2.5)  # the recorder writes every second
+            # The recorders write every second; with 100,000 devices their first fetches take
+            # a while to write: wait for them (at most 60 s), then count.
+            deadline = time.monotonic() + 60
             seen = asyncio.run(_count_seen(dsn, seen_since))
+            while seen < args.devices and time.monotonic() < deadline:
+                time.sleep(1.0)
+                seen = asyncio.run(_count_seen(dsn, seen_since))
             log_lines = _count_lines(tmp / f"serve-{mode}.log")
             memory_after = benchlib.memory_of(service.pid)
             if args.profile > 0 and mode == args.modes[-1]:
