@@ -1005,3 +1005,19 @@ async def test_a_worker_stopped_while_a_phone_is_silent_hands_its_job_back_at_on
     )
     assert "push worker released 1 unfinished job(s)" in caplog.messages
     assert await db.fetchval(listening) == 0
+
+
+async def test_a_device_without_lines_or_contact_fails_with_the_reason(
+    start_service: StartService, workers: Workers
+) -> None:
+    """Nobody assigned, never registered: re-provisioning it ends in a failed job that says
+    why (no contact), not in an internal error of picking a line's credentials."""
+    service = await start_service()
+    api = await bootstrap_admin(service)
+    await call(api, "PUT", "/sites/default", {"registrar_host": REGISTRAR})
+    device = {"mac": YEALINK.mac, "vendor": YEALINK.vendor, "model": YEALINK.model}
+    await call(api, "POST", "/devices", device, expect=201)
+    [job_id] = (await call(api, "POST", f"/devices/{YEALINK.mac}/reprovision", expect=202))["jobs"]
+    workers.start(service.app[CORE], "worker-lineless", max_attempts=1)
+    job = await job_reaches(api, YEALINK.mac, job_id, "failed")
+    assert job["last_error"] == "the device has no registered SIP contact"
