@@ -25,6 +25,7 @@ import pytest
 from provisioner import provisioning, store
 from provisioner.app import create_app
 from provisioner.db import load_migrations
+from provisioner.metrics import METRICS
 from provisioner.phonecache import LAST_SEEN_INTERVAL
 from provisioner.settings import Settings
 from provisioner.web.keys import CORE, PHONES
@@ -339,9 +340,14 @@ async def test_api_answers_503_not_500_for_every_request_during_an_outage(
         "Authorization": "Basic "
         + base64.b64encode(f"{boot_user}:{boot_password}".encode()).decode(),
     }
+    refusals = METRICS.fetch_refusals.values
+    key = (("reason", "database_unavailable"),)
+    before = refusals.get(key, 0.0)
     async with service.get("/provisioning/001565cc0001.cfg", headers=new_phone) as response:
         assert response.status == 503
         assert (await response.json())["error"]["code"] == "database_unavailable"
+    # Counted under its reason (read in-process: /metrics itself needs the database).
+    assert refusals.get(key, 0.0) - before == 1
     refusals = [r for r in caplog.records if "refused: database unavailable" in r.getMessage()]
     assert len(refusals) == len(results)  # one line each, at DEBUG but for one a minute
     assert len([r for r in refusals if r.levelno == logging.WARNING]) <= 1
