@@ -557,9 +557,24 @@ async def claim_push_jobs(
 
     Due are pending jobs past their debounce or retry delay, and scheduled jobs whose
     maintenance window has come.
+
+    Planned afresh at each claim, in a transaction of its own (a savepoint inside the
+    caller's), with sorts ruled out: the due jobs are read in the claim index's order and the
+    scan stops at ``limit`` (issue 14). A plan cached by the connection was made from what the
+    table looked like then: made on an empty table (a new installation, the benchmark), it
+    scanned every job per claim and re-ran the limited subquery for each, a claim at 20,000
+    jobs took seconds, and took far more than ``limit`` jobs. And while the statistics say few
+    jobs are pending (they mostly do), a fresh plan reads and sorts every due job of a backlog
+    to keep ``limit`` of them.
     """
-    return await conn.fetch(
-        """UPDATE push_jobs j SET lease_until = now() + $3::float8 * interval '1 second',
+    async with conn.transaction():
+        await conn.execute(
+            "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
+        )
+        return await conn.fetch(_CLAIM_PUSH_JOBS, worker, limit, lease_seconds)
+
+
+_CLAIM_PUSH_JOBS = """UPDATE push_jobs j SET lease_until = now() + $3::float8 * interval '1 second',
                   worker = $1, attempts = j.attempts + 1, updated_at = now()
            FROM (SELECT id FROM push_jobs
                  WHERE state IN ('pending', 'scheduled') AND not_before <= now()
@@ -567,11 +582,7 @@ async def claim_push_jobs(
                  ORDER BY not_before, id LIMIT $2
                  FOR UPDATE SKIP LOCKED) due
            WHERE j.id = due.id
-           RETURNING j.*""",
-        worker,
-        limit,
-        lease_seconds,
-    )
+           RETURNING j.*"""
 
 
 async def next_push_due(conn: Connection) -> float | None:
@@ -1230,16 +1241,25 @@ def iterate_device_files(
     Fetched ``prefetch`` rows at a time rather than in one list: every device's sealed bodies at
     once would be several times the cache they fill, and asyncpg keeps a query's last result
     until the connection's next query (for the phones' listener that may be hours away).
+
+    Two statements, not one with ``$1 IS NULL OR d.mac = ANY($1)``: the listener's connection
+    prepares the statement once and runs it for every batch of changed devices; after five runs
+    PostgreSQL may switch to a generic plan, and the generic plan of that condition cannot use
+    the primary key, so each batch scanned the whole devices table (issue 14).
     """
+    if macs is None:
+        return conn.cursor(_DEVICE_FILES + " ORDER BY d.mac", prefetch=prefetch)
     return conn.cursor(
-        """SELECT d.mac, d.vendor, d.revision, d.credential_encrypted, d.bootstrap_allowed,
-                  f.name, f.body, f.sealed, f.etag
-           FROM devices d LEFT JOIN device_files f ON f.mac = d.mac
-           WHERE $1::text[] IS NULL OR d.mac = ANY($1::text[])
-           ORDER BY d.mac""",
-        None if macs is None else list(macs),
+        _DEVICE_FILES + " WHERE d.mac = ANY($1::text[]) ORDER BY d.mac",
+        list(macs),
         prefetch=prefetch,
     )
+
+
+_DEVICE_FILES = """
+    SELECT d.mac, d.vendor, d.revision, d.credential_encrypted, d.bootstrap_allowed,
+           f.name, f.body, f.sealed, f.etag
+    FROM devices d LEFT JOIN device_files f ON f.mac = d.mac"""
 
 
 async def lock_devices_with_clear_files(conn: Connection, limit: int) -> list[str]:
