@@ -7,6 +7,7 @@ Nothing here is imported by the service or its tests; benchmarks import it as ``
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -161,6 +162,22 @@ def require_tools(tools: Mapping[str, str]) -> None:
     missing = [f"  {tool}: {how}" for tool, how in tools.items() if shutil.which(tool) is None]
     if missing:
         raise BenchError("missing tools:\n" + "\n".join(missing))
+
+
+def add_seeding_and_output_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``fetch.py`` and ``fanout.py`` share: seeding parallelism and a JSON copy."""
+    parser.add_argument(
+        "--seed-workers",
+        type=int,
+        default=1,
+        help="connections rendering the seeded devices at once (batches of 100)",
+    )
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        metavar="PATH",
+        help="also write the results to PATH (e.g. for bench/curves.py, with --no-results)",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

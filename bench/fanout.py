@@ -783,18 +783,7 @@ def parse_args() -> argparse.Namespace:
         help="run the service from this source tree (PYTHONPATH) to measure a change",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the service in the burst")
-    parser.add_argument(
-        "--seed-workers",
-        type=int,
-        default=1,
-        help="connections rendering the seeded devices at once (batches of 100)",
-    )
-    parser.add_argument(
-        "--json-out",
-        type=Path,
-        metavar="PATH",
-        help="also write the results to PATH (e.g. for bench/curves.py, with --no-results)",
-    )
+    benchlib.add_seeding_and_output_options(parser)
     parser.add_argument("--no-results", action="store_true", help="write no result files")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()

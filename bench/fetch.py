@@ -873,18 +873,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="skip the run against nginx with one htpasswd line per device",
     )
-    parser.add_argument(
-        "--seed-workers",
-        type=int,
-        default=1,
-        help="connections rendering the seeded devices at once (batches of 100)",
-    )
-    parser.add_argument(
-        "--json-out",
-        type=Path,
-        metavar="PATH",
-        help="also write the results to PATH (e.g. for bench/curves.py, with --no-results)",
-    )
+    benchlib.add_seeding_and_output_options(parser)
     parser.add_argument("--no-results", action="store_true", help="do not write bench/results")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (not the DB)")
     args = parser.parse_args()
