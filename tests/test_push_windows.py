@@ -20,12 +20,14 @@ import asyncpg
 from provisioner.devices import ADAPTERS
 from provisioner.phonecache import LAST_SEEN_INTERVAL
 from provisioner.web.keys import PHONES
-from tests.conftest import ManualClock, bootstrap_admin
+from tests.conftest import Api, ManualClock, bootstrap_admin
 from tests.test_push import (  # noqa: F401 (fixtures)
     NEW_PIN,
     SNOM,
+    Client,
     Model,
     Pbx,
+    Sipp,
     StartService,
     StartSipp,
     call,
@@ -136,6 +138,13 @@ async def test_a_base_that_fetches_by_itself_completes_its_held_job(
     service = await start_service(worker=True)
     api = await bootstrap_admin(service)
     phone = await start_sipp(BASE.scenario, calls=1)
+    await a_held_base_fetches_by_itself(service, api, phone)
+    assert phone.transactions() == []
+
+
+async def a_held_base_fetches_by_itself(service: Client, api: Api, phone: Sipp) -> None:
+    """The base set up outside its window: its job is held (``scheduled``), and the base's own
+    fetch completes it."""
     closed, _ = window(timedelta(hours=5))
     await set_window(api, closed)
     await provision(api, Pbx(service), BASE, phone.port)
@@ -145,7 +154,6 @@ async def test_a_base_that_fetches_by_itself_completes_its_held_job(
     # Bases fetch their files on their own schedule (and at boot): that delivers the change.
     await fetch_config(service, BASE)
     await job_reaches(api, BASE.mac, job["id"], "fetched")
-    assert phone.transactions() == []
 
 
 async def test_a_desk_phones_pin_push_never_waits_and_the_base_gets_none(
@@ -221,13 +229,7 @@ async def test_a_held_job_completed_by_a_folded_fetch_is_fetched_once_its_minute
     recorder = service.app[PHONES].recorder
     clock = recorder.clock = ManualClock()
     phone = await start_sipp(BASE.scenario, calls=1)
-    closed, _ = window(timedelta(hours=5))
-    await set_window(api, closed)
-    await provision(api, Pbx(service), BASE, phone.port)
-    [job] = await jobs_of(api, BASE.mac)
-    await job_reaches(api, BASE.mac, job["id"], "scheduled")
-    await fetch_config(service, BASE)
-    await job_reaches(api, BASE.mac, job["id"], "fetched")
+    await a_held_base_fetches_by_itself(service, api, phone)
 
     queued = await call(api, "POST", f"/devices/{BASE.mac}/reprovision", expect=202)
     [held] = queued["jobs"]
