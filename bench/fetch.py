@@ -1173,6 +1173,35 @@ def main() -> int:
             log("aiohttp floor (calibration) ...")
             measure(target, None, 1)
             floor.stop()
+            # The lean design's floor: the phones' server's protocol answering from a dict, in
+            # as many processes as the service's phones' processes.
+            floor_processes = args.phones_processes or os.cpu_count() or 1
+            port = benchlib.free_port()
+            floor = benchlib.start_child(
+                "protocol floor",
+                [
+                    sys.executable,
+                    str(benchlib.BENCH_DIR / "floor_server.py"),
+                    str(port),
+                    str(www),
+                    "--protocol",
+                    str(floor_processes),
+                ],
+                log_path=tmp / "protocol-floor.log",
+                cleanup=cleanup,
+            )
+            target = Target(
+                "protocol_floor",
+                f"protocol floor: {floor_processes} processes, uvloop, aiohttp's C parser, "
+                "bytes from a dict, no auth/identify/record",
+                f"http://127.0.0.1:{port}",
+                pid=floor.pid,
+            )
+            benchlib.wait_http(target.url + devices[0].path, floor, timeout=60)
+            check_target(target, devices, files, auth=False)
+            log("protocol floor (calibration) ...")
+            measure(target, None, 1)
+            floor.stop()
 
         if not args.no_nginx_per_device:
             log("nginx with the per-device htpasswd ...")
@@ -1300,6 +1329,7 @@ def summarise(
         )
     floor = of("aiohttp_floor")
     floor_cpu = cpu_per_request(floor)
+    protocol_floor = of("protocol_floor")
     for m in modes.values():
         # How much CPU per request the service spends over a bare aiohttp app.
         m["cpu_over_aiohttp_floor"] = (
@@ -1364,6 +1394,11 @@ def summarise(
         ),
         "aiohttp_floor_requests_per_s": rps(floor) if floor else None,
         "aiohttp_floor_cpu_us_per_request": floor_cpu,
+        "protocol_floor_requests_per_s": rps(protocol_floor) if protocol_floor else None,
+        "protocol_floor_cpu_us_per_request": cpu_per_request(protocol_floor),
+        "protocol_floor_ratio_to_nginx": (
+            round(rps(protocol_floor) / nginx_rps, 3) if protocol_floor and nginx_rps else None
+        ),
         "render_500_max_ms": max((r["max_ms"] for r in renders.values()), default=None),
         "render_target_ms": RENDER_TARGET_MS,
         "rss_after_load_mib": max(rss) if rss else None,
@@ -1412,6 +1447,13 @@ def print_summary(results: dict[str, Any]) -> None:
         out.append(
             f"  aiohttp floor (1 process, no auth/log): {s['aiohttp_floor_requests_per_s']:.0f} "
             f"req/s, {s['aiohttp_floor_cpu_us_per_request']} us CPU per request"
+        )
+    if s["protocol_floor_requests_per_s"]:
+        out.append(
+            f"  protocol floor (the lean server answering from a dict, no auth/identify/record): "
+            f"{s['protocol_floor_requests_per_s']:.0f} req/s, "
+            f"{s['protocol_floor_cpu_us_per_request']} us CPU per request, "
+            f"{s['protocol_floor_ratio_to_nginx']}x nginx"
         )
     for mode, m in (s["password_load"] or {}).items():
         verdict = "met" if m["p99_ratio_met"] else "NOT met"
