@@ -29,7 +29,8 @@ class Counter:
     values: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        # Unlabelled counters (one increment per phone's fetch) skip the sort.
+        key = tuple(sorted(labels.items())) if labels else ()
         self.values[key] = self.values.get(key, 0.0) + amount
 
     def render(self) -> list[str]:

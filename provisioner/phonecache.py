@@ -144,16 +144,19 @@ def content_type_of(name: str, body: bytes) -> str:
 
 
 class CredentialHasher:
-    """HMAC-SHA256 under a per-process random key: fast, and useless outside this process."""
+    """Keyed BLAKE2b (its MAC mode) under a per-process random key: fast, and useless outside
+    this process. One C call per digest: HMAC-SHA256 from a pre-keyed copy took twice the time
+    (~2.4 µs against ~1.1 on the benchmark machine), on every authenticated fetch."""
+
+    DIGEST_SIZE = 16
 
     def __init__(self) -> None:
-        # Keyed once; each digest copies the keyed state instead of re-deriving the key pads.
-        self._keyed = hmac.new(secrets.token_bytes(32), digestmod=hashlib.sha256)
+        self._key = secrets.token_bytes(32)
 
     def digest(self, password: str) -> bytes:
-        mac = self._keyed.copy()
-        mac.update(password.encode("utf-8"))
-        return mac.digest()
+        return hashlib.blake2b(
+            password.encode("utf-8"), key=self._key, digest_size=self.DIGEST_SIZE
+        ).digest()
 
     def credential(self, username: str, password: str) -> Credential:
         ha1 = hashlib.md5(
@@ -336,8 +339,10 @@ class Written:
     personal: bool
     due: float
     """When (monotonic) an identical fetch is written again rather than folded."""
-    folded: datetime | None = None
-    """The time of the newest identical fetch since the write, not written yet."""
+    folded: float | None = None
+    """The time (:func:`time.time`) of the newest identical fetch since the write, not written
+    yet: a float is what a fetch that is only folded costs (a ``datetime`` per fetch cost
+    more than the rest of the fold), made a ``datetime`` once, when it is queued."""
 
 
 @dataclass
@@ -389,7 +394,6 @@ class FetchRecorder:
 
     def record(self, mac: str, file: str, revision: int, source: str, *, personal: bool) -> None:
         """Queue a fetch, or fold it into the device's last written one (see the class)."""
-        at = datetime.now(UTC)
         now = self.clock()
         last = self.written.get(mac)
         if last is not None:
@@ -399,12 +403,12 @@ class FetchRecorder:
                 and last.revision == revision
                 and last.source == source
             ):
-                last.folded = at
+                last.folded = time.time()
                 return
             del self.written[mac]  # re-entered below, last: the newest due time
             self._queue_folded(mac, last)  # nothing folded is lost to what replaces it
         self.written[mac] = Written(file, revision, source, personal, now + self.last_seen_interval)
-        self._queue((mac, file, revision, at, source, personal))
+        self._queue((mac, file, revision, datetime.now(UTC), source, personal))
 
     def _queue(self, fetch: Fetch) -> None:
         self.fetches.append(fetch)
@@ -413,7 +417,8 @@ class FetchRecorder:
 
     def _queue_folded(self, mac: str, last: Written) -> None:
         if last.folded is not None:
-            self._queue((mac, last.file, last.revision, last.folded, last.source, last.personal))
+            at = datetime.fromtimestamp(last.folded, UTC)
+            self._queue((mac, last.file, last.revision, at, last.source, last.personal))
             last.folded = None
 
     def _queue_due(self, *, everything: bool) -> None:

@@ -126,7 +126,9 @@ def serialise(reply: Reply, version: HttpVersion, *, head: bool, keep_alive: boo
     Built per response from the reply's shared strings (no per-file byte blocks: memory per
     device counts, bench/README.md)."""
     status, body = reply.status, reply.body
-    text = _status_line(version, status) + "".join(f"{n}: {v}\r\n" for n, v in reply.headers)
+    text = _status_line(version, status)
+    for name, value in reply.headers:  # a loop: a generator in join() cost a fifth more
+        text += f"{name}: {value}\r\n"
     if status != 304:
         text += f"Content-Length: {len(body)}\r\n"
     text += _Stamp.now()
