@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from provisioner.devices import IdentifyCache
@@ -28,9 +29,9 @@ NONCE_LIFETIME = 300
 _DIGEST_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
-@dataclass(frozen=True)
-class Presented:
-    """What the client sent in ``Authorization``."""
+class Presented(NamedTuple):
+    """What the client sent in ``Authorization``. (A named tuple: made on every phone's fetch,
+    at less than half the cost of a frozen dataclass.)"""
 
     scheme: str  # "basic" | "digest"
     username: str
