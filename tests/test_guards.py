@@ -32,10 +32,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from provisioner import passwords, pins, store
+from provisioner.audit import Actor
+from provisioner.errors import Kind, ProvisionerError
 from provisioner.phoneauth import NONCE_LIFETIME, FailureLimiter, NonceSigner, client_address
 from provisioner.phonecache import REALM
 from provisioner.web import phones
 from provisioner.web.hooks import MAX_SKEW, SIGNATURE_HEADER, sign
+from provisioner.web.keys import CORE
 from tests.conftest import Api, MailSink, bootstrap_admin, mailed_password
 from tests.test_hooks import SECRET, Pbx
 from tests.test_phones import (
@@ -766,6 +769,19 @@ async def test_random_passwords_are_twenty_unambiguous_characters(
         assert re.fullmatch(r"[A-Za-z2-9\-_.+!?#]{20}", password), password
         assert not set(password) & set("0O1lI"), password
     assert sent[0] != sent[1]
+
+
+async def test_the_password_use_case_refuses_an_unknown_mode_itself(
+    admin: Api, make_user: Any
+) -> None:
+    """The API's schema refuses an unknown mode before the use case runs; the CLI and the pages
+    call the use case directly, so it checks the mode itself, with the same code."""
+    await make_user("alice", PW, email="alice@example.net")
+    core = admin.client.app[CORE]
+    with pytest.raises(ProvisionerError) as refused:
+        await passwords.admin_set_password(core, Actor.cli(), "alice", mode="sms", password=NEW_PW)
+    assert (refused.value.kind, refused.value.code) == (Kind.INVALID, "mode_invalid")
+    assert (await admin.login("alice", PW))[0] == 200, "nothing changed"
 
 
 # --- PINs: the policy checked again under the row lock -------------------------------------------
