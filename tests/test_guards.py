@@ -283,6 +283,19 @@ async def test_if_none_match_star_weak_and_lists_answer_304(
     assert changed.headers["ETag"] == etag
 
 
+async def test_a_phones_challenge_carries_the_apis_error_document(
+    phones_client: Client, api: Api
+) -> None:
+    """A 401 on the phones' endpoint says why in the API's error shape, as every refusal does."""
+    phone = BY_ID["yealink-T54W"]
+    await provision(api, phone)
+    for auth in (None, basic("nobody", "wrong")):
+        got = await fetch(phones_client, phone, auth=auth)
+        assert got.status == 401
+        assert got.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert json.loads(got.body)["error"]["code"] == "unauthenticated"
+
+
 async def test_an_allowlist_refuses_sources_that_are_no_address(make_client: Any) -> None:
     """Behind a trusted proxy, a forwarded hop that is not an address (client text) does not
     make a request come from an allowed network."""
