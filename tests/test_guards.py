@@ -400,6 +400,33 @@ async def test_hooks_refuse_unknown_fields_and_audit_the_pbx_address(
     assert (row["actor"], row["target_user"], row["source"]) == ("pbx", "alice", "127.0.0.1")
 
 
+async def test_a_registered_contact_is_one_sip_or_sips_uri_of_at_most_512_characters(
+    desks: tuple[Api, Pbx], db: asyncpg.Connection
+) -> None:
+    """What the PBX reports as a device's contact is stored and later used as a NOTIFY's
+    Request-URI: no line break or space may smuggle anything into a SIP message."""
+    admin, pbx = desks
+    await admin.call("PUT", f"/devices/{DESK_A}/assignments", [{"slot": 1, "username": "alice"}])
+    ua = "Yealink SIP-T54W 96.86.0.70 00:15:65:00:00:01"
+    refused = (
+        "sip:201@10.0.0.5:5060\r\nContact: <sip:evil@203.0.113.9>",
+        "sip:201@10.0.0.5:5060\nX: y",
+        "sip:201@10.0.0.5 5060",
+        "sip:201@" + "a" * 501 + ".net",  # 513 characters
+        "http://10.0.0.5/",
+    )
+    for contact in refused:
+        body = {"extension": "201", "contact": contact, "user_agent": ua}
+        status, data = await pbx.call("registered", body)
+        assert (status, data["error"]["code"]) == (422, "contact_invalid"), contact
+    assert await db.fetchval("SELECT sip_contact FROM devices WHERE mac = $1", DESK_A) is None
+    for contact in ("sips:201@10.0.0.5:5061", "sip:201@" + "a" * 500 + ".net"):  # 512
+        body = {"extension": "201", "contact": contact, "user_agent": ua}
+        assert await pbx.call("registered", body) == (200, {"device": DESK_A}), contact
+        stored = await db.fetchval("SELECT sip_contact FROM devices WHERE mac = $1", DESK_A)
+        assert stored == contact
+
+
 DESK_A, DESK_B = "001565000001", "001565000002"
 
 
