@@ -420,11 +420,43 @@ async def test_a_registered_contact_is_one_sip_or_sips_uri_of_at_most_512_charac
         status, data = await pbx.call("registered", body)
         assert (status, data["error"]["code"]) == (422, "contact_invalid"), contact
     assert await db.fetchval("SELECT sip_contact FROM devices WHERE mac = $1", DESK_A) is None
-    for contact in ("sips:201@10.0.0.5:5061", "sip:201@" + "a" * 500 + ".net"):  # 512
+    longest = "sip:201@" + "a" * 500 + ".net"  # 512 characters
+    for contact in ("sips:201@10.0.0.5:5061", "sip:201@PBX.example.net", longest):
         body = {"extension": "201", "contact": contact, "user_agent": ua}
         assert await pbx.call("registered", body) == (200, {"device": DESK_A}), contact
         stored = await db.fetchval("SELECT sip_contact FROM devices WHERE mac = $1", DESK_A)
         assert stored == contact
+
+
+async def test_the_registered_device_is_the_hooks_mac_else_the_user_agents_else_the_lines(
+    desks: tuple[Api, Pbx], db: asyncpg.Connection
+) -> None:
+    admin, pbx = desks
+    await admin.call("PUT", f"/devices/{DESK_A}/assignments", [{"slot": 1, "username": "alice"}])
+    contact, plain = "sip:201@10.0.0.5:5060", "Yealink SIP-T54W 96.86.0.70"
+    # No MAC anywhere: the one device with a line for the extension.
+    body = {"extension": "201", "contact": contact, "user_agent": plain}
+    assert await pbx.call("registered", body) == (200, {"device": DESK_A})
+    # The MAC in the User-Agent, when that device exists; else as if there were none.
+    for ua_mac, device in (("00:15:65:00:00:02", DESK_B), ("00:15:65:99:99:99", DESK_A)):
+        body = {"extension": "201", "contact": contact, "user_agent": f"{plain} {ua_mac}"}
+        assert await pbx.call("registered", body) == (200, {"device": device}), ua_mac
+    # The hook's own mac first, whatever the User-Agent says; an unknown one is refused.
+    body = {
+        "extension": "201",
+        "contact": contact,
+        "user_agent": f"{plain} 00:15:65:00:00:01",
+        "mac": DESK_B,
+    }
+    assert await pbx.call("registered", body) == (200, {"device": DESK_B})
+    status, data = await pbx.call("registered", {**body, "mac": "001565777777"})
+    assert (status, data["error"]["code"]) == (404, "device_not_found")
+    # A User-Agent is stored cut to 512 characters.
+    long_agent = plain + " " + "x" * 600
+    body = {"extension": "201", "contact": contact, "user_agent": long_agent, "mac": DESK_A}
+    assert await pbx.call("registered", body) == (200, {"device": DESK_A})
+    stored = await db.fetchval("SELECT sip_user_agent FROM devices WHERE mac = $1", DESK_A)
+    assert stored == long_agent[:512]
 
 
 DESK_A, DESK_B = "001565000001", "001565000002"
