@@ -457,6 +457,13 @@ async def test_the_registered_device_is_the_hooks_mac_else_the_user_agents_else_
     assert await pbx.call("registered", body) == (200, {"device": DESK_A})
     stored = await db.fetchval("SELECT sip_user_agent FROM devices WHERE mac = $1", DESK_A)
     assert stored == long_agent[:512]
+    # Without a MAC, no device with a line for the extension, or several: refused.
+    body = {"extension": "299", "contact": contact, "user_agent": plain}
+    status, data = await pbx.call("registered", body)
+    assert (status, data["error"]["code"]) == (404, "device_not_found")
+    await admin.call("PUT", f"/devices/{DESK_B}/assignments", [{"slot": 1, "username": "alice"}])
+    status, data = await pbx.call("registered", {**body, "extension": "201"})
+    assert (status, data["error"]["code"]) == (409, "device_ambiguous")
 
 
 DESK_A, DESK_B = "001565000001", "001565000002"
