@@ -10,17 +10,21 @@ stored the revision.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import pytest
 
-from provisioner import store
-from provisioner.notify import NotifyTarget
+from provisioner import push, store
+from provisioner.metrics import METRICS
+from provisioner.notify import NotifyError, NotifyTarget
 from provisioner.push import Backoff, PushWorker
 from provisioner.web.keys import CORE
 from tests.conftest import Api, stored_files
+from tests.test_push import eventually
 
 DEVICES = 12
 WITHIN = 15.0
@@ -203,3 +207,172 @@ async def test_a_device_changed_twice_before_its_job_is_due_is_rendered_once(
     files = await stored_files(db, admin.client.app[CORE].vault, mac)
     assert b"602714" in files[f"{mac}.cfg"]
     assert [t.mac for t in notifier.targets] == [mac]
+
+
+# --- the loop: batch after batch, outcomes counted, a job changed meanwhile, a failure ----------
+
+
+class ScriptedNotifier(RecordingNotifier):
+    """Fails the devices in ``refuse``; runs ``meanwhile`` during the first notification."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: set[str] = set()
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
+
+    async def notify(self, target: NotifyTarget) -> str:
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        if target.mac in self.refuse:
+            self.targets.append(target)
+            raise NotifyError("408 Request Timeout")
+        return await super().notify(target)
+
+
+@asynccontextmanager
+async def running(worker: PushWorker) -> AsyncIterator[PushWorker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_backlog_beyond_a_batch_is_claimed_batch_after_batch_without_a_poll(
+    admin: Api, desks: list[str], db: asyncpg.Connection, notifier: RecordingNotifier
+) -> None:
+    """Claims follow one another while jobs are due; the worker sleeps only when a claim found
+    none (its poll here is ten minutes: nothing may wait for it)."""
+    worker = PushWorker(admin.client.app[CORE], notifier, batch=5, poll_seconds=600)
+    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    states = [worker.running]
+    async with running(worker):
+        assert sorted(await notifier.notified(set(desks))) == sorted(desks)
+        states.append(worker.running)
+    states.append(worker.running)
+    assert states == [False, True, False], "/healthz reports the worker as running while it is"
+
+
+async def test_each_outcome_is_counted_under_its_state(
+    admin: Api, desks: list[str], db: asyncpg.Connection
+) -> None:
+    notifier = ScriptedNotifier()
+    refused, *rest = desks
+    notifier.refuse = {refused}
+    counted = METRICS.jobs_finished.values
+
+    def count(state: str) -> float:
+        return counted.get((("state", state),), 0.0)
+
+    def counted_above(state: str, floor: float) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return count(state) > floor
+
+        return probe
+
+    before = {state: count(state) for state in ("notified", "fetched", "failed")}
+    worker = PushWorker(admin.client.app[CORE], notifier, max_attempts=1)
+    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    async with running(worker):
+        await notifier.notified(set(rest))
+        await eventually(counted_above("failed", before["failed"]), "the refused job failed")
+        # Each device fetched what it was notified of; a job then finds nothing to push.
+        await db.execute("UPDATE devices SET fetched_revision = revision")
+        async with db.transaction():
+            await store.enqueue_push_jobs(db, rest, "pin.change")
+        await db.execute("UPDATE push_jobs SET not_before = now() WHERE state = 'pending'")
+        worker._wake.set()
+        await eventually(
+            counted_above("fetched", before["fetched"] + len(rest) - 1), "the jobs were fetched"
+        )
+    assert {state: count(state) - before[state] for state in before} == {
+        "notified": len(rest),
+        "fetched": len(rest),
+        "failed": 1,
+    }
+    assert len(notifier.targets) == DEVICES, "a fetched device is not notified again"
+
+
+async def test_a_job_changed_while_its_device_was_notified_runs_again(
+    admin: Api, desks: list[str], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="provisioner.push")
+    notifier = ScriptedNotifier()
+    mac = desks[0]
+    [job] = await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+
+    async def change_again() -> None:
+        assert await change_pin(admin, "u0", "602714") == [job]  # folded into the leased job
+
+    notifier.meanwhile = change_again
+    async with running(PushWorker(admin.client.app[CORE], notifier)):
+
+        async def notified_twice() -> bool:
+            return len(notifier.targets) >= 2
+
+        await eventually(notified_twice, "the job ran again")
+    assert [t.mac for t in notifier.targets] == [mac, mac]
+    said = [r.getMessage() for r in caplog.records if r.name == "provisioner.push"]
+    assert f"push job {job} changed while we worked on it; it runs again" in said
+    files = await stored_files(db, admin.client.app[CORE].vault, mac)
+    assert b"602714" in files[f"{mac}.cfg"], "the second run pushed the second change"
+
+
+async def test_an_unforeseen_failure_is_logged_with_its_traceback_and_the_loop_carries_on(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_claim = store.claim_push_jobs
+    failures = [RuntimeError("a bug nobody foresaw")]
+
+    async def claim_failing_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_push_jobs", claim_failing_once)
+    monkeypatch.setattr(push, "DATABASE_BACKOFF", Backoff(base=0.1, cap=0.1))
+    await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    async with running(PushWorker(admin.client.app[CORE], notifier)):
+        assert await notifier.notified({desks[0]}) == [desks[0]]
+    [logged] = [r for r in caplog.records if r.name == "provisioner.push" and r.exc_info]
+    assert logged.getMessage() == "push worker: unexpected failure; carrying on"
+    assert logged.levelno == logging.ERROR
+    assert logged.exc_info is not None
+    assert "a bug nobody foresaw" in str(logged.exc_info[1])
+
+
+async def test_an_idle_worker_sleeps_after_a_claim_that_found_nothing(
+    admin: Api, notifier: RecordingNotifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It looks when the next job is due and sleeps until then (or a wake-up), rather than
+    claiming again at once: an idle worker must not hammer the database."""
+    calls: list[str] = []
+    slept = asyncio.Event()
+    real_claim, real_due = store.claim_push_jobs, store.next_push_due
+
+    async def claim(*args: Any, **kwargs: Any) -> Any:
+        calls.append("claim")
+        return await real_claim(*args, **kwargs)
+
+    async def next_due(*args: Any, **kwargs: Any) -> Any:
+        calls.append("next_due")
+        slept.set()
+        return await real_due(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_push_jobs", claim)
+    monkeypatch.setattr(store, "next_push_due", next_due)
+    async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
+        async with asyncio.timeout(WITHIN):
+            await slept.wait()
+    assert calls[:2] == ["claim", "next_due"], calls[:10]
