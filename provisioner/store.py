@@ -586,13 +586,16 @@ _CLAIM_PUSH_JOBS = """UPDATE push_jobs j SET lease_until = now() + $3::float8 * 
 
 
 async def next_push_due(conn: Connection) -> float | None:
-    """Seconds until the next pending or scheduled job is due (0: now), None when none."""
+    """Seconds until the next pending or scheduled job is due (0: now), None when none.
+
+    (Not ``greatest(0, ...)`` in SQL: GREATEST ignores a NULL, so with no job at all it said 0,
+    and an idle worker looked again every 10 ms instead of sleeping until its poll.)"""
     value = await conn.fetchval(
-        """SELECT greatest(0, extract(epoch FROM min(greatest(not_before,
-                      coalesce(lease_until, not_before))) - now()))
+        """SELECT extract(epoch FROM min(greatest(not_before,
+                      coalesce(lease_until, not_before))) - now())
            FROM push_jobs WHERE state IN ('pending', 'scheduled')"""
     )
-    return None if value is None else float(value)
+    return None if value is None else max(0.0, float(value))
 
 
 async def finish_push_job(

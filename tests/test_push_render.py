@@ -22,6 +22,7 @@ from provisioner import push, store
 from provisioner.metrics import METRICS
 from provisioner.notify import NotifyError, NotifyTarget
 from provisioner.push import Backoff, PushWorker
+from provisioner.pushwake import PUSH_CHANNEL
 from provisioner.web.keys import CORE
 from tests.conftest import Api, stored_files
 from tests.test_push import eventually
@@ -376,3 +377,111 @@ async def test_an_idle_worker_sleeps_after_a_claim_that_found_nothing(
         async with asyncio.timeout(WITHIN):
             await slept.wait()
     assert calls[:2] == ["claim", "next_due"], calls[:10]
+
+
+async def test_with_no_job_open_nothing_is_due(db: asyncpg.Connection) -> None:
+    """The worker sleeps until its poll then, not a moment (GREATEST ignores a NULL)."""
+    await db.execute("DELETE FROM push_jobs")
+    assert await store.next_push_due(db) is None
+
+
+# --- LISTEN: another process's change wakes the worker; without LISTEN it polls ----------------
+
+
+async def listen_backends(db: asyncpg.Connection) -> list[int]:
+    rows = await db.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = $1",
+        f'LISTEN "{PUSH_CHANNEL}"',  # as asyncpg sends it: the backend's last statement
+    )
+    return [r["pid"] for r in rows]
+
+
+async def change_from_elsewhere(db: asyncpg.Connection, mac: str) -> None:
+    """A job opened (due at once) and announced by another process, as its commit would."""
+    async with db.transaction():
+        await store.enqueue_push_jobs(db, [mac], "reprovision")
+        await db.execute("UPDATE push_jobs SET not_before = now() WHERE mac = $1", mac)
+    await db.execute("SELECT pg_notify($1, '')", PUSH_CHANNEL)
+
+
+async def test_a_lost_listen_connection_is_opened_again_at_once(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lost connection wakes the sleeping worker, which listens again: a change from another
+    process is not left to the next poll (ten minutes here)."""
+    real_due, looked = store.next_push_due, []
+    asleep = asyncio.Event()
+
+    async def next_due(*args: Any, **kwargs: Any) -> Any:
+        looked.append(1)
+        if len(looked) == 2:  # the first sleep ends at once: listening began with a wake-up
+            asleep.set()
+        return await real_due(*args, **kwargs)
+
+    monkeypatch.setattr(store, "next_push_due", next_due)
+    async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
+        async with asyncio.timeout(WITHIN):
+            await asleep.wait()
+        [first] = await listen_backends(db)
+        await db.execute("SELECT pg_terminate_backend($1)", first)
+
+        async def listening_again() -> list[int]:
+            return [pid for pid in await listen_backends(db) if pid != first]
+
+        await eventually(listening_again, "the worker listens again")
+        await change_from_elsewhere(db, desks[0])
+        assert await notifier.notified({desks[0]}) == [desks[0]]
+
+
+async def test_a_listen_that_fails_unexpectedly_is_tried_again(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_add_listener = asyncpg.Connection.add_listener
+    failures = [RuntimeError("not foreseen")]
+
+    async def add_listener(self: asyncpg.Connection, channel: str, callback: Any) -> None:
+        if channel == PUSH_CHANNEL and failures:
+            raise failures.pop()
+        await real_add_listener(self, channel, callback)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", add_listener)
+    monkeypatch.setattr(push, "DATABASE_BACKOFF", Backoff(base=0.1, cap=0.1))
+    async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
+        await eventually(lambda: listen_backends(db), "the worker listens after all")
+        await change_from_elsewhere(db, desks[0])
+        assert await notifier.notified({desks[0]}) == [desks[0]]
+
+
+async def test_a_worker_refused_listen_polls_and_says_so_once(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """E.g. behind a pooler in transaction mode: LISTEN is refused, the worker polls."""
+    real_add_listener = asyncpg.Connection.add_listener
+
+    async def add_listener(self: asyncpg.Connection, channel: str, callback: Any) -> None:
+        if channel == PUSH_CHANNEL:
+            raise asyncpg.FeatureNotSupportedError("LISTEN is not supported here")
+        await real_add_listener(self, channel, callback)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", add_listener)
+    async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=0.2)):
+        for mac in desks[:3]:  # each found by a poll, many steps apart
+            await change_from_elsewhere(db, mac)
+            await notifier.notified({mac})
+    warned = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "provisioner.push"]
+    assert warned == [
+        (logging.WARNING, "push worker polls only: LISTEN failed (FeatureNotSupportedError)")
+    ]
