@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from provisioner import push, store
+from provisioner import provisioning, push, store
 from provisioner.metrics import METRICS
 from provisioner.notify import NotifyError, NotifyTarget
 from provisioner.push import Backoff, PushWorker
@@ -62,6 +62,8 @@ class RecordingNotifier:
         self.expect(macs)
         if macs <= {t.mac for t in self.targets}:
             self._all.set()
+        else:
+            self._all.clear()  # set by a notification before anything was expected
         async with asyncio.timeout(WITHIN):
             await self._all.wait()
         return [t.mac for t in self.targets]
@@ -485,3 +487,83 @@ async def test_a_worker_refused_listen_polls_and_says_so_once(
     assert warned == [
         (logging.WARNING, "push worker polls only: LISTEN failed (FeatureNotSupportedError)")
     ]
+
+
+class HoldingNotifier(RecordingNotifier):
+    """Holds every notification until the test lets it go; counts those held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[asyncio.Future[None]] = []
+        self.arrived = asyncio.Condition()
+
+    async def notify(self, target: NotifyTarget) -> str:
+        release = asyncio.get_running_loop().create_future()
+        async with self.arrived:
+            self.held.append(release)
+            self.arrived.notify_all()
+        await release
+        return await super().notify(target)
+
+    async def holding(self, count: int) -> None:
+        async with asyncio.timeout(WITHIN), self.arrived:
+            await self.arrived.wait_for(lambda: self.waiting() == count)
+
+    def waiting(self) -> int:
+        return sum(not release.done() for release in self.held)
+
+
+async def test_a_batch_bounds_the_jobs_under_way_and_a_freed_slot_is_filled_at_once(
+    admin: Api, desks: list[str], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier = HoldingNotifier()
+    limits: list[int] = []
+    real_claim = store.claim_push_jobs
+
+    async def claim(*args: Any, limit: int, **kwargs: Any) -> Any:
+        limits.append(limit)
+        return await real_claim(*args, limit=limit, **kwargs)
+
+    monkeypatch.setattr(store, "claim_push_jobs", claim)
+    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    async with running(PushWorker(admin.client.app[CORE], notifier, batch=5, poll_seconds=600)):
+        await notifier.holding(5)
+        # One at a time: each slot that frees is taken by the next job, none waits for a poll.
+        for done in range(1, DEVICES + 1):
+            next(r for r in notifier.held if not r.done()).set_result(None)
+            await notifier.holding(min(5, DEVICES - done))
+        assert sorted(await notifier.notified(set(desks))) == sorted(desks)
+    assert limits
+    assert all(1 <= limit <= 5 for limit in limits), limits
+
+
+async def test_a_batch_that_fails_to_render_is_logged_and_retried(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="provisioner.push")
+    real_render = provisioning.render_devices_in
+    failures = [TypeError("a bug in a template filter")]
+
+    async def render(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_render(*args, **kwargs)
+
+    monkeypatch.setattr(provisioning, "render_devices_in", render)
+    [job] = await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    worker = PushWorker(admin.client.app[CORE], notifier, backoff=Backoff(base=0.2, cap=0.2))
+    async with running(worker):
+        assert await notifier.notified({desks[0]}) == [desks[0]]
+    [logged] = [r for r in caplog.records if r.name == "provisioner.push" and r.exc_info]
+    assert logged.getMessage() == "push worker: rendering 1 device(s) failed"
+    attempts = await db.fetchval("SELECT attempts FROM push_jobs WHERE id = $1", job)
+    assert attempts == 2, "the failed render counted as an attempt"
+    said = [r.getMessage() for r in caplog.records if r.name == "provisioner.push"]
+    assert any("internal error (TypeError)" in line for line in said), said
