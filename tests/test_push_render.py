@@ -177,7 +177,8 @@ async def test_a_device_that_cannot_be_rendered_leaves_the_rest_of_its_batch_not
     )
     await db.execute("UPDATE push_jobs SET not_before = now()")
     worker.start()
-    await notifier.notified(set(good))
+    # The broken one too: its previous revision stays in service, its job is not failed.
+    await notifier.notified(set(desks))
     after = await revisions(db, desks)
     assert {mac: after[mac] for mac in good} == {mac: before[mac] + 1 for mac in good}
     assert after[broken] == before[broken]  # its previous revision stays in service
@@ -567,3 +568,61 @@ async def test_a_batch_that_fails_to_render_is_logged_and_retried(
     assert attempts == 2, "the failed render counted as an attempt"
     said = [r.getMessage() for r in caplog.records if r.name == "provisioner.push"]
     assert any("internal error (TypeError)" in line for line in said), said
+
+
+async def test_a_notification_that_fails_unforeseen_is_logged_and_the_job_retried(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="provisioner.push")
+    mac = desks[0]
+
+    class BuggyOnce(RecordingNotifier):
+        failed = False
+
+        async def notify(self, target: NotifyTarget) -> str:
+            if not self.failed:
+                self.failed = True
+                raise KeyError("a bug in a notifier")
+            return await super().notify(target)
+
+    notifier = BuggyOnce()
+    [job] = await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    worker = PushWorker(admin.client.app[CORE], notifier, backoff=Backoff(base=0.2, cap=0.2))
+    async with running(worker):
+        assert await notifier.notified({mac}) == [mac]
+    [logged] = [r for r in caplog.records if r.name == "provisioner.push" and r.exc_info]
+    assert logged.getMessage() == f"push job {job} for {mac}: unexpected failure"
+    said = [r.getMessage() for r in caplog.records if r.name == "provisioner.push"]
+    assert any(f"push job {job} for {mac}: internal error (KeyError)" in s for s in said), said
+    attempts = await db.fetchval("SELECT attempts FROM push_jobs WHERE id = $1", job)
+    assert attempts == 2
+
+
+async def test_a_device_never_rendered_that_cannot_be_fails_its_job_with_the_reason(
+    admin: Api, db: asyncpg.Connection, notifier: RecordingNotifier
+) -> None:
+    """No registrar on its site: nothing can be rendered, and there is no earlier revision to
+    notify the phone of. (One rendered before keeps that revision and is notified: see
+    test_a_device_that_cannot_be_rendered_leaves_the_rest_of_its_batch_notified.)"""
+    mac = mac_of(99)
+    device = {"mac": mac, "vendor": "yealink", "model": "T54W"}
+    assert (await admin.call("POST", "/devices", device))[0] == 201
+    assert await db.fetchval("SELECT revision FROM devices WHERE mac = $1", mac) == 0
+    async with db.transaction():
+        [job] = await store.enqueue_push_jobs(db, [mac], "reprovision")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    worker = PushWorker(admin.client.app[CORE], notifier, max_attempts=1)
+    async with running(worker):
+
+        async def failed() -> Any:
+            return await db.fetchrow(
+                "SELECT state, last_error FROM push_jobs WHERE id = $1 AND state = 'failed'", job
+            )
+
+        row = await eventually(failed, "the job failed")
+    assert row["last_error"].startswith("cannot render: "), row["last_error"]
+    assert notifier.targets == []
