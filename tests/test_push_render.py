@@ -299,6 +299,14 @@ async def test_each_outcome_is_counted_under_its_state(
         "failed": 1,
     }
     assert len(notifier.targets) == DEVICES, "a fetched device is not notified again"
+    # The jobs found nothing to push: completed at the revision the devices hold.
+    completed = await db.fetch(
+        "SELECT j.revision, d.revision AS current FROM push_jobs j JOIN devices d USING (mac) "
+        "WHERE j.state = 'fetched' AND j.reason = 'pin.change' AND j.mac = ANY($1)",
+        rest,
+    )
+    assert [r["revision"] for r in completed] == [r["current"] for r in completed]
+    assert len(completed) >= len(rest)
 
 
 async def test_a_job_changed_while_its_device_was_notified_runs_again(

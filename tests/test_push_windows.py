@@ -9,6 +9,7 @@ waits. sipp plays the devices; windows are set relative to the current time in t
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 
 from provisioner.devices import ADAPTERS
 from provisioner.phonecache import LAST_SEEN_INTERVAL
@@ -94,7 +96,9 @@ async def test_a_base_is_notified_only_inside_the_window(
     start_service: StartService,  # noqa: F811 -- the imported fixture
     start_sipp: StartSipp,  # noqa: F811 -- the imported fixture
     db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="provisioner.push")
     service = await start_service(worker=True)
     api = await bootstrap_admin(service)
     phone = await start_sipp(BASE.scenario, calls=1)
@@ -109,6 +113,9 @@ async def test_a_base_is_notified_only_inside_the_window(
     assert held["reason"] == "device.assign"
     not_before = await db.fetchval("SELECT not_before FROM push_jobs WHERE id = $1", job["id"])
     assert abs((not_before - opens).total_seconds()) < 60
+    said = f"device {BASE.mac}: push scheduled for "
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(said)][:1]
+    assert abs((datetime.fromisoformat(line.removeprefix(said)) - opens).total_seconds()) < 60
     device = await call(api, "GET", f"/devices/{BASE.mac}")
     assert device["revision"] >= 1
     assert device["fetched_revision"] == 0
