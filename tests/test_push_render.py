@@ -299,6 +299,12 @@ async def test_each_outcome_is_counted_under_its_state(
         "failed": 1,
     }
     assert len(notifier.targets) == DEVICES, "a fetched device is not notified again"
+    # How each was notified: the notifier's kind (SipNotifier in service), the API's vendor.
+    transports = await db.fetch(
+        "SELECT DISTINCT transport FROM push_jobs WHERE mac = ANY($1) AND notified_at IS NOT NULL",
+        rest,
+    )
+    assert [r["transport"] for r in transports] == ["ScriptedNotifier"]
     # The jobs found nothing to push: completed at the revision the devices hold.
     completed = await db.fetch(
         "SELECT j.revision, d.revision AS current FROM push_jobs j JOIN devices d USING (mac) "
