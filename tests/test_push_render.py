@@ -261,8 +261,11 @@ async def test_a_backlog_beyond_a_batch_is_claimed_batch_after_batch_without_a_p
 
 
 async def test_each_outcome_is_counted_under_its_state(
-    admin: Api, desks: list[str], db: asyncpg.Connection
+    admin: Api, desks: list[str], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="provisioner.push")
+    timed = METRICS.notify_seconds
+    timed_before = (timed.count, timed.total)
     notifier = ScriptedNotifier()
     refused, *rest = desks
     notifier.refuse = {refused}
@@ -299,6 +302,12 @@ async def test_each_outcome_is_counted_under_its_state(
         "failed": 1,
     }
     assert len(notifier.targets) == DEVICES, "a fetched device is not notified again"
+    # Each answered notification is timed (the refused one is not): a few ms each here.
+    assert timed.count - timed_before[0] == len(rest)
+    assert 0 < timed.total - timed_before[1] < len(rest) * WITHIN
+    revision = await db.fetchval("SELECT revision FROM devices WHERE mac = $1", rest[0])
+    said = [r.getMessage() for r in caplog.records if r.name == "provisioner.push"]
+    assert f"device {rest[0]}: 200 OK (revision {revision})" in said
     # How each was notified: the notifier's kind (SipNotifier in service), the API's vendor.
     transports = await db.fetch(
         "SELECT DISTINCT transport FROM push_jobs WHERE mac = ANY($1) AND notified_at IS NOT NULL",
