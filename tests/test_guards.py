@@ -76,11 +76,12 @@ def digest_claiming(
     uri: str,
     *,
     realm: str = REALM,
-    algorithm: str = "MD5",
+    algorithm: str | None = "MD5",
     qop: str | None = "auth",
 ) -> str:
     """A Digest answer computed with the right password over our realm, whose header may claim
-    another ``realm``, ``algorithm`` or ``qop`` (None: RFC 2069, without ``qop``)."""
+    another ``realm``, ``algorithm`` (None: no such parameter, meaning MD5) or ``qop`` (None:
+    RFC 2069, without ``qop``)."""
     nonce = challenge_params(challenge)["nonce"]
     ha1 = _md5(f"{username}:{REALM}:{password}")
     ha2 = _md5(f"GET:{uri}")
@@ -91,9 +92,10 @@ def digest_claiming(
     else:
         response = _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
         extra = f', qop={qop}, nc={nc}, cnonce="{cnonce}"'
+    claimed = "" if algorithm is None else f"algorithm={algorithm}, "
     return (
         f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-        f'algorithm={algorithm}, response="{response}"{extra}'
+        f'{claimed}response="{response}"{extra}'
     )
 
 
@@ -147,8 +149,10 @@ async def test_a_digest_answer_must_name_our_realm_md5_and_a_known_qop(
         return await fetch(phones_client, phone, auth=header, source="198.51.100.50")
 
     assert (await answered(digest_claiming(challenge, user, password, uri))).status == 200
-    # RFC 2069 answers (no qop) are still what some phones send.
+    # RFC 2069 answers (no qop) are still what some phones send; no algorithm means MD5.
     assert (await answered(digest_claiming(challenge, user, password, uri, qop=None))).status == 200
+    without_algorithm = digest_claiming(challenge, user, password, uri, algorithm=None)
+    assert (await answered(without_algorithm)).status == 200
     for refused in (
         digest_claiming(challenge, user, password, uri, realm="elsewhere"),
         digest_claiming(challenge, user, password, uri, algorithm="SHA-256"),
@@ -271,7 +275,8 @@ async def test_if_none_match_star_weak_and_lists_answer_304(
     first = await fetch(phones_client, phone)
     assert first.status == 200
     etag = first.headers["ETag"]
-    for header in ("*", f"W/{etag}", f'"0123456789abcdef", {etag}', f" {etag} "):
+    listed = (f'"0123456789abcdef", {etag}', f'{etag}, "0123456789abcdef"', f'"x",{etag},"y"')
+    for header in ("*", f"W/{etag}", *listed, f" {etag} "):
         got = await fetch(phones_client, phone, method=method, headers={"If-None-Match": header})
         assert got.status == 304, header
         assert got.body == b""
