@@ -1,6 +1,7 @@
 # Sourced by scripts/test and scripts/mutate: installs what the tests need on a fresh machine
 # (Debian packages, then the project with its test extras, in .venv where the system's Python
 # refuses pip) and leaves that environment active. Extra pip requirements: TEST_DEPS_PIP.
+
 # Debian packages the suite talks to, by the command that shows each one is there.
 declare -A debian_packages=(
   [pg_ctlcluster]=postgresql
