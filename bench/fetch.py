@@ -1155,53 +1155,43 @@ def main() -> int:
                 log(f"serve exited with {service.proc.returncode}:\n{service.log_tail()}")
 
         if not args.no_floor:
-            port = benchlib.free_port()
-            floor = benchlib.start_child(
-                "aiohttp floor",
-                [sys.executable, str(benchlib.BENCH_DIR / "floor_server.py"), str(port), str(www)],
-                log_path=tmp / "floor.log",
-                cleanup=cleanup,
-            )
-            target = Target(
+
+            def calibrate(key: str, description: str, extra: list[str]) -> None:
+                """Measure ``floor_server.py`` (with ``extra`` arguments) as target ``key``."""
+                port = benchlib.free_port()
+                floor = benchlib.start_child(
+                    key,
+                    [
+                        sys.executable,
+                        str(benchlib.BENCH_DIR / "floor_server.py"),
+                        str(port),
+                        str(www),
+                        *extra,
+                    ],
+                    log_path=tmp / f"{key}.log",
+                    cleanup=cleanup,
+                )
+                target = Target(key, description, f"http://127.0.0.1:{port}", pid=floor.pid)
+                benchlib.wait_http(target.url + devices[0].path, floor, timeout=60)
+                check_target(target, devices, files, auth=False)
+                log(f"{key} (calibration) ...")
+                measure(target, None, 1)
+                floor.stop()
+
+            calibrate(
                 "aiohttp_floor",
                 "aiohttp floor: 1 process, uvloop, one route, bytes from a dict, no auth/log",
-                f"http://127.0.0.1:{port}",
-                pid=floor.pid,
+                [],
             )
-            benchlib.wait_http(target.url + devices[0].path, floor, timeout=60)
-            check_target(target, devices, files, auth=False)
-            log("aiohttp floor (calibration) ...")
-            measure(target, None, 1)
-            floor.stop()
             # The lean design's floor: the phones' server's protocol answering from a dict, in
             # as many processes as the service's phones' processes.
-            floor_processes = args.phones_processes or os.cpu_count() or 1
-            port = benchlib.free_port()
-            floor = benchlib.start_child(
-                "protocol floor",
-                [
-                    sys.executable,
-                    str(benchlib.BENCH_DIR / "floor_server.py"),
-                    str(port),
-                    str(www),
-                    "--protocol",
-                    str(floor_processes),
-                ],
-                log_path=tmp / "protocol-floor.log",
-                cleanup=cleanup,
-            )
-            target = Target(
+            processes = args.phones_processes or os.cpu_count() or 1
+            calibrate(
                 "protocol_floor",
-                f"protocol floor: {floor_processes} processes, uvloop, aiohttp's C parser, "
+                f"protocol floor: {processes} processes, uvloop, aiohttp's C parser, "
                 "bytes from a dict, no auth/identify/record",
-                f"http://127.0.0.1:{port}",
-                pid=floor.pid,
+                ["--protocol", str(processes)],
             )
-            benchlib.wait_http(target.url + devices[0].path, floor, timeout=60)
-            check_target(target, devices, files, auth=False)
-            log("protocol floor (calibration) ...")
-            measure(target, None, 1)
-            floor.stop()
 
         if not args.no_nginx_per_device:
             log("nginx with the per-device htpasswd ...")

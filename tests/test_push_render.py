@@ -234,6 +234,18 @@ class ScriptedNotifier(RecordingNotifier):
         return await super().notify(target)
 
 
+def fail_once(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, failure: Exception) -> None:
+    """Make the coroutine function ``owner.name`` raise ``failure`` on its first call only."""
+    real, failures = getattr(owner, name), [failure]
+
+    async def once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, once)
+
+
 @asynccontextmanager
 async def running(worker: PushWorker) -> AsyncIterator[PushWorker]:
     task = asyncio.create_task(worker.run())
@@ -358,15 +370,7 @@ async def test_an_unforeseen_failure_is_logged_with_its_traceback_and_the_loop_c
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_claim = store.claim_push_jobs
-    failures = [RuntimeError("a bug nobody foresaw")]
-
-    async def claim_failing_once(*args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return await real_claim(*args, **kwargs)
-
-    monkeypatch.setattr(store, "claim_push_jobs", claim_failing_once)
+    fail_once(monkeypatch, store, "claim_push_jobs", RuntimeError("a bug nobody foresaw"))
     monkeypatch.setattr(push, "DATABASE_BACKOFF", Backoff(base=0.1, cap=0.1))
     await change_pin(admin, "u0", "739251")
     await db.execute("UPDATE push_jobs SET not_before = now()")
@@ -430,6 +434,18 @@ async def change_from_elsewhere(db: asyncpg.Connection, mac: str) -> None:
     await db.execute("SELECT pg_notify($1, '')", PUSH_CHANNEL)
 
 
+def listen_fails(monkeypatch: pytest.MonkeyPatch, failure: Exception, *, always: bool) -> None:
+    """The worker's ``LISTEN`` raises ``failure``: every time, or only the first time."""
+    real, left = asyncpg.Connection.add_listener, [failure]
+
+    async def add_listener(self: asyncpg.Connection, channel: str, callback: Any) -> None:
+        if channel == PUSH_CHANNEL and left:
+            raise left[0] if always else left.pop()
+        await real(self, channel, callback)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", add_listener)
+
+
 async def test_a_lost_listen_connection_is_opened_again_at_once(
     admin: Api,
     desks: list[str],
@@ -470,15 +486,7 @@ async def test_a_listen_that_fails_unexpectedly_is_tried_again(
     notifier: RecordingNotifier,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_add_listener = asyncpg.Connection.add_listener
-    failures = [RuntimeError("not foreseen")]
-
-    async def add_listener(self: asyncpg.Connection, channel: str, callback: Any) -> None:
-        if channel == PUSH_CHANNEL and failures:
-            raise failures.pop()
-        await real_add_listener(self, channel, callback)
-
-    monkeypatch.setattr(asyncpg.Connection, "add_listener", add_listener)
+    listen_fails(monkeypatch, RuntimeError("not foreseen"), always=False)
     monkeypatch.setattr(push, "DATABASE_BACKOFF", Backoff(base=0.1, cap=0.1))
     async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
         await eventually(lambda: listen_backends(db), "the worker listens after all")
@@ -495,14 +503,7 @@ async def test_a_worker_refused_listen_polls_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """E.g. behind a pooler in transaction mode: LISTEN is refused, the worker polls."""
-    real_add_listener = asyncpg.Connection.add_listener
-
-    async def add_listener(self: asyncpg.Connection, channel: str, callback: Any) -> None:
-        if channel == PUSH_CHANNEL:
-            raise asyncpg.FeatureNotSupportedError("LISTEN is not supported here")
-        await real_add_listener(self, channel, callback)
-
-    monkeypatch.setattr(asyncpg.Connection, "add_listener", add_listener)
+    listen_fails(monkeypatch, asyncpg.FeatureNotSupportedError("not here"), always=True)
     async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=0.2)):
         for mac in desks[:3]:  # each found by a poll, many steps apart
             await change_from_elsewhere(db, mac)
@@ -571,15 +572,7 @@ async def test_a_batch_that_fails_to_render_is_logged_and_retried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO, logger="provisioner.push")
-    real_render = provisioning.render_devices_in
-    failures = [TypeError("a bug in a template filter")]
-
-    async def render(*args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return await real_render(*args, **kwargs)
-
-    monkeypatch.setattr(provisioning, "render_devices_in", render)
+    fail_once(monkeypatch, provisioning, "render_devices_in", TypeError("a bug in a filter"))
     [job] = await change_pin(admin, "u0", "739251")
     await db.execute("UPDATE push_jobs SET not_before = now()")
     worker = PushWorker(admin.client.app[CORE], notifier, backoff=Backoff(base=0.2, cap=0.2))
