@@ -200,6 +200,41 @@ async def test_odd_credentials_are_refused_counted_and_logged_for_fail2ban(
     assert (await metrics(client))[series] - before.get(series, 0) == 1
 
 
+async def test_a_blocked_source_is_told_when_to_retry_and_counted(make_client: Any) -> None:
+    client = await make_client(
+        provisioning_user="boot",
+        provisioning_password="Boot-Secret-7f3a",
+        trusted_proxies="127.0.0.1",
+    )
+    phone = BY_ID["yealink-T54W"]
+    await provision(await bootstrap_admin(client), phone)
+    source = "198.51.100.61"
+    for _ in range(10):
+        wrong = await fetch(client, phone, auth=basic("boot", "wrong"), source=source)
+        assert wrong.status == 401
+    before = await metrics(client)
+    blocked = await fetch(client, phone, auth=basic("boot", "Boot-Secret-7f3a"), source=source)
+    assert blocked.status == 429
+    assert int(blocked.headers["Retry-After"]) > 0
+    series = 'provisioner_fetch_refusals_total{reason="blocked"}'
+    assert (await metrics(client))[series] - before.get(series, 0) == 1
+
+
+async def test_a_file_name_of_128_characters_is_plausible_and_one_longer_is_not(
+    phones_client: Client, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Names phones ask for are short: the longest one a phone may ask for is answered as any
+    (a challenge first); a longer one is a failure of its source, before any work."""
+    phone = BY_ID["yealink-T54W"]
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        longest = await fetch(phones_client, phone, "a" * 124 + ".cfg", auth=None)
+        assert longest.status == 401
+        assert not any("unknown_path" in m for m in caplog.messages)
+        longer = await fetch(phones_client, phone, "a" * 125 + ".cfg", auth=None)
+    assert longer.status == 404
+    assert any(m.endswith(": unknown_path") for m in caplog.messages)
+
+
 SOURCE = "198.51.100.77"
 
 
