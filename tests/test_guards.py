@@ -1063,3 +1063,16 @@ def test_a_peer_that_is_not_an_address_is_in_no_allowed_network() -> None:
     assert not phones._allowed(source, everything)
     assert phones._allowed("192.0.2.1", everything)
     assert phones._allowed("2001:db8::1", everything)
+
+
+async def test_a_user_agent_of_512_characters_is_heard_and_a_longer_one_is_a_failure(
+    phones_client: Client, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    phone = BY_ID["yealink-T54W"]
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        longest = await fetch(phones_client, phone, auth=None, user_agent="Y" * 512)
+        assert longest.status == 401
+        assert not any("oversized_user_agent" in m for m in caplog.messages)
+        longer = await fetch(phones_client, phone, auth=None, user_agent="Y" * 513)
+    assert longer.status == 404
+    assert any(m.endswith(": oversized_user_agent") for m in caplog.messages)
