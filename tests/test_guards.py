@@ -1076,3 +1076,14 @@ async def test_a_user_agent_of_512_characters_is_heard_and_a_longer_one_is_a_fai
         longer = await fetch(phones_client, phone, auth=None, user_agent="Y" * 513)
     assert longer.status == 404
     assert any(m.endswith(": oversized_user_agent") for m in caplog.messages)
+
+
+async def test_a_user_agent_naming_another_mac_than_the_path_is_a_failure(
+    phones_client: Client, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    phone = BY_ID["yealink-T54W"]
+    other = phone.user_agent.rsplit(" ", 1)[0] + " 00:15:65:99:99:99"
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        got = await fetch(phones_client, phone, auth=None, user_agent=other)
+    assert got.status == 404
+    assert any(m.endswith(": mac_mismatch") for m in caplog.messages), caplog.messages
