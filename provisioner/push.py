@@ -296,12 +296,16 @@ class PushWorker:
             return
         METRICS.notify_seconds.observe(time.monotonic() - started)
         METRICS.notify_attempts.inc(result="ok")
-        async with self.core.pool.acquire() as conn:
-            await store.set_device_notify_result(conn, mac, result)
-            fetched = await store.get_device(conn, mac)
-        # A vendor API applies the change itself: nothing is left for the device to fetch.
-        done = through_api or (fetched is not None and fetched["fetched_revision"] >= revision)
-        await self._finish(job, "fetched" if done else "notified", revision, transport, None)
+        # A vendor API applies the change itself: nothing is left for the device to fetch. A
+        # notified device may have fetched already: then the job is stored as fetched.
+        await self._finish(
+            job,
+            "fetched" if through_api else "notified",
+            revision,
+            transport,
+            None,
+            notify_result=result,
+        )
         log.debug("device %s: %s (revision %d)", mac, result, revision)
 
     async def _window_opening(self, device: Any) -> datetime | None:
@@ -388,15 +392,14 @@ class PushWorker:
 
     async def _failed_attempt(self, job: Any, error: str) -> None:
         mac = job["mac"]
-        async with self.core.pool.acquire() as conn:
-            await store.set_device_notify_result(conn, mac, f"failed: {error}")
+        result = f"failed: {error}"
         if job["attempts"] >= self.max_attempts:
             log.warning("push job %d for %s failed for good: %s", job["id"], mac, error)
-            await self._finish(job, "failed", None, None, error)
+            await self._finish(job, "failed", None, None, error, notify_result=result)
             return
         delay = self.backoff.delay(job["attempts"])
         log.info("push job %d for %s: %s; retry in %.1f s", job["id"], mac, error, delay)
-        await self._finish(job, "pending", None, None, error, retry_in=delay)
+        await self._finish(job, "pending", None, None, error, retry_in=delay, notify_result=result)
         # The loop may be sleeping until the lease of this job would have run out (or the next
         # poll): have it look at the due times again, so the retry starts after ``delay``.
         self._wake.set()
@@ -410,7 +413,9 @@ class PushWorker:
         error: str | None,
         *,
         retry_in: float | None = None,
+        notify_result: str | None = None,
     ) -> None:
+        """Store the attempt's outcome (and ``notify_result`` on the device) in one statement."""
         async with self.core.pool.acquire() as conn:
             recorded = await store.finish_push_job(
                 conn,
@@ -422,11 +427,12 @@ class PushWorker:
                 transport=transport,
                 error=error,
                 retry_in=retry_in,
+                notify_result=notify_result,
             )
-        if not recorded:
+        if recorded is None:
             log.debug("push job %d changed while we worked on it; it runs again", job["id"])
-        elif state in ("fetched", "failed", "notified"):
-            METRICS.jobs_finished.inc(state=state)
+        elif recorded in ("fetched", "failed", "notified"):
+            METRICS.jobs_finished.inc(state=recorded)
 
 
 def default_notifier(core: Core) -> Notifier:

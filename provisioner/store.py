@@ -609,8 +609,14 @@ async def finish_push_job(
     transport: str | None,
     error: str | None,
     retry_in: float | None = None,
-) -> bool:
-    """Record an attempt's outcome, unless a newer change folded into the job meanwhile.
+    notify_result: str | None = None,
+) -> str | None:
+    """Record an attempt's outcome, unless a newer change folded into the job meanwhile; the
+    state stored, or None when the job was not ours to finish any more.
+
+    ``notify_result`` (what the device answered, or why it could not be notified) is stored
+    on the device in the same statement, whether or not the job is still ours: one statement
+    and one commit per attempt.
 
     ``notified`` is stored as ``fetched`` when the device has already fetched ``revision``: a
     fetch record written while the job was still pending (the phone fetched right after its
@@ -625,12 +631,20 @@ async def finish_push_job(
     ``scheduled`` with ``retry_in`` parks the job until the device's maintenance window: its
     attempts start again from zero there.
     """
-    status = await conn.execute(
-        """WITH device AS (
-               SELECT d.fetched_revision >= $5 AS fetched
-               FROM devices d WHERE $4 = 'notified'
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """WITH noted AS (
+               UPDATE devices d SET last_notify_at = now(), last_notify_result = $9
+               WHERE $9::text IS NOT NULL
                  AND d.mac = (SELECT mac FROM push_jobs WHERE id = $1)
-               FOR SHARE OF d)
+               RETURNING d.fetched_revision >= $5 AS fetched),
+           seen AS (
+               SELECT d.fetched_revision >= $5 AS fetched
+               FROM devices d WHERE $4 = 'notified' AND $9::text IS NULL
+                 AND d.mac = (SELECT mac FROM push_jobs WHERE id = $1)
+               FOR SHARE OF d),
+           device AS (
+               SELECT fetched FROM noted WHERE $4 = 'notified'
+               UNION ALL SELECT fetched FROM seen)
            UPDATE push_jobs SET
                   state = CASE WHEN coalesce((SELECT fetched FROM device), false) THEN 'fetched'
                                ELSE $4 END,
@@ -644,7 +658,8 @@ async def finish_push_job(
                                          OR coalesce((SELECT fetched FROM device), false)
                                     THEN now() ELSE fetched_at END,
                   lease_until = NULL, updated_at = now()
-           WHERE id = $1 AND worker = $2 AND lease_until = $3""",
+           WHERE id = $1 AND worker = $2 AND lease_until = $3
+           RETURNING state""",
         job_id,
         worker,
         lease_until,
@@ -653,8 +668,8 @@ async def finish_push_job(
         transport,
         error,
         retry_in,
+        notify_result,
     )
-    return status.endswith(" 1")
 
 
 async def release_push_jobs(conn: Connection, worker: str) -> int:
@@ -667,14 +682,6 @@ async def release_push_jobs(conn: Connection, worker: str) -> int:
         worker,
     )
     return int(status.split()[-1])
-
-
-async def set_device_notify_result(conn: Connection, mac: str, result: str) -> None:
-    await conn.execute(
-        "UPDATE devices SET last_notify_at = now(), last_notify_result = $2 WHERE mac = $1",
-        mac,
-        result,
-    )
 
 
 async def reconsider_scheduled_push_jobs(conn: Connection, site: str) -> int:

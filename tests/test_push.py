@@ -867,7 +867,7 @@ async def test_fetch_recorded_while_the_worker_finishes_still_completes_the_job(
     [job] = await jobs_of(api, YEALINK.mac)
     finish = store.finish_push_job
 
-    async def fetch_first(conn: Any, job_id: int, **kwargs: Any) -> bool:
+    async def fetch_first(conn: Any, job_id: int, **kwargs: Any) -> str | None:
         if kwargs["state"] == "notified":
             await fetch_config(service, YEALINK)
             await service.app[PHONES].recorder.flush()
