@@ -874,6 +874,24 @@ async def test_login_locks_escalate_up_to_a_quarter_hour(
         assert 890 < int(response.headers["Retry-After"]) <= 900
 
 
+async def test_the_first_admin_is_named_and_its_creation_audited(
+    admin: Api, db: asyncpg.Connection
+) -> None:
+    status, user = await admin.call("GET", "/users/admin")
+    assert (status, user["display_name"]) == (200, "Administrator")
+    row = await db.fetchrow(
+        """SELECT actor, target_user, source, details = '{"bootstrap": true}'::jsonb AS bootstrap
+           FROM audit_log WHERE action = 'user.create'"""
+    )
+    assert row is not None
+    assert dict(row) == {
+        "actor": None,
+        "target_user": "admin",
+        "source": "startup",
+        "bootstrap": True,
+    }
+
+
 async def test_random_passwords_are_twenty_unambiguous_characters(
     admin: Api, make_user: Any, mail_sink: MailSink
 ) -> None:
@@ -948,6 +966,45 @@ async def test_pin_policy_is_checked_again_under_the_row_lock(
         "extension",
     )
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'pin.change'") == 1
+
+
+async def test_the_locked_read_waits_for_an_extension_change_in_flight(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    """The second read of the user must take the row lock: an extension change holding the
+    row when the PIN change reads it is then seen once it commits. Read without the lock, the
+    old extension passes the policy and the PIN lands equal to the new extension."""
+    from tests.test_push import eventually
+
+    await make_user("alice", extension="201")
+    new_pin = "739251"
+    async with db.transaction():
+        await db.execute("UPDATE users SET extension = $1 WHERE username = 'alice'", new_pin)
+        change = asyncio.create_task(admin.call("PUT", "/users/alice/pin", {"pin": new_pin}))
+
+        async def waiting() -> bool:
+            blocked = await db.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
+            )
+            return bool(blocked)
+
+        await eventually(waiting, "the PIN change waits for the user's row", within=10)
+    status, data = await change
+    assert (status, data["error"]["code"], data["error"]["reason"]) == (
+        422,
+        "pin_policy",
+        "extension",
+    )
+    assert await db.fetchval("SELECT pin_hash FROM users WHERE username = 'alice'") is None
+
+
+def test_a_pin_of_the_longest_length_passes_the_policy() -> None:
+    digits = "4809135726481357" * 2
+    pins.check_pin_policy(digits[: pins.MAX_LENGTH], min_length=6, extension=None)
+    with pytest.raises(ProvisionerError) as refused:
+        pins.check_pin_policy(digits[: pins.MAX_LENGTH + 1], min_length=6, extension=None)
+    assert refused.value.reason == "length"
 
 
 async def test_an_admins_password_set_loses_to_a_change_that_landed_meanwhile(
