@@ -656,6 +656,25 @@ async def test_two_hot_desk_logins_at_one_phone_at_once_both_land(
         assert (await pbx.call("logout", {"mac": DESK_A}))[0] == 200
 
 
+async def test_a_logout_waits_for_a_login_in_flight_at_the_phone_and_logs_it_out(
+    desks: tuple[Api, Pbx], db: asyncpg.Connection
+) -> None:
+    """The logout locks the phone's row, as a login does: a login in flight there is then
+    undone by it. Without the lock the logout sees no hot-desk line and leaves the login's."""
+    _, pbx = desks
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM devices WHERE mac = $1 FOR UPDATE", DESK_A)
+        await db.execute(
+            "INSERT INTO device_assignments (mac, slot, user_id, hotdesk) "
+            "SELECT $1, 1, id, true FROM users WHERE username = 'alice'",
+            DESK_A,
+        )
+        logout = asyncio.create_task(pbx.call("logout", {"mac": DESK_A}))
+        await blocked_by(db, logout)
+    assert await logout == (200, {"logged_out": ["alice"]})
+    assert await db.fetchval("SELECT count(*) FROM device_assignments WHERE mac = $1", DESK_A) == 0
+
+
 async def test_a_locked_pin_says_for_how_long(
     desks: tuple[Api, Pbx], db: asyncpg.Connection
 ) -> None:
@@ -945,6 +964,21 @@ def change_meanwhile(
     return raced
 
 
+async def blocked_by(db: asyncpg.Connection, task: asyncio.Task[Any]) -> None:
+    """Wait until ``task``'s work waits for a lock ``db``'s open transaction holds (or is done:
+    a mutant that takes no lock must not hang the test)."""
+    from tests.test_push import eventually
+
+    async def waiting() -> bool:
+        blocked = await db.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
+        )
+        return bool(blocked) or task.done()
+
+    await eventually(waiting, "the change waits for the row this transaction holds", within=10)
+
+
 async def test_pin_policy_is_checked_again_under_the_row_lock(
     admin: Api, make_user: Any, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -974,22 +1008,12 @@ async def test_the_locked_read_waits_for_an_extension_change_in_flight(
     """The second read of the user must take the row lock: an extension change holding the
     row when the PIN change reads it is then seen once it commits. Read without the lock, the
     old extension passes the policy and the PIN lands equal to the new extension."""
-    from tests.test_push import eventually
-
     await make_user("alice", extension="201")
     new_pin = "739251"
     async with db.transaction():
         await db.execute("UPDATE users SET extension = $1 WHERE username = 'alice'", new_pin)
         change = asyncio.create_task(admin.call("PUT", "/users/alice/pin", {"pin": new_pin}))
-
-        async def waiting() -> bool:
-            blocked = await db.fetchval(
-                """SELECT count(*) FROM pg_stat_activity
-                   WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
-            )
-            return bool(blocked)
-
-        await eventually(waiting, "the PIN change waits for the user's row", within=10)
+        await blocked_by(db, change)
     status, data = await change
     assert (status, data["error"]["code"], data["error"]["reason"]) == (
         422,
@@ -1022,6 +1046,41 @@ async def test_an_admins_password_set_loses_to_a_change_that_landed_meanwhile(
     assert raced == [200]
     assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
     assert (await admin.login("alice", NEW_PW))[0] == 200, "the change that landed stands"
+
+
+async def test_an_admins_password_set_waits_for_a_change_in_flight_and_loses_to_it(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    """The locked read of the user must wait for a credential change that holds the row, and
+    then see it: read without the lock, the set overwrites the change that landed."""
+    await make_user("alice", PW, email="alice@example.net")
+    async with db.transaction():
+        await db.execute(
+            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
+        )
+        body = {"mode": "set", "password": NEW_PW, "temporary": False}
+        change = asyncio.create_task(admin.call("POST", "/users/alice/password", body))
+        await blocked_by(db, change)
+    status, data = await change
+    assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
+    assert (await admin.login("alice", PW))[0] == 200, "nothing was set"
+
+
+async def test_an_own_password_change_waits_for_a_change_in_flight_and_loses_to_it(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    await make_user("alice", PW)
+    alice = await admin.as_user("alice", PW)
+    async with db.transaction():
+        await db.execute(
+            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
+        )
+        body = {"current_password": PW, "new_password": NEW_PW}
+        change = asyncio.create_task(alice.call("PUT", "/me/password", body))
+        await blocked_by(db, change)
+    status, data = await change
+    assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
+    assert (await admin.login("alice", PW))[0] == 200, "nothing was set"
 
 
 async def test_a_mailed_password_is_not_set_when_the_address_changed_meanwhile(
