@@ -24,6 +24,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,7 @@ from provisioner.web.keys import CORE
 from tests.conftest import Api, MailSink, bootstrap_admin, mailed_password
 from tests.test_hooks import SECRET, Pbx
 from tests.test_phones import (
+    BOOTSTRAP,
     BY_ID,
     Fetched,
     api,
@@ -1203,3 +1205,37 @@ async def test_a_user_agent_naming_another_mac_than_the_path_is_a_failure(
         got = await fetch(phones_client, phone, auth=None, user_agent=other)
     assert got.status == 404
     assert any(m.endswith(": mac_mismatch") for m in caplog.messages), caplog.messages
+
+
+async def test_each_refusal_names_its_reason_in_the_fail2ban_line_and_the_metric(
+    phones_client: Client, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fail2ban's filter and the dashboards go by these words: each refusal gets its own."""
+    desk, other = BY_ID["yealink-T54W"], BY_ID["yealink-W70B"]
+    await provision(api, desk)
+    await provision(api, other, "bob", extension="202")
+    own = basic(*await own_credential(phones_client, desk))
+    stranger = replace(
+        desk,
+        mac="001565d4e5f6",
+        line_file="001565d4e5f6.cfg",
+        user_agent="Yealink SIP-T54W 96.86.0.70 00:15:65:d4:e5:f6",
+    )
+    refusals = [
+        # (reason, request, status); the sources differ so none gets blocked
+        ("unknown_user", dict(phone=desk, auth=basic("nobody", "x")), 401),
+        ("unknown_device", dict(phone=stranger, auth=own), 404),
+        ("other_device", dict(phone=other, auth=own), 404),
+        ("bootstrap_retired", dict(phone=desk, auth=BOOTSTRAP), 401),
+    ]
+    assert (await fetch(phones_client, desk, auth=own)).status == 200  # retires the bootstrap
+    for number, (reason, request, status) in enumerate(refusals, start=70):
+        source = f"198.51.100.{number}"
+        before = await metrics(phones_client)
+        with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+            caplog.clear()
+            got = await fetch(phones_client, source=source, **request)  # type: ignore[arg-type]
+        assert got.status == status, reason
+        assert caplog.messages == [f"provisioning auth failure from {source}: {reason}"]
+        series = f'provisioner_fetch_refusals_total{{reason="{reason}"}}'
+        assert (await metrics(phones_client))[series] - before.get(series, 0) == 1, reason
