@@ -16,6 +16,7 @@ guard removed, and kept honest by ``scripts/mutate``):
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import ipaddress
 import json
@@ -1239,3 +1240,17 @@ async def test_each_refusal_names_its_reason_in_the_fail2ban_line_and_the_metric
         assert caplog.messages == [f"provisioning auth failure from {source}: {reason}"]
         series = f'provisioner_fetch_refusals_total{{reason="{reason}"}}'
         assert (await metrics(phones_client))[series] - before.get(series, 0) == 1, reason
+
+
+async def test_a_basic_header_without_a_colon_is_no_attempt_at_a_password(
+    phones_client: Client, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Basic <base64 of "boot">`` names no password: it gets the bare challenge, and is not
+    a failed login for fail2ban (a phone's firmware sends such before it has a credential)."""
+    phone = BY_ID["yealink-T54W"]
+    bare = "Basic " + base64.b64encode(b"boot").decode()
+    with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
+        got = await fetch(phones_client, phone, auth=bare)
+    assert got.status == 401
+    assert got.headers.getall("WWW-Authenticate")
+    assert caplog.messages == []
