@@ -1245,8 +1245,8 @@ async def test_each_refusal_names_its_reason_in_the_fail2ban_line_and_the_metric
 async def test_a_basic_header_without_a_colon_is_no_attempt_at_a_password(
     phones_client: Client, api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``Basic <base64 of "boot">`` names no password: it gets the bare challenge, and is not
-    a failed login for fail2ban (a phone's firmware sends such before it has a credential)."""
+    """``Basic <base64 of "boot">`` is no user-password pair (RFC 7617): it gets the bare
+    challenge, as a request without credentials does, and is no failed login for fail2ban."""
     phone = BY_ID["yealink-T54W"]
     bare = "Basic " + base64.b64encode(b"boot").decode()
     with caplog.at_level(logging.WARNING, logger="provisioner.phones"):
