@@ -74,10 +74,11 @@ async def test_a_disabled_user_keeps_devices_but_cannot_sign_in_or_check_a_pin(
     status, data = await admin.login("alice", "wrong-" + PW)
     assert (status, data["error"]["code"]) == (401, "invalid_credentials")
     refused = await db.fetchrow(
-        "SELECT details FROM audit_log"
+        "SELECT actor, source, details FROM audit_log"
         " WHERE action = 'auth.login_refused' AND target_user = 'alice'"
     )
     assert json.loads(refused["details"]) == {"reason": "disabled"}
+    assert (refused["actor"], refused["source"]) == ("alice", "127.0.0.1")
     # The PBX learns the PIN is not valid, and a hot-desk login is refused; no PIN is checked.
     failures_before = await db.fetchval("SELECT pin_failures FROM users WHERE username = 'alice'")
     status, data = await hook(service, "verify-pin", {"extension": "201", "pin": PIN}, stamp - 2)

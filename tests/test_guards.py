@@ -914,6 +914,21 @@ async def test_the_first_admin_is_named_and_its_creation_audited(
     }
 
 
+async def test_a_login_is_audited_with_how_the_user_proved_who_they_are(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    await make_user("alice", PW)
+    assert (await admin.login("alice", PW))[0] == 200
+    rows = await audit_rows(db, "auth.login")
+    assert rows[-1] == (
+        "alice",
+        None,
+        "alice",
+        "127.0.0.1",
+        {"via": "password", "password_change_required": False},
+    )
+
+
 async def test_random_passwords_are_twenty_unambiguous_characters(
     admin: Api, make_user: Any, mail_sink: MailSink
 ) -> None:
