@@ -918,7 +918,9 @@ async def test_a_login_is_audited_with_how_the_user_proved_who_they_are(
     admin: Api, make_user: Any, db: asyncpg.Connection
 ) -> None:
     await make_user("alice", PW)
-    assert (await admin.login("alice", PW))[0] == 200
+    status, session = await admin.login("alice", PW)
+    assert status == 200
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", session["token"]), "256 random bits"
     rows = await audit_rows(db, "auth.login")
     assert rows[-1] == (
         "alice",
@@ -926,6 +928,29 @@ async def test_a_login_is_audited_with_how_the_user_proved_who_they_are(
         "alice",
         "127.0.0.1",
         {"via": "password", "password_change_required": False},
+    )
+
+
+async def test_a_login_waits_for_a_password_change_in_flight_and_loses_to_it(
+    admin: Api, make_user: Any, db: asyncpg.Connection
+) -> None:
+    """The session is opened under the user's row lock: a credential change holding the row
+    while the password is checked is seen once it commits, and no session is opened."""
+    await make_user("alice", PW)
+    async with db.transaction():
+        await db.execute(
+            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
+        )
+        login = asyncio.create_task(admin.login("alice", PW))
+        await blocked_by(db, login)
+    status, data = await login
+    assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM sessions s JOIN users u "
+            "ON u.id = s.user_id WHERE u.username = 'alice'"
+        )
+        == 0
     )
 
 
