@@ -954,6 +954,30 @@ async def test_a_login_waits_for_a_password_change_in_flight_and_loses_to_it(
     )
 
 
+async def test_a_session_lasts_twelve_hours_and_one_that_must_change_its_password_a_quarter(
+    admin: Api, make_user: Any
+) -> None:
+    await make_user("alice", PW)
+    body = {"mode": "set", "password": NEW_PW, "temporary": True}
+    assert (await admin.call("POST", "/users/alice/password", body))[0] == 200
+    lifetimes = []
+    for password in (NEW_PW, "Mine-Passw0rd-3"):
+        status, session = await admin.login("alice", password)
+        assert status == 200, session
+        left = datetime.fromisoformat(session["expires_at"]) - datetime.now(UTC)
+        lifetimes.append((session["password_change_required"], left.total_seconds()))
+        if session["password_change_required"]:
+            change = {"current_password": NEW_PW, "new_password": "Mine-Passw0rd-3"}
+            status, _ = await Api(admin.client, session["token"]).call(
+                "PUT", "/me/password", change
+            )
+            assert status == 200
+    [(must, temporary), (may, full)] = lifetimes
+    assert (must, may) == (True, False)
+    assert 14 * 60 < temporary <= 15 * 60
+    assert 12 * 3600 - 60 < full <= 12 * 3600
+
+
 async def test_random_passwords_are_twenty_unambiguous_characters(
     admin: Api, make_user: Any, mail_sink: MailSink
 ) -> None:
