@@ -10,7 +10,11 @@ guard removed, and kept honest by ``scripts/mutate``):
 - token revocation: each of the two mechanisms on its own (the session lookup honours only the
   user's current credential version; a password change deletes the dead sessions);
 - the PIN policy is checked again under the user's row lock;
-- push coalescing: a new job waits for more changes (debounce), but at most the maximum wait.
+- row locks against a change in flight (a transaction of the test holds the row): the PIN
+  change, an admin's and a user's own password change, a login, the hot-desk logout;
+- push coalescing: a new job waits for more changes (debounce), but at most the maximum wait;
+- what the audit rows, fail2ban lines and metrics name (reasons, actors, sources), a session's
+  token and lifetime, and the policies' bounds.
 """
 
 from __future__ import annotations
