@@ -298,6 +298,10 @@ async def test_each_outcome_is_counted_under_its_state(
     await db.execute("UPDATE push_jobs SET not_before = now()")
     async with running(worker):
         await notifier.notified(set(rest))
+        # Stored as notified (a fetch recorded before that would store them fetched).
+        await eventually(
+            counted_above("notified", before["notified"] + len(rest) - 1), "the jobs notified"
+        )
         await eventually(counted_above("failed", before["failed"]), "the refused job failed")
         # Each device fetched what it was notified of; a job then finds nothing to push.
         await db.execute("UPDATE devices SET fetched_revision = revision")
