@@ -318,6 +318,14 @@ async def test_each_outcome_is_counted_under_its_state(
         "failed": 1,
     }
     assert len(notifier.targets) == DEVICES, "a fetched device is not notified again"
+    # What each device answered, on the device (the admin pages show it): the refusal too.
+    answered = await db.fetch(
+        "SELECT mac, last_notify_result FROM devices WHERE mac = ANY($1)", desks
+    )
+    assert {r["mac"]: r["last_notify_result"] for r in answered} == {
+        refused: "failed: 408 Request Timeout",
+        **{mac: "200 OK" for mac in rest},
+    }
     # Each answered notification is timed (the refused one is not): a few ms each here.
     assert timed.count - timed_before[0] == len(rest)
     assert 0 < timed.total - timed_before[1] < len(rest) * WITHIN
