@@ -941,13 +941,7 @@ async def test_a_login_waits_for_a_password_change_in_flight_and_loses_to_it(
     """The session is opened under the user's row lock: a credential change holding the row
     while the password is checked is seen once it commits, and no session is opened."""
     await make_user("alice", PW)
-    async with db.transaction():
-        await db.execute(
-            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
-        )
-        login = asyncio.create_task(admin.login("alice", PW))
-        await blocked_by(db, login)
-    status, data = await login
+    status, data = await during_a_credential_change(db, admin.login("alice", PW))
     assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
     assert (
         await db.fetchval(
@@ -1050,6 +1044,20 @@ async def blocked_by(db: asyncpg.Connection, task: asyncio.Task[Any]) -> None:
     await eventually(waiting, "the change waits for the row this transaction holds", within=10)
 
 
+async def during_a_credential_change(
+    db: asyncpg.Connection, call: Awaitable[tuple[int, Any]]
+) -> tuple[int, Any]:
+    """Run ``call`` while a transaction of ``db`` holds alice's row with her credential version
+    raised (a password change in flight), and commit that once ``call`` waits for the row."""
+    async with db.transaction():
+        await db.execute(
+            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
+        )
+        task = asyncio.ensure_future(call)
+        await blocked_by(db, task)
+    return await task
+
+
 async def test_pin_policy_is_checked_again_under_the_row_lock(
     admin: Api, make_user: Any, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1125,14 +1133,10 @@ async def test_an_admins_password_set_waits_for_a_change_in_flight_and_loses_to_
     """The locked read of the user must wait for a credential change that holds the row, and
     then see it: read without the lock, the set overwrites the change that landed."""
     await make_user("alice", PW, email="alice@example.net")
-    async with db.transaction():
-        await db.execute(
-            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
-        )
-        body = {"mode": "set", "password": NEW_PW, "temporary": False}
-        change = asyncio.create_task(admin.call("POST", "/users/alice/password", body))
-        await blocked_by(db, change)
-    status, data = await change
+    body = {"mode": "set", "password": NEW_PW, "temporary": False}
+    status, data = await during_a_credential_change(
+        db, admin.call("POST", "/users/alice/password", body)
+    )
     assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
     assert (await admin.login("alice", PW))[0] == 200, "nothing was set"
 
@@ -1142,14 +1146,8 @@ async def test_an_own_password_change_waits_for_a_change_in_flight_and_loses_to_
 ) -> None:
     await make_user("alice", PW)
     alice = await admin.as_user("alice", PW)
-    async with db.transaction():
-        await db.execute(
-            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
-        )
-        body = {"current_password": PW, "new_password": NEW_PW}
-        change = asyncio.create_task(alice.call("PUT", "/me/password", body))
-        await blocked_by(db, change)
-    status, data = await change
+    body = {"current_password": PW, "new_password": NEW_PW}
+    status, data = await during_a_credential_change(db, alice.call("PUT", "/me/password", body))
     assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
     assert (await admin.login("alice", PW))[0] == 200, "nothing was set"
 
