@@ -425,10 +425,14 @@ class FetchRecorder:
         """Queue the folded fetches whose interval is over (``everything``: all of them) and
         forget the devices whose interval is over with nothing folded."""
         now = self.clock()
-        while self.written:
-            mac, last = next(iter(self.written.items()))
+        # One pass to find them: taking the first item again after each deletion would scan
+        # past every entry deleted since the dict was last resized, each time.
+        due = []
+        for mac, last in self.written.items():
             if last.due > now and not everything:
-                return
+                break
+            due.append((mac, last))
+        for mac, last in due:
             del self.written[mac]
             if last.folded is None:
                 continue  # nothing to write; the device's next fetch is written anyway

@@ -461,6 +461,7 @@ def test_identify_cache_is_bounded_in_bytes_not_entries() -> None:
         assert cache.bytes <= cache.max_bytes
     assert len(cache) < short_entries / 4
     assert cache.bytes == sum(cache.ENTRY_BYTES + len(p) + len(u) for p, u in cache._entries)
+    assert list(cache._order) == list(cache._entries), "the eviction order is the insertion order"
     # The newest stay (their answer: None, no adapter claims them), the oldest went.
     assert cache.get(f"{999:06x}{'x' * 4_000}.cfg", user_agent) is None
     assert cache.get(f"001565{0:06x}.cfg", user_agent) is MISS
