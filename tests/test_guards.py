@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -65,6 +65,7 @@ __all__ = ["api", "phones_client"]  # fixtures shared with tests/test_phones.py
 
 Client = TestClient[Any, Any]
 PW = "Correct-Horse-7"
+T = TypeVar("T")
 NEW_PW = "Battery-Staple-9"
 DEADLINE = 10.0
 
@@ -669,16 +670,17 @@ async def test_a_logout_waits_for_a_login_in_flight_at_the_phone_and_logs_it_out
     """The logout locks the phone's row, as a login does: a login in flight there is then
     undone by it. Without the lock the logout sees no hot-desk line and leaves the login's."""
     _, pbx = desks
-    async with db.transaction():
-        await db.execute("SELECT 1 FROM devices WHERE mac = $1 FOR UPDATE", DESK_A)
-        await db.execute(
+    logout = await during_a_change(
+        db,
+        pbx.call("logout", {"mac": DESK_A}),
+        ("SELECT 1 FROM devices WHERE mac = $1 FOR UPDATE", DESK_A),
+        (
             "INSERT INTO device_assignments (mac, slot, user_id, hotdesk) "
             "SELECT $1, 1, id, true FROM users WHERE username = 'alice'",
             DESK_A,
-        )
-        logout = asyncio.create_task(pbx.call("logout", {"mac": DESK_A}))
-        await blocked_by(db, logout)
-    assert await logout == (200, {"logged_out": ["alice"]})
+        ),
+    )
+    assert logout == (200, {"logged_out": ["alice"]})
     assert await db.fetchval("SELECT count(*) FROM device_assignments WHERE mac = $1", DESK_A) == 0
 
 
@@ -941,7 +943,7 @@ async def test_a_login_waits_for_a_password_change_in_flight_and_loses_to_it(
     """The session is opened under the user's row lock: a credential change holding the row
     while the password is checked is seen once it commits, and no session is opened."""
     await make_user("alice", PW)
-    status, data = await during_a_credential_change(db, admin.login("alice", PW))
+    status, data = await during_a_change(db, admin.login("alice", PW), CREDENTIAL_CHANGE)
     assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
     assert (
         await db.fetchval(
@@ -1029,33 +1031,34 @@ def change_meanwhile(
     return raced
 
 
-async def blocked_by(db: asyncpg.Connection, task: asyncio.Task[Any]) -> None:
-    """Wait until ``task``'s work waits for a lock ``db``'s open transaction holds (or is done:
-    a mutant that takes no lock must not hang the test)."""
+async def during_a_change(
+    db: asyncpg.Connection, call: Awaitable[T], *statements: tuple[Any, ...]
+) -> T:
+    """Run ``call`` while a transaction of ``db`` holds the rows ``statements`` change (a change
+    in flight), and commit that once ``call``'s work waits for one of them (or is done: a
+    mutant that takes no lock must not hang the test)."""
     from tests.test_push import eventually
 
-    async def waiting() -> bool:
-        blocked = await db.fetchval(
-            """SELECT count(*) FROM pg_stat_activity
-               WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
-        )
-        return bool(blocked) or task.done()
-
-    await eventually(waiting, "the change waits for the row this transaction holds", within=10)
-
-
-async def during_a_credential_change(
-    db: asyncpg.Connection, call: Awaitable[tuple[int, Any]]
-) -> tuple[int, Any]:
-    """Run ``call`` while a transaction of ``db`` holds alice's row with her credential version
-    raised (a password change in flight), and commit that once ``call`` waits for the row."""
     async with db.transaction():
-        await db.execute(
-            "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'"
-        )
+        for statement in statements:
+            await db.execute(*statement)
         task = asyncio.ensure_future(call)
-        await blocked_by(db, task)
+
+        async def waiting() -> bool:
+            blocked = await db.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
+            )
+            return bool(blocked) or task.done()
+
+        await eventually(waiting, "the change waits for the row this transaction holds", within=10)
     return await task
+
+
+#: alice's password changed, not yet committed: her credential version raised.
+CREDENTIAL_CHANGE = (
+    "UPDATE users SET credential_version = credential_version + 1 WHERE username = 'alice'",
+)
 
 
 async def test_pin_policy_is_checked_again_under_the_row_lock(
@@ -1089,11 +1092,11 @@ async def test_the_locked_read_waits_for_an_extension_change_in_flight(
     old extension passes the policy and the PIN lands equal to the new extension."""
     await make_user("alice", extension="201")
     new_pin = "739251"
-    async with db.transaction():
-        await db.execute("UPDATE users SET extension = $1 WHERE username = 'alice'", new_pin)
-        change = asyncio.create_task(admin.call("PUT", "/users/alice/pin", {"pin": new_pin}))
-        await blocked_by(db, change)
-    status, data = await change
+    status, data = await during_a_change(
+        db,
+        admin.call("PUT", "/users/alice/pin", {"pin": new_pin}),
+        ("UPDATE users SET extension = $1 WHERE username = 'alice'", new_pin),
+    )
     assert (status, data["error"]["code"], data["error"]["reason"]) == (
         422,
         "pin_policy",
@@ -1134,8 +1137,8 @@ async def test_an_admins_password_set_waits_for_a_change_in_flight_and_loses_to_
     then see it: read without the lock, the set overwrites the change that landed."""
     await make_user("alice", PW, email="alice@example.net")
     body = {"mode": "set", "password": NEW_PW, "temporary": False}
-    status, data = await during_a_credential_change(
-        db, admin.call("POST", "/users/alice/password", body)
+    status, data = await during_a_change(
+        db, admin.call("POST", "/users/alice/password", body), CREDENTIAL_CHANGE
     )
     assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
     assert (await admin.login("alice", PW))[0] == 200, "nothing was set"
@@ -1147,7 +1150,9 @@ async def test_an_own_password_change_waits_for_a_change_in_flight_and_loses_to_
     await make_user("alice", PW)
     alice = await admin.as_user("alice", PW)
     body = {"current_password": PW, "new_password": NEW_PW}
-    status, data = await during_a_credential_change(db, alice.call("PUT", "/me/password", body))
+    status, data = await during_a_change(
+        db, alice.call("PUT", "/me/password", body), CREDENTIAL_CHANGE
+    )
     assert (status, data["error"]["code"]) == (409, "password_changed_meanwhile")
     assert (await admin.login("alice", PW))[0] == 200, "nothing was set"
 
