@@ -614,37 +614,32 @@ async def finish_push_job(
     """Record an attempt's outcome, unless a newer change folded into the job meanwhile; the
     state stored, or None when the job was not ours to finish any more.
 
-    ``notify_result`` (what the device answered, or why it could not be notified) is stored
-    on the device in the same statement, whether or not the job is still ours: one statement
-    and one commit per attempt.
+    ``notify_result`` (what the device answered, or why it could not be notified; required
+    with ``notified``) is stored on the device in the same statement, whether or not the job
+    is still ours: one statement and one commit per attempt.
 
     ``notified`` is stored as ``fetched`` when the device has already fetched ``revision``: a
     fetch record written while the job was still pending (the phone fetched right after its
     200 OK) found no notified job to complete in :func:`record_fetches`. The device row is
-    read ``FOR SHARE``, so a fetch record being written concurrently is either seen here or
-    sees this job as notified. This is also what keeps ``fetched`` exact while the phones'
-    processes fold a device's repeated identical fetches (:class:`provisioner.phonecache.
-    FetchRecorder`): a folded fetch repeats one already written, which set
-    ``fetched_revision``, so a job notified after it is completed here and one notified before
-    it by that write.
+    locked by the update of its notify result, so a fetch record being written concurrently is
+    either seen here or sees this job as notified. This is also what keeps ``fetched`` exact
+    while the phones' processes fold a device's repeated identical fetches
+    (:class:`provisioner.phonecache.FetchRecorder`): a folded fetch repeats one already written,
+    which set ``fetched_revision``, so a job notified after it is completed here and one
+    notified before it by that write.
 
     ``scheduled`` with ``retry_in`` parks the job until the device's maintenance window: its
     attempts start again from zero there.
     """
+    if state == "notified" and notify_result is None:
+        raise ValueError("a notified job needs the device's answer (notify_result)")
     return await conn.fetchval(  # type: ignore[no-any-return]
         """WITH noted AS (
                UPDATE devices d SET last_notify_at = now(), last_notify_result = $9
                WHERE $9::text IS NOT NULL
                  AND d.mac = (SELECT mac FROM push_jobs WHERE id = $1)
                RETURNING d.fetched_revision >= $5 AS fetched),
-           seen AS (
-               SELECT d.fetched_revision >= $5 AS fetched
-               FROM devices d WHERE $4 = 'notified' AND $9::text IS NULL
-                 AND d.mac = (SELECT mac FROM push_jobs WHERE id = $1)
-               FOR SHARE OF d),
-           device AS (
-               SELECT fetched FROM noted WHERE $4 = 'notified'
-               UNION ALL SELECT fetched FROM seen)
+           device AS (SELECT fetched FROM noted WHERE $4 = 'notified')
            UPDATE push_jobs SET
                   state = CASE WHEN coalesce((SELECT fetched FROM device), false) THEN 'fetched'
                                ELSE $4 END,
