@@ -68,20 +68,15 @@ async def change_pin(core: Core, actor: Actor, username: str, pin: str) -> PinCh
     held from there to the commit only. The workers are woken after the commit.
     """
     require_self_or_admin(actor, username)
-    async with core.pool.acquire() as conn:
-        user = await get_user(conn, username)
-    policy_args = {"min_length": core.settings.pin_min_length}
-    check_pin_policy(pin, extension=user["extension"], **policy_args)
     async with core.pool.acquire() as conn, conn.transaction():
+        # Checked under the row lock only: the policy reads the extension, which may be changing.
         user = await get_user(conn, username, for_update=True)
-        # The extension may have changed since it was read without the lock.
-        check_pin_policy(pin, extension=user["extension"], **policy_args)
+        check_pin_policy(pin, extension=user["extension"], min_length=core.settings.pin_min_length)
         verifier = core.pin_verifier.make(user["id"], pin)
         encrypted = core.vault.encrypt(pin, pin_purpose(user["id"]))
-        await store.set_user_pin(conn, user["id"], verifier, encrypted)
         macs = [
             row["mac"]
-            for row in await store.list_device_models_for_user(conn, user["id"])
+            for row in await store.set_user_pin(conn, user["id"], verifier, encrypted)
             if provisioning.carries_pin(row["vendor"], row["model"])
         ]
         jobs = await audit.record_with_push_jobs(

@@ -185,7 +185,7 @@ class PushWorker:
         if not jobs:
             return 0
         try:
-            outcomes, devices = await self._render(jobs)
+            outcomes, devices, lines = await self._render(jobs)
         except Exception as exc:
             if database_unavailable(exc):
                 # Handed back once the database answers again (the loop logs the outage).
@@ -198,22 +198,26 @@ class PushWorker:
             return len(jobs)
         for job in jobs:
             mac = job["mac"]
-            task = asyncio.create_task(self._process(job, outcomes[mac], devices.get(mac)))
+            task = asyncio.create_task(
+                self._process(job, outcomes[mac], devices.get(mac), lines.get(mac, []))
+            )
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
         return len(jobs)
 
     async def _render(
         self, jobs: list[Any]
-    ) -> tuple[dict[str, provisioning.RenderOutcome], dict[str, Any]]:
-        """Render the claimed jobs' devices in one transaction; then read their rows as they
-        are after its commit (what the notifications go by)."""
+    ) -> tuple[dict[str, provisioning.RenderOutcome], dict[str, Any], dict[str, list[Any]]]:
+        """Render the claimed jobs' devices in one transaction; then read their rows and lines
+        as they are after its commit (what the notifications go by), for the whole batch: a
+        query per batch, not per job (issue 14)."""
         macs = [job["mac"] for job in jobs]
         async with self.core.pool.acquire() as conn:
             async with conn.transaction():
                 outcomes = await provisioning.render_devices_in(self.core, conn, macs)
             devices = {row["mac"]: row for row in await store.list_devices_by_mac(conn, macs)}
-        return outcomes, devices
+            lines = await store.list_assignments_of(conn, macs)
+        return outcomes, devices, lines
 
     async def _shutdown(self) -> None:
         if self._inflight:
@@ -233,11 +237,11 @@ class PushWorker:
     # --- one job -------------------------------------------------------------------------------
 
     async def _process(
-        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None
+        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None, lines: list[Any]
     ) -> None:
         async with self._slots:
             try:
-                await self._attempt(job, outcome, device)
+                await self._attempt(job, outcome, device, lines)
             except Exception as exc:
                 if database_unavailable(exc):
                     # Handed back once the database answers again (the loop logs the outage).
@@ -249,10 +253,10 @@ class PushWorker:
                     await self._failed_attempt(job, f"internal error ({type(exc).__name__})")
 
     async def _attempt(
-        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None
+        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None, lines: list[Any]
     ) -> None:
-        """Notify the device of ``job`` (rendered with its batch: ``outcome``, and its row
-        read after that commit: ``device``) unless nothing is left to push."""
+        """Notify the device of ``job`` (rendered with its batch: ``outcome``, and its row and
+        lines read after that commit: ``device``, ``lines``) unless nothing is left to push."""
         mac = job["mac"]
         if device is None:
             return  # deleted; its jobs went with it
@@ -289,7 +293,7 @@ class PushWorker:
                 result = await self._push_through_api(adapter, device)
             else:
                 transport = type(self.notifier).__name__
-                result = await self.notifier.notify(await self._target(device))
+                result = await self.notifier.notify(await self._target(device, lines))
         except NotifyError as exc:
             METRICS.notify_attempts.inc(result="failed")
             await self._failed_attempt(job, str(exc))
@@ -341,7 +345,7 @@ class PushWorker:
         )
         return await adapter.push(ctx, access)
 
-    async def _target(self, device: Any) -> NotifyTarget:
+    async def _target(self, device: Any, lines: list[Any]) -> NotifyTarget:
         adapter = provisioning.adapter_for(device["vendor"])
         model = adapter.served_model(device["model"])
         if model is None:
@@ -349,8 +353,6 @@ class PushWorker:
         event = adapter.sip_event(model)
         if event is None:
             raise NotifyError(f"{adapter.vendor} devices are not notified over SIP")
-        async with self.core.pool.acquire() as conn:
-            lines = await store.list_assignments(conn, device["mac"])
         # The NOTIFY goes to the contact the PBX reported, i.e. to the SIP account registered
         # there (some bases ignore a check-sync for any other, e.g. Gigaset's); a digest
         # challenge is answered with that account's credentials.

@@ -1061,29 +1061,6 @@ CREDENTIAL_CHANGE = (
 )
 
 
-async def test_pin_policy_is_checked_again_under_the_row_lock(
-    admin: Api, make_user: Any, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An admin gives the user a new extension while the user's PIN change is under way; the
-    PIN must not end up equal to the extension the user has when it is stored."""
-    await make_user("alice", extension="201")
-    assert (await admin.call("PUT", "/users/alice/pin", {"pin": "480913"}))[0] == 200
-    new_pin = "739251"
-
-    async def new_extension() -> int:
-        return (await admin.call("PATCH", "/users/alice", {"extension": new_pin}))[0]
-
-    raced = change_meanwhile(monkeypatch, pins, new_extension)
-    status, data = await admin.call("PUT", "/users/alice/pin", {"pin": new_pin})
-    assert raced == [200], "the extension changed between the first read and the locked one"
-    assert (status, data["error"]["code"], data["error"]["reason"]) == (
-        422,
-        "pin_policy",
-        "extension",
-    )
-    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'pin.change'") == 1
-
-
 async def test_the_locked_read_waits_for_an_extension_change_in_flight(
     admin: Api, make_user: Any, db: asyncpg.Connection
 ) -> None:
