@@ -55,6 +55,7 @@ import ipaddress
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -309,7 +310,9 @@ class Discovery:
         self.max_in_flight = max_in_flight
         self.refresh_after = WINDOW
         """Seconds after which a fetch of a served phone queues a refresh of its row."""
-        self._known: dict[str, Known] = {}  # in order of refreshed
+        # In order of refreshed. An ordered dict: the oldest is taken after removals, which a
+        # plain dict would find only by scanning the holes they left (see FailureLimiter).
+        self._known: OrderedDict[str, Known] = OrderedDict()
         self._admitting: dict[str, asyncio.Task[tuple[Admission, Known | None]]] = {}
         self._due: dict[str, Sighting] = {}
         self.outage = Outage(log, "discovery")
