@@ -22,7 +22,14 @@ from urllib.parse import urlsplit
 
 from provisioner.devices import IdentifyCache
 from provisioner.discovery import Discovery
-from provisioner.phonecache import REALM, Credential, CredentialHasher, DeviceCache, FetchRecorder
+from provisioner.phonecache import (
+    REALM,
+    Credential,
+    CredentialHasher,
+    DeviceCache,
+    FetchRecorder,
+    VerifiedFetches,
+)
 
 log = logging.getLogger("provisioner.phones")
 
@@ -270,6 +277,7 @@ class Phones:
     limiter: FailureLimiter
     nonces: NonceSigner
     identified: IdentifyCache = field(default_factory=IdentifyCache)
+    verified: VerifiedFetches = field(default_factory=VerifiedFetches)
     discovery: Discovery | None = None
     """Unknown phones that fetch with the bootstrap credential; None: ``PROVISIONER_DISCOVERY``
     is off."""

@@ -23,7 +23,9 @@ import logging
 import secrets
 import sys
 import time
+import weakref
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,7 +115,7 @@ class Credential:
     ha1: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # weakly held by Verified
 class CachedDevice:
     mac: str
     vendor: str
@@ -125,6 +127,92 @@ class CachedDevice:
 
     def file(self, name: str) -> ServedFile | None:
         return self.files.get(file_key(name, self.mac))
+
+
+class Verified:
+    """A request that authenticated with its device's own Basic credential and was served one
+    of its files: what :class:`VerifiedFetches` keeps of it, and what must still hold for the
+    same request to be answered alike without being checked again (:meth:`current`).
+
+    The device is held weakly: a device the cache replaced or dropped is not kept alive by the
+    requests that named it (the bound of :class:`VerifiedFetches` counts no device's bytes)."""
+
+    __slots__ = ("_device", "bootstrap", "file", "personal")
+
+    def __init__(
+        self, device: CachedDevice, file: str, personal: bool, bootstrap: Credential | None
+    ) -> None:
+        self._device = weakref.ref(device)
+        self.file = file
+        """The file as the device's adapter named it (what the fetch record says)."""
+        self.personal = personal
+        self.bootstrap = bootstrap
+
+    def current(self, cache: DeviceCache) -> CachedDevice | None:
+        """The device, when the cache would decide the same now; else None.
+
+        The same: the device object checked is still the cache's (any reload of the device,
+        for a new revision, credential or bootstrap right, makes a new object; the cache keys
+        devices by MAC, which is their credential's username), its bootstrap right is retired,
+        the bootstrap credential unchanged."""
+        device = self._device()
+        if (
+            device is not None
+            and cache.devices.get(device.mac) is device
+            and not device.bootstrap_allowed
+            and cache.bootstrap is self.bootstrap
+        ):
+            return device
+        return None
+
+
+class VerifiedFetches:
+    """Requests that authenticated with Basic and were served, by their exact path, User-Agent
+    and ``Authorization``: a phone repeats the same bytes on every fetch, so its next one can
+    skip identification and the credential check (:func:`provisioner.web.phones.answer`).
+
+    Only requests that authenticated are kept, so a client without a credential adds nothing;
+    Digest answers are never kept (each has its own nonce). Bounded in bytes as
+    :class:`provisioner.devices.IdentifyCache`, oldest first out (a deque of the order). The
+    key holds ``Authorization`` as sent, the device's credential in base64: nothing this process
+    does not hold already (the files it serves hand each device its credential), and never
+    written anywhere."""
+
+    ENTRY_BYTES = 400
+    """One entry beside its key's characters, rounded up from tracemalloc (~390 bytes): the dict
+    slot, the key tuple and its three string headers, the :class:`Verified` and its weak
+    reference, the deque's slot."""
+
+    def __init__(self, max_bytes: int = 16 * 1024 * 1024) -> None:
+        """``max_bytes``: 16 MiB holds about 32,000 requests of a Yealink's length (a file of
+        each of as many devices)."""
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[tuple[str, str, str], Verified] = {}
+        self._order: deque[tuple[str, str, str]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, path: str, user_agent: str, authorization: str) -> Verified | None:
+        return self._entries.get((path, user_agent, authorization))
+
+    def put(self, path: str, user_agent: str, authorization: str, verified: Verified) -> None:
+        key = (path, user_agent, authorization)
+        cost = self._cost(key)
+        if cost > self.max_bytes:
+            return
+        if key not in self._entries:
+            self._order.append(key)
+            self.bytes += cost
+        self._entries[key] = verified
+        while self.bytes > self.max_bytes:
+            oldest = self._order.popleft()
+            del self._entries[oldest]
+            self.bytes -= self._cost(oldest)
+
+    def _cost(self, key: tuple[str, str, str]) -> int:
+        return self.ENTRY_BYTES + len(key[0]) + len(key[1]) + len(key[2])
 
 
 MAC_IN_NAME = "{mac}"

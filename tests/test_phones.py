@@ -36,6 +36,7 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 
 from provisioner import store
+from provisioner.devices import identify
 from provisioner.phonecache import LAST_SEEN_INTERVAL
 from provisioner.web.keys import PHONES
 from tests.conftest import Api, AppFactory, ManualClock, bootstrap_admin
@@ -381,9 +382,11 @@ async def revision_of(api: Api, mac: str) -> int:
     return int(device["revision"])
 
 
-async def own_credential(client: Client, phone: Phone) -> tuple[str, str]:
+async def own_credential(
+    client: Client, phone: Phone, *, source: str | None = None
+) -> tuple[str, str]:
     """The device's credential, read from the file that hands it to the device."""
-    got = await fetch(client, phone, phone.credential_file)
+    got = await fetch(client, phone, phone.credential_file, source=source)
     assert got.status == 200, got
     match = phone.credential.search(got.text)
     assert match, got.text
@@ -568,6 +571,201 @@ async def test_retired_bootstrap_is_refused_by_every_instance(
     await eventually(refused_by_other, "the other instance refuses the bootstrap credential")
 
 
+# --- a repeated request: answered from what was verified, while that holds --------------------
+
+
+def verified_of(client: Client) -> int:
+    """How many requests the instance keeps as verified (``phonecache.VerifiedFetches``)."""
+    return len(client.app[PHONES].verified)
+
+
+@pytest.mark.parametrize("phone", PHONES_UNDER_TEST, ids=lambda p: p.id)
+async def test_a_repeated_request_is_answered_as_the_first_was(
+    phones_client: Client, api: Api, db: asyncpg.Connection, phone: Phone
+) -> None:
+    """Each vendor's files fetched with the device's own credential, again and again: the
+    same bytes, headers, HEAD and 304 as the checked first answer, and every fetch recorded."""
+    await provision(api, phone)
+    user, password = await own_credential(phones_client, phone)
+    own = basic(user, password)
+    files = [phone.line_file, phone.credential_file, *filter(None, [phone.shared_file])]
+    phones_client.app[PHONES].recorder.clock = ManualClock()  # what is written, is written at once
+    kept = verified_of(phones_client)
+    for file in dict.fromkeys(files):
+        first = await fetch(phones_client, phone, file, auth=own, source=PHONE_NET_A)
+        assert first.status == 200, (file, first)
+        # Kept once it repeats: the credential file was asked for (with the bootstrap) already.
+        repeated = file == phone.credential_file
+        assert verified_of(phones_client) == kept + repeated, file
+        again = await fetch(phones_client, phone, file, auth=own, source=PHONE_NET_A)
+        assert (again.status, again.body) == (200, first.body), file
+        assert verified_of(phones_client) == kept + 1, file
+        kept += 1
+        again = await fetch(phones_client, phone, file, auth=own, source=PHONE_NET_A)
+        assert (again.status, again.body) == (200, first.body), file
+        assert [again.headers[h] for h in ("ETag", "Content-Type", "Cache-Control")] == [
+            first.headers[h] for h in ("ETag", "Content-Type", "Cache-Control")
+        ]
+        head = await fetch(phones_client, phone, file, auth=own, method="HEAD")
+        assert (head.status, head.body) == (200, b"")
+        assert head.headers["Content-Length"] == str(len(first.body))
+        unchanged = {"If-None-Match": first.headers["ETag"]}
+        assert (await fetch(phones_client, phone, file, auth=own, headers=unchanged)).status == 304
+        assert verified_of(phones_client) == kept, "the same request is one entry"
+
+    # Fetches answered this way are recorded as any: a new source is written at once, and the
+    # device's own file sets the revision it fetched.
+    revision = await revision_of(api, phone.mac)
+    await db.execute("UPDATE devices SET fetched_revision = 0 WHERE mac = $1", phone.mac)
+    got = await fetch(phones_client, phone, phone.line_file, auth=own, source=PHONE_NET_B)
+    assert got.status == 200
+    identified = identify(phone.line_file, phone.user_agent)
+    assert identified is not None
+    recorded_name = identified[1].file  # as the adapter names it (Mitel: without the folder)
+
+    async def recorded() -> Any:
+        row = await last_fetch(db, phone.mac)
+        wanted = (recorded_name, revision, PHONE_NET_B, revision)
+        seen = (
+            row["last_fetch_file"],
+            row["last_fetch_revision"],
+            row["last_fetch_source"],
+            row["fetched_revision"],
+        )
+        return row if seen == wanted else None
+
+    await eventually(recorded, "the repeated fetch is recorded")
+
+
+async def test_only_basic_answers_with_the_devices_own_credential_are_kept(
+    phones_client: Client, api: Api
+) -> None:
+    phone = BY_ID["gigaset-N870"]  # answers Digest too
+    await provision(api, phone)
+    user, password = await own_credential(phones_client, phone)  # with the bootstrap: not kept
+    assert verified_of(phones_client) == 0
+    uri = f"/provisioning/{phone.line_file}"
+    challenge = (await fetch(phones_client, phone, auth=None)).digest_challenge()
+    for _ in range(2):  # each Digest answer has its own nonce count and client nonce
+        answered = digest(challenge, user, password, "GET", uri)
+        assert (await fetch(phones_client, phone, auth=answered)).status == 200
+    wrong = basic(user, password + "x")
+    assert (await fetch(phones_client, phone, auth=wrong, source=PHONE_NET_A)).status == 401
+    assert (await fetch(phones_client, phone, auth=basic(user, password))).status == 200
+    assert verified_of(phones_client) == 1
+    # The same credential and path with a User-Agent naming another MAC is another request,
+    # refused as before.
+    assert phone.mismatch_user_agent is not None
+    other = await fetch(
+        phones_client,
+        phone,
+        auth=basic(user, password),
+        user_agent=phone.mismatch_user_agent,
+        source=PHONE_NET_A,
+    )
+    assert (other.status, error_code(other)) == (404, "not_found")
+    assert verified_of(phones_client) == 1
+
+
+async def test_a_kept_request_is_still_throttled(phones_client: Client, api: Api) -> None:
+    """The failure limiter looks at every request, kept or not (the allowlist too:
+    ``test_site_allowlist_refuses_other_sources``)."""
+    phone = BY_ID["yealink-T54W"]
+    await provision(api, phone)
+    own = basic(*await own_credential(phones_client, phone))
+    assert (await fetch(phones_client, phone, auth=own, source=PHONE_NET_A)).status == 200
+    assert verified_of(phones_client) == 1
+    for index in range(10):
+        guess = basic(BOOT_USER, f"guess-{index}")
+        assert (await fetch(phones_client, phone, auth=guess, source=PHONE_NET_A)).status == 401
+    blocked = await fetch(phones_client, phone, auth=own, source=PHONE_NET_A)
+    assert (blocked.status, error_code(blocked)) == (429, "too_many_failures")
+    assert (await fetch(phones_client, phone, auth=own, source=PHONE_NET_B)).status == 200
+
+
+async def test_a_kept_request_follows_the_devices_changes(
+    phones_client: Client, api: Api, db: asyncpg.Connection
+) -> None:
+    """A new revision is served to the same request; a deleted device's credential opens
+    nothing, nor does it once the MAC is added again (with a new credential)."""
+    phone = BY_ID["yealink-T54W"]
+    await provision(api, phone)
+    user, password = await own_credential(phones_client, phone)
+    own = basic(user, password)
+    first = await fetch(phones_client, phone, auth=own)
+    assert PIN in first.text
+    assert verified_of(phones_client) == 1
+    # Held here, as anything in the process might hold it: a replaced device must not be
+    # served just because it is still alive.
+    cache = phones_client.app[PHONES].cache
+    held = cache.devices[phone.mac]
+
+    await call(api, "PUT", "/users/alice/pin", {"pin": NEW_PIN})
+    await in_sync(phones_client, api, phone)
+    changed = await fetch(phones_client, phone, auth=own)
+    assert (changed.status, NEW_PIN in changed.text, PIN in changed.text) == (200, True, False)
+    assert changed.headers["ETag"] != first.headers["ETag"]
+    assert cache.devices[phone.mac].revision == held.revision + 1  # replaced, alive: held
+
+    # Deleted, the device the request was kept for is gone from memory too (nothing holds it).
+    await call(api, "DELETE", f"/devices/{phone.mac}", expect=204)
+
+    async def dropped() -> bool:
+        return phone.mac not in cache.devices
+
+    await eventually(dropped, "the instance drops the deleted device")
+    gone = await fetch(phones_client, phone, auth=own, source=PHONE_NET_A)
+    assert gone.status == 401
+    assert NEW_PIN.encode() not in gone.body
+
+    await call(
+        api,
+        "POST",
+        "/devices",
+        {"mac": phone.mac, "vendor": phone.vendor, "model": phone.model},
+        expect=201,
+    )
+    await call(api, "PUT", f"/devices/{phone.mac}/assignments", [{"slot": 1, "username": "alice"}])
+    await in_sync(phones_client, api, phone)
+    refused = await fetch(phones_client, phone, auth=own, source=PHONE_NET_A)
+    assert refused.status == 401
+    assert NEW_PIN.encode() not in refused.body
+    new_user, new_password = await own_credential(phones_client, phone)
+    assert new_password != password
+    assert (await fetch(phones_client, phone, auth=basic(new_user, new_password))).status == 200
+
+
+async def test_a_kept_request_is_checked_again_when_the_bootstrap_changes(
+    phones_client: Client, api: Api
+) -> None:
+    """In process: what the cache holds is changed under the kept request, as a reload would."""
+    phone = BY_ID["yealink-T54W"]
+    await provision(api, phone)
+    user, password = await own_credential(phones_client, phone)
+    own = basic(user, password)
+    assert (await fetch(phones_client, phone, auth=own)).status == 200  # retires the bootstrap
+    phones = phones_client.app[PHONES]
+    device = phones.cache.devices[phone.mac]
+    assert device.bootstrap_allowed is False
+    phones.recorder.retired.clear()
+    assert (await fetch(phones_client, phone, auth=own)).status == 200
+    assert phones.recorder.retired == set()
+
+    # The bootstrap right back on the device: the own credential's fetch retires it again.
+    device.bootstrap_allowed = True
+    assert (await fetch(phones_client, phone, auth=own)).status == 200
+    assert (device.bootstrap_allowed, phones.recorder.retired) == (False, {phone.mac})
+
+    # A bootstrap credential under the device's name now decides, as it would for any request.
+    phones.cache.set_bootstrap(user, "another-bootstrap-password")
+    assert (await fetch(phones_client, phone, auth=own, source=PHONE_NET_A)).status == 401
+    assert phone.shared_file is not None  # what a bootstrap credential opens on a retired device
+    shared = await fetch(
+        phones_client, phone, phone.shared_file, auth=basic(user, "another-bootstrap-password")
+    )
+    assert shared.status == 200
+
+
 # --- failures: MAC mismatch, throttling, unknown names, allowlist ------------------------------
 
 
@@ -675,6 +873,14 @@ async def test_site_allowlist_refuses_other_sources(
     allowed = await fetch(client, phone, source="10.1.2.3")  # a phone behind the proxy
     assert allowed.status == 200
     assert sip_user in allowed.text
+
+    # Its own credential's request, kept once repeated, is refused from elsewhere all the same.
+    own = basic(*await own_credential(client, phone, source="10.1.2.3"))
+    for _ in range(2):
+        assert (await fetch(client, phone, auth=own, source="10.1.2.3")).status == 200
+    assert verified_of(client) == 1
+    outside = await fetch(client, phone, auth=own, source="192.0.2.10")
+    assert (outside.status, error_code(outside)) == (403, "source_not_allowed")
 
 
 # --- fetch records -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ app in process, where the caches and the limiter can be looked at.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import itertools
@@ -36,7 +37,7 @@ import pytest
 from provisioner.devices import ADAPTERS, MISS, IdentifyCache, identify
 from provisioner.devices.base import DeviceInfo, Line, RenderContext, Site, Templates
 from provisioner.phoneauth import FailureLimiter, client_address
-from provisioner.phonecache import DeviceCache
+from provisioner.phonecache import CachedDevice, DeviceCache, Verified, VerifiedFetches
 from provisioner.sealing import seal
 from provisioner.vault import Vault, device_credential_purpose
 from provisioner.web.keys import PHONES
@@ -301,9 +302,12 @@ async def test_only_authenticated_requests_are_remembered(phones_client: Client)
     got = await fetch(phones_client, phone, auth=wrong, source="198.51.100.60")
     assert got.status == 401
     assert (len(identified), identified.bytes) == (0, 0)
+    verified = phones_client.app[PHONES].verified
+    assert (len(verified), verified.bytes) == (0, 0)
 
     assert (await fetch(phones_client, phone)).status == 200
     assert len(identified) == 1
+    assert len(verified) == 0, "a bootstrap credential's request is checked every time"
     cached = identified.get(phone.line_file, phone.user_agent)
     assert cached == identify(phone.line_file, phone.user_agent)
     assert (await fetch(phones_client, phone)).status == 200  # served from the cached answer
@@ -468,6 +472,58 @@ def test_identify_cache_is_bounded_in_bytes_not_entries() -> None:
     # One key larger than the whole budget is not kept at all.
     cache.put("y" * (cache.max_bytes + 1), user_agent, None)
     assert cache.bytes <= cache.max_bytes
+
+
+def test_verified_requests_are_bounded_in_bytes_not_entries() -> None:
+    kept = VerifiedFetches(max_bytes=256 * 1024)
+    device = CachedDevice("001565a1b2c3", "yealink", 1, {}, None, False)
+    verified = Verified(device, "001565a1b2c3.cfg", True, None)
+    user_agent = "Yealink SIP-T54W 96.86.0.70 00:15:65:a1:b2:c3"
+    for index in range(10_000):
+        kept.put(f"/provisioning/001565{index:06x}.cfg", user_agent, f"Basic {index}", verified)
+        assert kept.bytes <= kept.max_bytes
+    short_entries = len(kept)
+    assert short_entries > 300
+    for index in range(1_000):  # a long Authorization (a phone's is under 100 characters)
+        kept.put("/provisioning/a.cfg", user_agent, f"Basic {index:06x}{'x' * 4_000}", verified)
+        assert kept.bytes <= kept.max_bytes
+    assert len(kept) < short_entries / 4
+    assert kept.bytes == sum(kept.ENTRY_BYTES + sum(map(len, key)) for key in kept._entries)
+    assert list(kept._order) == list(kept._entries), "the eviction order is the insertion order"
+    assert kept.get("/provisioning/a.cfg", user_agent, f"Basic {999:06x}{'x' * 4_000}") is verified
+    assert kept.get(f"/provisioning/001565{0:06x}.cfg", user_agent, "Basic 0") is None
+    # The same request again is one entry, its cost counted once.
+    before = (len(kept), kept.bytes)
+    kept.put("/provisioning/a.cfg", user_agent, f"Basic {999:06x}{'x' * 4_000}", verified)
+    assert (len(kept), kept.bytes) == before
+    # One key larger than the whole budget is not kept at all.
+    kept.put("/provisioning/a.cfg", user_agent, "y" * (kept.max_bytes + 1), verified)
+    assert kept.bytes <= kept.max_bytes
+    assert kept.get("/provisioning/a.cfg", user_agent, "y" * (kept.max_bytes + 1)) is None
+
+
+def test_a_verified_entry_costs_what_it_counts() -> None:
+    """``ENTRY_BYTES`` is what an entry really takes beside its key's characters (tracemalloc,
+    the key's strings made as a request's are), within a tenth: the bound means what it says."""
+    kept = VerifiedFetches(max_bytes=2**40)
+    devices = [CachedDevice(f"001565{i:06x}", "yealink", 1, {}, None, False) for i in range(5_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index, device in enumerate(devices):
+            mac = device.mac
+            kept.put(
+                f"/provisioning/{mac}.cfg",
+                f"Yealink SIP-T54W 96.86.0.70 00:15:65:{mac[6:8]}:{mac[8:10]}:{mac[10:]}",
+                "Basic " + base64.b64encode(f"{mac}:password{index:08d}".encode()).decode(),
+                Verified(device, "{mac}.cfg", True, None),  # the adapter's string, shared
+            )
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    characters = sum(sum(map(len, key)) for key in kept._entries)
+    per_entry = (used - characters) / len(devices)
+    assert 0.9 * kept.ENTRY_BYTES <= per_entry <= 1.1 * kept.ENTRY_BYTES, per_entry
 
 
 def test_failure_limiter_is_bounded_in_bytes_and_forgets_expired_blocks() -> None:

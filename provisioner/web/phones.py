@@ -4,10 +4,15 @@ The hot path touches no database: check the source is not blocked → identify t
 (adapter, from path and User-Agent) → verify the credential against the in-memory digest →
 serve the cached bytes with a strong ETag → queue a fetch record. Failures that hint at guessing
 or flooding (wrong credential, unknown MAC, MAC mismatch, a path or User-Agent no phone sends)
-count against the source address.
+count against the source address. A phone repeats its request byte for byte: once a Basic
+request with the device's own credential is served again (its identification already kept),
+the same request skips identification and verification from then on, while the device, its
+retired bootstrap right and the bootstrap credential are what they were (:class:`provisioner.phonecache.VerifiedFetches`); the source checks and the
+fetch record stay.
 
-Nothing a client without a credential sends is kept: identification is cached only for
-requests that authenticated (:class:`provisioner.devices.IdentifyCache`), and the per-source
+Nothing a client without a credential sends is kept: identification and repeated requests are
+cached only for requests that authenticated (:class:`provisioner.devices.IdentifyCache`,
+:class:`~provisioner.phonecache.VerifiedFetches`, both bounded in bytes), and the per-source
 failure counts are bounded in bytes (:class:`provisioner.phoneauth.FailureLimiter`).
 
 A phone with the bootstrap credential for a MAC no device has is discovery's
@@ -51,6 +56,7 @@ from provisioner.phonecache import (
     DeviceListener,
     FetchRecorder,
     ServedFile,
+    Verified,
 )
 from provisioner.settings import IPNetwork, Settings
 from provisioner.web.errors import DATABASE_UNAVAILABLE, error_document
@@ -159,6 +165,19 @@ def answer(phones: Phones, settings: Settings, request: Asked) -> Answer:
         )
     path = request.url.path
     user_agent = headers.get("User-Agent", "")
+    authorization = headers.get("Authorization", "")
+    cache = phones.cache
+    # A phone repeats its request byte for byte: once it authenticated and was served, the
+    # same request is answered from what was decided then while that still holds.
+    known = phones.verified.get(path, user_agent, authorization)
+    if known is not None and (device := known.current(cache)) is not None:
+        served = device.file(known.file)
+        if served is not None:
+            phones.recorder.record(
+                device.mac, known.file, device.revision, source, personal=known.personal
+            )
+            METRICS.fetches.inc()
+            return _served(served, headers)
     name = path[len(PREFIX) :]
     if not path.startswith(PREFIX) or not _plausible_name(name):
         return _fail(phones, source, "unknown_path", _not_found())
@@ -173,10 +192,9 @@ def answer(phones: Phones, settings: Settings, request: Asked) -> Answer:
     # Unrecognised names too are answered only to an authenticated phone (after the challenge
     # a phone's first, bare request gets): the names phones ask for and nobody serves cost them
     # nothing, and a client without a credential learns nothing about which names exist.
-    presented = parse_authorization(headers.get("Authorization", ""))
+    presented = parse_authorization(authorization)
     if presented is None:
         return _unauthorized(phones)
-    cache = phones.cache
     own: CachedDevice | None = None
     credential: Credential | None
     if cache.bootstrap is not None and presented.username == cache.bootstrap.username:
@@ -218,6 +236,11 @@ def answer(phones: Phones, settings: Settings, request: Asked) -> Answer:
     if own is not None and own.mac == device.mac and device.bootstrap_allowed:
         device.bootstrap_allowed = False
         phones.recorder.retire_bootstrap(device.mac)
+    if own is device and presented.scheme == "basic" and not isinstance(cached, Miss):
+        # Kept once it repeats (its identification was kept the time before): where more
+        # devices fetch than the caches hold, a request asked once is not worth the churn.
+        verified = Verified(device, wanted.file, not wanted.shared, cache.bootstrap)
+        phones.verified.put(path, user_agent, authorization, verified)
     phones.recorder.record(
         device.mac, wanted.file, device.revision, source, personal=not wanted.shared
     )
