@@ -7,8 +7,8 @@ or flooding (wrong credential, unknown MAC, MAC mismatch, a path or User-Agent n
 count against the source address. A phone repeats its request byte for byte: once a Basic
 request with the device's own credential is served again (its identification already kept),
 the same request skips identification and verification from then on, while the device, its
-retired bootstrap right and the bootstrap credential are what they were (:class:`provisioner.phonecache.VerifiedFetches`); the source checks and the
-fetch record stay.
+retired bootstrap right and the bootstrap credential are what they were
+(:class:`provisioner.phonecache.VerifiedFetches`); the source checks and the fetch record stay.
 
 Nothing a client without a credential sends is kept: identification and repeated requests are
 cached only for requests that authenticated (:class:`provisioner.devices.IdentifyCache`,
