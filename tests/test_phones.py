@@ -38,6 +38,7 @@ from multidict import CIMultiDictProxy
 from provisioner import store
 from provisioner.devices import identify
 from provisioner.phonecache import LAST_SEEN_INTERVAL
+from provisioner.web import phones as web_phones
 from provisioner.web.keys import PHONES
 from tests.conftest import Api, AppFactory, ManualClock, bootstrap_admin
 
@@ -581,15 +582,21 @@ def verified_of(client: Client) -> int:
 
 @pytest.mark.parametrize("phone", PHONES_UNDER_TEST, ids=lambda p: p.id)
 async def test_a_repeated_request_is_answered_as_the_first_was(
-    phones_client: Client, api: Api, db: asyncpg.Connection, phone: Phone
+    phones_client: Client,
+    api: Api,
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    phone: Phone,
 ) -> None:
     """Each vendor's files fetched with the device's own credential, again and again: the
-    same bytes, headers, HEAD and 304 as the checked first answer, and every fetch recorded."""
+    same bytes, headers, HEAD and 304 as the checked first answer, without parsing or
+    verifying the credential again, and every fetch recorded."""
     await provision(api, phone)
     user, password = await own_credential(phones_client, phone)
     own = basic(user, password)
     files = [phone.line_file, phone.credential_file, *filter(None, [phone.shared_file])]
-    phones_client.app[PHONES].recorder.clock = ManualClock()  # what is written, is written at once
+    recorder = phones_client.app[PHONES].recorder
+    recorder.clock = ManualClock()  # what is written, is written at once
     kept = verified_of(phones_client)
     for file in dict.fromkeys(files):
         first = await fetch(phones_client, phone, file, auth=own, source=PHONE_NET_A)
@@ -601,40 +608,52 @@ async def test_a_repeated_request_is_answered_as_the_first_was(
         assert (again.status, again.body) == (200, first.body), file
         assert verified_of(phones_client) == kept + 1, file
         kept += 1
-        again = await fetch(phones_client, phone, file, auth=own, source=PHONE_NET_A)
-        assert (again.status, again.body) == (200, first.body), file
-        assert [again.headers[h] for h in ("ETag", "Content-Type", "Cache-Control")] == [
-            first.headers[h] for h in ("ETag", "Content-Type", "Cache-Control")
-        ]
-        head = await fetch(phones_client, phone, file, auth=own, method="HEAD")
-        assert (head.status, head.body) == (200, b"")
-        assert head.headers["Content-Length"] == str(len(first.body))
-        unchanged = {"If-None-Match": first.headers["ETag"]}
-        assert (await fetch(phones_client, phone, file, auth=own, headers=unchanged)).status == 304
+        with monkeypatch.context() as checks:
+            for check in ("parse_authorization", "verify", "identify"):
+                checks.setattr(web_phones, check, not_again)
+            again = await fetch(phones_client, phone, file, auth=own, source=PHONE_NET_A)
+            assert (again.status, again.body) == (200, first.body), file
+            assert [again.headers[h] for h in ("ETag", "Content-Type", "Cache-Control")] == [
+                first.headers[h] for h in ("ETag", "Content-Type", "Cache-Control")
+            ]
+            head = await fetch(phones_client, phone, file, auth=own, method="HEAD")
+            assert (head.status, head.body) == (200, b"")
+            assert head.headers["Content-Length"] == str(len(first.body))
+            unchanged = {"If-None-Match": first.headers["ETag"]}
+            conditional = await fetch(phones_client, phone, file, auth=own, headers=unchanged)
+            assert conditional.status == 304
         assert verified_of(phones_client) == kept, "the same request is one entry"
 
     # Fetches answered this way are recorded as any: a new source is written at once, and the
-    # device's own file sets the revision it fetched.
+    # device's own file counts as the revision it fetched (a shared one would not).
     revision = await revision_of(api, phone.mac)
-    await db.execute("UPDATE devices SET fetched_revision = 0 WHERE mac = $1", phone.mac)
-    got = await fetch(phones_client, phone, phone.line_file, auth=own, source=PHONE_NET_B)
-    assert got.status == 200
     identified = identify(phone.line_file, phone.user_agent)
     assert identified is not None
     recorded_name = identified[1].file  # as the adapter names it (Mitel: without the folder)
+    with monkeypatch.context() as checks:
+        checks.setattr(web_phones, "verify", not_again)
+        got = await fetch(phones_client, phone, phone.line_file, auth=own, source=PHONE_NET_B)
+    assert got.status == 200
+    last = recorder.written[phone.mac]
+    assert (last.file, last.revision, last.source, last.personal) == (
+        recorded_name,
+        revision,
+        PHONE_NET_B,
+        True,
+    )
 
     async def recorded() -> Any:
         row = await last_fetch(db, phone.mac)
-        wanted = (recorded_name, revision, PHONE_NET_B, revision)
-        seen = (
-            row["last_fetch_file"],
-            row["last_fetch_revision"],
-            row["last_fetch_source"],
-            row["fetched_revision"],
-        )
+        wanted = (recorded_name, revision, PHONE_NET_B)
+        seen = (row["last_fetch_file"], row["last_fetch_revision"], row["last_fetch_source"])
         return row if seen == wanted else None
 
     await eventually(recorded, "the repeated fetch is recorded")
+
+
+def not_again(*_: Any) -> Any:
+    """Stands in for a check a kept request must not make again."""
+    raise AssertionError("a kept request was checked again")
 
 
 async def test_only_basic_answers_with_the_devices_own_credential_are_kept(
