@@ -8,8 +8,9 @@ processes) or ``fanout.py`` (bases = users / 100) as a subprocess with ``--no-re
 identical to the stored files, a wrong password refused, no status >= 400 from wrk, every device
 fetched; every PIN change answered 200, every device notified, every push job notified). The
 children run the code this script imports (the checkout it belongs to unless PYTHONPATH says
-otherwise). Writes ``bench/results/curves-<UTC date>.json`` and ``latest-curves.json`` and prints
-a Markdown table for bench/README.md.
+otherwise). Writes ``bench/results/curves-<UTC date>.json`` and ``latest-curves.json`` (with
+``--only fetch``: ``curves-fetch-<UTC date>.json`` and ``latest-curves-fetch.json``, so the
+latest full curves stay) and prints a Markdown table for bench/README.md.
 
 Goals (issue 14): at 100,000 devices the phones' endpoint reaches >= 0.4x nginx, all phones'
 processes together hold <= 400 MB RSS, and every phones' process serves every device within
@@ -405,7 +406,9 @@ def main() -> int:
     table = markdown(results)
     results["markdown"] = table
     if not args.no_results:
-        dated, latest = benchlib.write_results("curves", results)
+        # One benchmark only: a file of its own, so ``latest-curves.json`` keeps both curves.
+        name = f"curves-{args.only}" if args.only else "curves"
+        dated, latest = benchlib.write_results(name, results)
         log(f"wrote {dated.relative_to(benchlib.REPO_DIR)} and {latest.name}")
     print(table)
     failed = [
