@@ -118,14 +118,50 @@ _OTHER_VENDOR_PATTERNS = {
 }
 
 
+#: The same words as plain lower-case substrings, each with the pattern that confirms it when it
+#: has a word boundary (``\bpoly``): an ASCII User-Agent is checked by ``in`` on its lower-cased
+#: copy, several times faster than the case-insensitive alternation (7.5 µs a check, paid on
+#: every identification a cache misses); any other goes through the patterns.
+_Words = tuple[tuple[str, re.Pattern[str] | None], ...]
+
+
+def _words(pattern: str) -> _Words:
+    found = []
+    for word in pattern.split("|"):
+        literal = word.replace(r"\b", "")
+        if not (literal.isascii() and literal.isalpha() and literal.islower()):
+            raise ValueError(f"USER_AGENT_VENDORS: {word!r} is no lower-case word")
+        found.append((literal, re.compile(word, re.IGNORECASE) if literal != word else None))
+    return tuple(found)
+
+
+_VENDOR_WORDS = {vendor: _words(words) for vendor, words in USER_AGENT_VENDORS.items()}
+_OTHER_VENDOR_WORDS = {
+    vendor: tuple(
+        word for other, words in _VENDOR_WORDS.items() if other != vendor for word in words
+    )
+    for vendor in USER_AGENT_VENDORS
+}
+
+
+def _names(user_agent: str, words: _Words, pattern: re.Pattern[str]) -> bool:
+    if not user_agent.isascii():
+        return pattern.search(user_agent) is not None
+    lowered = user_agent.lower()
+    for literal, confirm in words:
+        if literal in lowered and (confirm is None or confirm.search(user_agent) is not None):
+            return True
+    return False
+
+
 def names_vendor(user_agent: str, vendor: str) -> bool:
     """Whether ``user_agent`` names ``vendor`` (a key of :data:`USER_AGENT_VENDORS`)."""
-    return _VENDOR_PATTERNS[vendor].search(user_agent) is not None
+    return _names(user_agent, _VENDOR_WORDS[vendor], _VENDOR_PATTERNS[vendor])
 
 
 def names_other_vendor(user_agent: str, vendor: str) -> bool:
     """Whether ``user_agent`` names a vendor other than ``vendor`` (see :func:`names_vendor`)."""
-    return _OTHER_VENDOR_PATTERNS[vendor].search(user_agent) is not None
+    return _names(user_agent, _OTHER_VENDOR_WORDS[vendor], _OTHER_VENDOR_PATTERNS[vendor])
 
 
 def clean_text(value: str) -> str:

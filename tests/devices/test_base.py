@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 from datetime import timedelta
 
 import jinja2
@@ -83,6 +85,27 @@ def test_recorded_user_agents_name_their_vendor_only(vendor: str) -> None:
     for other, user_agent in RECORDED.items():
         assert names_vendor(user_agent, vendor) is (other == vendor), other
         assert names_other_vendor(user_agent, vendor) is (other != vendor), other
+
+
+def test_the_vendor_word_check_answers_as_the_case_insensitive_patterns() -> None:
+    """``names_vendor``/``names_other_vendor`` check an ASCII User-Agent with substrings (fast):
+    over User-Agents made of every vendor word in every spelling, at word boundaries and inside
+    words, and non-ASCII ones, they answer exactly as the patterns of USER_AGENT_VENDORS do."""
+    # Non-ASCII: long s, Kelvin sign, dotted capital I (case-folded by the patterns), e-acute.
+    pieces = ["", "x", "a", "Poly", "POLYCOM", "apoly", "poly-", "OMM", "omm8", "commodore",
+              "SIP-DECT OMM", "yeaLINK", "Snom", "\u017fnom", "\u212aisco", "C\u0130SCO", "htek",
+              "Aastra", "grand stream", "gigaset/", " ", "-", "/", "\u0130", "\u00e9"]  # fmt: skip
+    rng = random.Random(7)
+    user_agents = [*RECORDED.values(), *pieces]
+    for _ in range(3_000):
+        user_agents.append("".join(rng.choice(pieces) + rng.choice(" -/;.") for _ in range(4)))
+    for user_agent in user_agents:
+        for vendor, words in USER_AGENT_VENDORS.items():
+            named = re.search(words, user_agent, re.IGNORECASE) is not None
+            others = "|".join(w for other, w in USER_AGENT_VENDORS.items() if other != vendor)
+            other_named = re.search(others, user_agent, re.IGNORECASE) is not None
+            assert names_vendor(user_agent, vendor) is named, (user_agent, vendor)
+            assert names_other_vendor(user_agent, vendor) is other_named, (user_agent, vendor)
 
 
 @pytest.mark.parametrize("user_agent", ["", "curl/8.5.0", "Fanvil X4 2.10.2.6887"])
