@@ -89,8 +89,9 @@ def has_oui(mac: str, ouis: Collection[str]) -> bool:
     return mac[:6] in ouis
 
 
-#: The words that name each vendor in a User-Agent (case-insensitive regular expressions),
-#: vendors without an adapter included. Vendors share file names (``<mac>.cfg``, ``<MAC>.xml``), so
+#: The words that name each vendor in a User-Agent (case-insensitive regular expressions made of
+#: lower-case words, ``|`` and ``\b`` only: see :func:`_words`), vendors without an adapter
+#: included. Vendors share file names (``<mac>.cfg``, ``<MAC>.xml``), so
 #: an adapter declines a request whose User-Agent names another vendor; this is the one list of all.
 USER_AGENT_VENDORS: Mapping[str, str] = MappingProxyType(
     {
