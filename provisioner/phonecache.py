@@ -25,7 +25,6 @@ import sys
 import time
 import weakref
 import zlib
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from provisioner import store
+from provisioner.bounded import BytesBounded
 from provisioner.db import Connection
 from provisioner.outage import DATABASE_BACKOFF, Outage, database_unavailable
 from provisioner.provisioning import DEVICE_CHANNEL
@@ -166,17 +166,17 @@ class Verified:
         return None
 
 
-class VerifiedFetches:
+class VerifiedFetches(BytesBounded[tuple[str, str, str], Verified]):
     """Requests that authenticated with Basic and were served, by their exact path, User-Agent
     and ``Authorization``: a phone repeats the same bytes on every fetch, so its next one can
     skip identification and the credential check (:func:`provisioner.web.phones.answer`).
 
     Only requests that authenticated are kept, so a client without a credential adds nothing;
-    Digest answers are never kept (each has its own nonce). Bounded in bytes as
-    :class:`provisioner.devices.IdentifyCache`, oldest first out (a deque of the order). The
-    key holds ``Authorization`` as sent, the device's credential in base64: nothing this process
-    does not hold already (the files it serves hand each device its credential), and never
-    written anywhere."""
+    Digest answers are never kept (each has its own nonce). Bounded in bytes, oldest first out
+    (:class:`provisioner.bounded.BytesBounded`, as :class:`provisioner.devices.IdentifyCache`).
+    The key holds ``Authorization`` as sent, the device's credential in base64: nothing this
+    process does not hold already (the files it serves hand each device its credential), and
+    never written anywhere."""
 
     ENTRY_BYTES = 400
     """One entry beside its key's characters, rounded up from tracemalloc (~390 bytes): the dict
@@ -186,33 +186,13 @@ class VerifiedFetches:
     def __init__(self, max_bytes: int = 16 * 1024 * 1024) -> None:
         """``max_bytes``: 16 MiB holds about 32,000 requests of a Yealink's length (a file of
         each of as many devices)."""
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: dict[tuple[str, str, str], Verified] = {}
-        self._order: deque[tuple[str, str, str]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_bytes)
 
     def get(self, path: str, user_agent: str, authorization: str) -> Verified | None:
         return self._entries.get((path, user_agent, authorization))
 
     def put(self, path: str, user_agent: str, authorization: str, verified: Verified) -> None:
-        key = (path, user_agent, authorization)
-        cost = self._cost(key)
-        if cost > self.max_bytes:
-            return
-        if key not in self._entries:
-            self._order.append(key)
-            self.bytes += cost
-        self._entries[key] = verified
-        while self.bytes > self.max_bytes:
-            oldest = self._order.popleft()
-            del self._entries[oldest]
-            self.bytes -= self._cost(oldest)
-
-    def _cost(self, key: tuple[str, str, str]) -> int:
-        return self.ENTRY_BYTES + len(key[0]) + len(key[1]) + len(key[2])
+        self._put((path, user_agent, authorization), verified, replace=True)
 
 
 MAC_IN_NAME = "{mac}"

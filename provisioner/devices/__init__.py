@@ -6,12 +6,12 @@ line here.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from enum import Enum, auto
 from types import MappingProxyType
 from typing import Final
 
+from provisioner.bounded import BytesBounded
 from provisioner.devices import gigaset, grandstream, mitel, poly, snom, yealink
 from provisioner.devices.base import Adapter, FileRequest, ModelInfo
 
@@ -55,60 +55,32 @@ class Miss(Enum):
 MISS: Final = Miss.MISS
 
 
-class IdentifyCache:
-    """:func:`identify` answers for requests that passed authentication, bounded in bytes.
+class IdentifyCache(BytesBounded[tuple[str, str], Identified]):
+    """:func:`identify` answers for requests that passed authentication, bounded in bytes
+    (:class:`provisioner.bounded.BytesBounded`).
 
     A boot storm repeats the same few requests per device, and adapters are pure, so answers
     are worth keeping; but the key is what a client sends (path and User-Agent). The caller
     therefore looks up first, identifies uncached on a miss, and stores the answer
     (:meth:`put`) only once the request authenticated: an unauthenticated client cannot add a
-    byte. The bound is in bytes, not entries (an entry costs its key's length plus
-    :data:`ENTRY_BYTES`), so long keys cannot multiply it; past the bound the oldest entries go
-    first. Lookups do not reorder (a hit costs one dict lookup); an evicted entry that is still
-    in use comes back on its device's next fetch.
-
-    The order of entries is kept in a deque beside the dict: taking the oldest with
-    ``next(iter(dict))`` costs a scan past every entry deleted since the dict was last resized,
-    which at 100,000 devices (a full cache) made the puts a quarter of the phones' processes' CPU.
-    A deque rather than the ``OrderedDict`` the failure limiter uses: 8 bytes an entry against
-    ~40 for an ordered dict's links, in the one of the three that holds an entry per device.
+    byte. Past the bound the oldest entries go first; an evicted entry that is still in use
+    comes back on its device's next fetch.
     """
 
     ENTRY_BYTES = 640
-    """One entry beside its key's characters, rounded up from tracemalloc (~600 bytes): the
-    dict slot, the key tuple and its two string headers, the :class:`FileRequest`."""
+    """One entry beside its key's characters, rounded up from tracemalloc (~600 bytes): the dict
+    slot, the key tuple and its two string headers, the :class:`FileRequest`."""
 
     def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
         """``max_bytes``: 32 MiB holds about 50,000 entries, the three files of each of
         ~16,000 devices (the User-Agent names the MAC, so even shared files key per device)."""
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: dict[tuple[str, str], Identified] = {}
-        self._order: deque[tuple[str, str]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_bytes)
 
     def get(self, path: str, user_agent: str) -> Identified | Miss:
         return self._entries.get((path, user_agent), MISS)
 
     def put(self, path: str, user_agent: str, identified: Identified) -> None:
-        key = (path, user_agent)
-        if key in self._entries:
-            return
-        cost = self._cost(key)
-        if cost > self.max_bytes:
-            return
-        self._entries[key] = identified
-        self._order.append(key)
-        self.bytes += cost
-        while self.bytes > self.max_bytes:
-            oldest = self._order.popleft()
-            del self._entries[oldest]
-            self.bytes -= self._cost(oldest)
-
-    def _cost(self, key: tuple[str, str]) -> int:
-        return self.ENTRY_BYTES + len(key[0]) + len(key[1])
+        self._put((path, user_agent), identified, replace=False)
 
 
 def served(vendor: str, model_name: str | None) -> tuple[Adapter, ModelInfo] | None:
