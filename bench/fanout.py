@@ -18,7 +18,8 @@ then expects no NOTIFY for them (``bases_carry_pin`` in the results).
    pipeline (``provisioning.render_devices_in``, 100 devices to a transaction).
 3. sipp plays every phone: one UAS on a UDP loopback port answering 200 to every NOTIFY, its
    message log on (``-trace_msg``).
-4. ``provisioner serve`` (push worker included) runs as a subprocess. The benchmark logs in as
+4. ``provisioner serve`` runs as a subprocess (its push worker in a child process of its own,
+   as ``serve`` runs it; ``service`` CPU counts both). The benchmark logs in as
    admin and sends every ``PUT /api/v1/users/{u}/pin`` at once (in a shuffled order, at most
    ``--concurrency`` in flight), then waits until sipp has seen every device, no push job is
    pending and no NOTIFY arrived for ``--quiet`` seconds, or ``--deadline`` seconds passed.
@@ -697,7 +698,7 @@ def start_profiler(pid: int, out: Path, cleanup: contextlib.ExitStack) -> benchl
         "py-spy",
         [
             *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
-            *("--nonblocking", "--threads", "--output", str(out)),
+            *("--nonblocking", "--threads", "--subprocesses", "--output", str(out)),
         ],
         log_path=out.with_suffix(".log"),
         cleanup=cleanup,
@@ -717,8 +718,15 @@ def summarise_profile(path: Path, top: int = 20) -> dict[str, Any]:
         count = int(count_text)
         total += count
         frames = stack.split(";")
+        # py-spy --subprocesses: 'process 12:"python -P -m provisioner worker"' -> "worker"
+        # (a child's samples name its parent's process first, then its own)
+        process = ""
+        while frames and frames[0].startswith("process "):
+            process = frames.pop(0).rstrip('"').rpartition(" ")[2] + ": "
+        if not frames:
+            continue
         # "thread (123): uvloop_4" -> "uvloop_*" (executor threads grouped by pool)
-        threads[re.sub(r"_\d+$", "_*", frames[0].rpartition(": ")[2])] += count
+        threads[process + re.sub(r"_\d+$", "_*", frames[0].rpartition(": ")[2])] += count
         for frame in set(frames[1:]):
             inclusive[_short(frame)] += count
         if frames:

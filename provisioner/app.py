@@ -24,10 +24,19 @@ from provisioner.web import admin, phones
 from provisioner.web.api import create_api_app
 from provisioner.web.errors import json_errors, quiet_malformed_requests
 from provisioner.web.hooks import create_hooks_app
-from provisioner.web.keys import CORE, DIRECTORY_SYNC, PHONES, PUSH_WORKER, SAML, SETTINGS
+from provisioner.web.keys import (
+    CORE,
+    DIRECTORY_SYNC,
+    PHONES,
+    PUSH_WORKER,
+    SAML,
+    SETTINGS,
+    WORKER_PROCESS,
+)
 from provisioner.web.pbx import create_pbx_app
 from provisioner.web.phoneserver import Children, PhonesServer, start_phones_site
 from provisioner.web.saml import create_saml_app
+from provisioner.workerprocess import running_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +51,24 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    core = app[CORE]
+    async with _startup_renders(app[CORE]), running_worker(app[CORE]) as worker:
+        app[PUSH_WORKER] = worker
+        yield
+
+
+async def _worker_process_ctx(app: web.Application) -> AsyncIterator[None]:
+    database_url = app[SETTINGS].database_url
+    assert database_url is not None
+    async with _startup_renders(app[CORE]), running_worker_process(database_url) as child:
+        app[WORKER_PROCESS] = child
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _startup_renders(core: Core) -> AsyncIterator[None]:
     renders = asyncio.create_task(_render_lines_without_digests(core), name="start-up renders")
     try:
-        async with running_worker(core) as worker:
-            app[PUSH_WORKER] = worker
-            yield
+        yield
     finally:
         renders.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -120,6 +141,9 @@ async def healthz(request: web.Request) -> web.Response:
     worker = app.get(PUSH_WORKER)
     if worker is not None:
         parts["push_worker"] = worker.outage.state if worker.running else "stopped"
+    child = app.get(WORKER_PROCESS)
+    if child is not None:
+        parts["push_worker"] = child.state
     phones = app.get(PHONES)
     if phones is not None:
         parts["device_cache"] = phones.cache.sync.state
@@ -135,11 +159,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503, headers={"Retry-After": "5"})
 
 
-def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
+def create_app(
+    settings: Settings, *, worker: bool = False, worker_process: bool = False
+) -> web.Application:
     """Build the whole service; ``settings.database_url`` must already be resolved.
 
-    ``worker`` also runs a push worker in this process (``provisioner serve`` does, unless
-    ``--no-worker``), and with ``PROVISIONER_AMI_URL`` the follower of Asterisk's contacts.
+    ``worker`` also runs a push worker in this process, and with ``PROVISIONER_AMI_URL`` the
+    follower of Asterisk's contacts; ``worker_process`` runs both in a child process
+    (``provisioner worker``, :mod:`provisioner.workerprocess`) with this process's environment,
+    as ``provisioner serve`` does unless ``--no-worker``.
     """
     quiet_malformed_requests()
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
@@ -147,6 +175,8 @@ def create_app(settings: Settings, *, worker: bool = False) -> web.Application:
     app.cleanup_ctx.append(_core_ctx)
     if worker:
         app.cleanup_ctx.append(_worker_ctx)
+    elif worker_process:
+        app.cleanup_ctx.append(_worker_process_ctx)
     if settings.ldap is not None and settings.ldap.sync_interval > 0:
         app.cleanup_ctx.append(_directory_sync_ctx)
     if worker and settings.ami_url:

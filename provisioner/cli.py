@@ -45,7 +45,7 @@ from provisioner.errors import Kind, ProvisionerError
 from provisioner.outage import wait_for_database
 from provisioner.progress import Progress
 from provisioner.settings import LOOPBACK_WARNING, Settings, SettingsError, parse_host_port
-from provisioner.signals import stop_requested
+from provisioner.signals import die_with_parent, stop_requested
 from provisioner.web.hooks import HOOKS, SIGNATURE_HEADER, sign
 
 log = logging.getLogger("provisioner")
@@ -636,12 +636,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.contacts import following
     from provisioner.outage import Outage, database_unavailable
     from provisioner.push import running_worker
+    from provisioner.workerprocess import REPORTS_ENV, report_to_parent, write_report
+
+    # Started by ``serve``: its state and metrics go to ``serve`` (provisioner.workerprocess).
+    reporting = os.environ.get(REPORTS_ENV) == "1"
+    die_with_parent()
 
     async def work(core: Core, stop: asyncio.Event) -> None:
-        async with running_worker(core):
+        async with running_worker(core) as worker:
             log.info("push worker running")
-            async with following(core):  # Asterisk's contacts, with PROVISIONER_AMI_URL
-                await stop.wait()
+            reports = asyncio.create_task(report_to_parent(worker)) if reporting else None
+            try:
+                async with following(core):  # Asterisk's contacts, with PROVISIONER_AMI_URL
+                    await stop.wait()
+            finally:
+                if reports is not None:
+                    reports.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reports
 
     async def run(resolved: Settings) -> int:
         stop = stop_requested()
@@ -654,6 +666,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                     if not database_unavailable(exc):
                         raise
                     delay = start.lost(exc)
+                    if reporting:
+                        write_report({"state": "down"})
                 else:
                     start.reached()
                     await work(core, stop)
@@ -673,6 +687,7 @@ def cmd_phones_server(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.database_url is None or settings.phones_listen is None:
         raise CliError("phones-server is started by serve", EXIT_BAD_INPUT)
+    die_with_parent()
     _install_uvloop()
     asyncio.run(run_standalone(settings, ssl_context(settings)))
     return 0
@@ -817,7 +832,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             await serve(app, resolved)
 
     with resolved_database(settings, create=True) as resolved:
-        app = create_app(resolved, worker=not args.no_worker)
+        app = create_app(resolved, worker_process=not args.no_worker)
         app.on_startup.append(_announce_admin)
         asyncio.run(run(app, resolved))
     return 0

@@ -73,15 +73,37 @@ async def migrate(conn: Connection, migrations: list[Migration] | None = None) -
             log.info("applied migration %s", migration.name)
             applied_now.append(migration.name)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await release_session_lock(conn, "SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied_now
+
+
+async def release_session_lock(conn: Connection, unlock: str, *args: object) -> None:
+    """Run ``unlock``, the statement that releases a session-level advisory lock; when it fails
+    or is cancelled, end the session, and the lock with it. Pooled connections go back to the
+    pool without a reset (:func:`create_pool`): a lock left held would stay with the next
+    borrower."""
+    try:
+        await conn.execute(unlock, *args)
+    except BaseException:
+        conn.terminate()
+        raise
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _no_session_reset(_conn: asyncpg.Connection) -> None:
+    """asyncpg still rolls back a transaction left open and drops listeners (``_reset``)."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """The pool. A connection goes back to it without asyncpg's session reset (``RESET ALL``,
+    ``UNLISTEN *``, ``CLOSE ALL``, ``pg_advisory_unlock_all()``: a round trip on every release,
+    two for each API request, ~5 % of a PIN change's CPU; issue 14). So nothing may leave
+    session state on a pooled connection: settings only ``SET LOCAL`` / ``set_config(..., true)``,
+    cursors only inside transactions, ``LISTEN`` on connections of their own, and a
+    session-level advisory lock released with :func:`release_session_lock`."""
     pool = await asyncpg.create_pool(
         dsn,
         # ``min_size`` connections at start, but no floor kept afterwards: asyncpg would log a
@@ -91,6 +113,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         min_size=0,
         max_size=max_size,
         init=_init_connection,
+        reset=_no_session_reset,
         command_timeout=30,
     )
     assert pool is not None

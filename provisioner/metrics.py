@@ -1,7 +1,9 @@
 """Process-local metrics in the Prometheus text exposition format (version 0.0.4).
 
 Small on purpose: counters with labels and one histogram type cover what operators watch here.
-Values describe this process; database-wide figures (jobs by state) are read at scrape time.
+Values describe this process, and for ``provisioner serve`` also its push worker process
+(:mod:`provisioner.workerprocess` reports the worker's gains, added here); database-wide
+figures (jobs by state) are read at scrape time.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from provisioner.store import PUSH_JOB_STATES
 
@@ -107,6 +110,62 @@ class Metrics:
             "provisioner_lockouts_total", "Accounts or PINs locked after repeated failures."
         )
     )
+
+    # --- the push worker's, across processes ----------------------------------------------
+
+    _PUSH_COUNTERS = ("notify_attempts", "jobs_finished")
+
+    def push_snapshot(self) -> dict[str, Any]:
+        """The push worker's metrics now (a copy), for :meth:`push_increments`."""
+        snapshot: dict[str, Any] = {
+            name: dict(getattr(self, name).values) for name in self._PUSH_COUNTERS
+        }
+        timed = self.notify_seconds
+        snapshot["notify_seconds"] = (list(timed.counts), timed.total, timed.count)
+        return snapshot
+
+    def push_increments(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+        """What the push worker's metrics gained from ``before`` to ``after`` (snapshots), as
+        JSON for :meth:`add_push_increments`; empty when nothing changed."""
+        gained: dict[str, Any] = {}
+        for name in self._PUSH_COUNTERS:
+            old, new = before[name], after[name]
+            changes = [
+                [dict(labels), value - old.get(labels, 0.0)]
+                for labels, value in new.items()
+                if value != old.get(labels, 0.0)
+            ]
+            if changes:
+                gained[name] = changes
+        (old_counts, old_total, old_count), (counts, total, count) = (
+            before["notify_seconds"],
+            after["notify_seconds"],
+        )
+        if count != old_count:
+            gained["notify_seconds"] = {
+                "counts": [n - o for n, o in zip(counts, old_counts, strict=True)],
+                "total": total - old_total,
+                "count": count - old_count,
+            }
+        return gained
+
+    def add_push_increments(self, gained: Mapping[str, Any]) -> None:
+        """Add what another process's push worker reported (:meth:`push_increments`)."""
+        for name in self._PUSH_COUNTERS:
+            for labels, amount in gained.get(name, []):
+                getattr(self, name).inc(
+                    float(amount), **{str(k): str(v) for k, v in labels.items()}
+                )
+        timed = gained.get("notify_seconds")
+        if timed is not None:
+            counts = [int(n) for n in timed["counts"]]
+            if len(counts) != len(self.notify_seconds.counts):
+                raise ValueError("histogram buckets differ")
+            self.notify_seconds.counts = [
+                a + b for a, b in zip(self.notify_seconds.counts, counts, strict=True)
+            ]
+            self.notify_seconds.total += float(timed["total"])
+            self.notify_seconds.count += int(timed["count"])
 
     def render(self, jobs_by_state: Mapping[str, int]) -> str:
         lines = [

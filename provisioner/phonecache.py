@@ -540,6 +540,14 @@ class FetchRecorder:
                     )
                 if fetches:
                     await store.record_fetches(conn, fetches)
+        except asyncpg.DeadlockDetectedError:
+            # PostgreSQL aborted this write to end a deadlock with another transaction (the
+            # devices and jobs are locked in MAC order, so this should not happen): nothing was
+            # written, and the next flush writes it all.
+            log.info("fetch records met a deadlock; written with the next flush")
+            self.fetches[:0] = fetches
+            self.retired |= retired
+            return True
         except Exception as exc:
             if not database_unavailable(exc):
                 # Retrying records the database refuses would fail the same way forever.

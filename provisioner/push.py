@@ -12,7 +12,10 @@ to :attr:`PushWorker.batch` at once) are rendered in one transaction, set-based
 (:func:`provisioner.provisioning.render_devices_in`), and notified after its commit. So a device
 changed several times before its job is due (the debounce in :mod:`provisioner.store`) is
 rendered once, and no NOTIFY announces a revision that has not committed. A device that cannot
-be rendered has its error recorded and does not hold up the rest of the batch.
+be rendered has its error recorded and does not hold up the rest of the batch. The next batch is
+claimed and rendered while the ones before are notified (:data:`PIPELINE`), and the outcomes of
+the jobs that end while one write of outcomes is under way go together in the next
+(:meth:`PushWorker._write_finishes`).
 
 A worker outlives its database: while PostgreSQL is away it retries with back-off, logs the loss
 and the return once each (:class:`provisioner.outage.Outage`), listens again, and hands back at
@@ -34,6 +37,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +60,27 @@ log = logging.getLogger(__name__)
 #: Phones take longer than this to fetch after a NOTIFY; the phones' caches take less to load.
 CACHE_GRACE = 0.1
 
+#: Claimed batches a worker has under way at most: the next one is claimed and rendered while
+#: the ones before wait out their grace and are notified (issue 14: one batch at a time, the
+#: render, the grace and the NOTIFYs took turns, ~600 devices a second at most).
+PIPELINE = 3
+
+#: Times the outcomes of a write are tried when PostgreSQL aborts it to end a deadlock.
+DEADLOCK_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A claimed job with what its batch's render left for it: its device's outcome, and the
+    device's row and lines as read after that commit (what the notification goes by)."""
+
+    job: Any
+    outcome: provisioning.RenderOutcome
+    device: Any | None
+    lines: list[Any]
+    ready: float
+    """When the phones' processes have had :data:`CACHE_GRACE` to load the new revision."""
+
 
 class PushWorker:
     def __init__(
@@ -72,7 +97,9 @@ class PushWorker:
         poll_seconds: float = 5.0,
         locations: LocationLookup | None = None,
     ) -> None:
-        """``locations``: where lines are registered, from Kamailio's table
+        """``batch``: jobs claimed (and rendered) at once, :data:`PIPELINE` batches under way at
+        most; ``concurrency``: notifications (NOTIFYs, vendor API pushes) at once.
+        ``locations``: where lines are registered, from Kamailio's table
         (``PROVISIONER_KAMAILIO_LOCATION_URL``) instead of the device's stored contact."""
         self.core = core
         self.notifier = notifier
@@ -89,6 +116,8 @@ class PushWorker:
         self._listener: asyncpg.Connection | None = None
         self._listen_refused = False
         self._interrupted: list[Any] = []
+        self._finishing: list[tuple[store.PushOutcome, asyncio.Future[str | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self.outage = Outage(log, "push worker")
         """Whether the worker reaches its database (``/healthz`` shows it)."""
         self.running = False
@@ -174,13 +203,14 @@ class PushWorker:
         self._wake.clear()
 
     async def _claim(self) -> int:
-        free = self.batch - len(self._inflight)
-        if free <= 0:
+        """Claim and render a batch when a whole one fits under :data:`PIPELINE`; else wait
+        until a job under way ends. How many jobs were claimed (1 after a wait: look again)."""
+        if len(self._inflight) > self.batch * (PIPELINE - 1):
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
             return 1
         async with self.core.pool.acquire() as conn:
             jobs = await store.claim_push_jobs(
-                conn, worker=self.name, limit=free, lease_seconds=self.lease_seconds
+                conn, worker=self.name, limit=self.batch, lease_seconds=self.lease_seconds
             )
         if not jobs:
             return 0
@@ -196,11 +226,11 @@ class PushWorker:
                 with contextlib.suppress(Exception):  # else its lease runs out
                     await self._failed_attempt(job, f"internal error ({type(exc).__name__})")
             return len(jobs)
+        ready = time.monotonic() + CACHE_GRACE
         for job in jobs:
             mac = job["mac"]
-            task = asyncio.create_task(
-                self._process(job, outcomes[mac], devices.get(mac), lines.get(mac, []))
-            )
+            claim = _Claim(job, outcomes[mac], devices.get(mac), lines.get(mac, []), ready)
+            task = asyncio.create_task(self._process(claim))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
         return len(jobs)
@@ -225,6 +255,8 @@ class PushWorker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=5)
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             async with self.core.pool.acquire() as conn:
                 released = await store.release_push_jobs(conn, self.name)
@@ -236,27 +268,23 @@ class PushWorker:
 
     # --- one job -------------------------------------------------------------------------------
 
-    async def _process(
-        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None, lines: list[Any]
-    ) -> None:
-        async with self._slots:
-            try:
-                await self._attempt(job, outcome, device, lines)
-            except Exception as exc:
-                if database_unavailable(exc):
-                    # Handed back once the database answers again (the loop logs the outage).
-                    log.debug("push job %d interrupted: %s", job["id"], type(exc).__name__)
-                    self._interrupted.append(job)
-                    return
-                log.exception("push job %d for %s: unexpected failure", job["id"], job["mac"])
-                with contextlib.suppress(Exception):  # else its lease runs out
-                    await self._failed_attempt(job, f"internal error ({type(exc).__name__})")
+    async def _process(self, claim: _Claim) -> None:
+        job = claim.job
+        try:
+            await self._attempt(claim)
+        except Exception as exc:
+            if database_unavailable(exc):
+                # Handed back once the database answers again (the loop logs the outage).
+                log.debug("push job %d interrupted: %s", job["id"], type(exc).__name__)
+                self._interrupted.append(job)
+                return
+            log.exception("push job %d for %s: unexpected failure", job["id"], job["mac"])
+            with contextlib.suppress(Exception):  # else its lease runs out
+                await self._failed_attempt(job, f"internal error ({type(exc).__name__})")
 
-    async def _attempt(
-        self, job: Any, outcome: provisioning.RenderOutcome, device: Any | None, lines: list[Any]
-    ) -> None:
-        """Notify the device of ``job`` (rendered with its batch: ``outcome``, and its row and
-        lines read after that commit: ``device``, ``lines``) unless nothing is left to push."""
+    async def _attempt(self, claim: _Claim) -> None:
+        """Notify the device of the claimed job unless nothing is left to push."""
+        job, outcome, device, lines = claim.job, claim.outcome, claim.device, claim.lines
         mac = job["mac"]
         if device is None:
             return  # deleted; its jobs went with it
@@ -285,15 +313,16 @@ class PushWorker:
             # The phones' processes load a new revision when its commit's notification reaches
             # them, within milliseconds unless they are busy; a phone that fetched before that
             # would get the old files, and its job would wait for its next fetch.
-            await asyncio.sleep(CACHE_GRACE)
+            await asyncio.sleep(claim.ready - time.monotonic())
         started = time.monotonic()
         try:
-            if through_api:
-                transport = f"{adapter.vendor} API"
-                result = await self._push_through_api(adapter, device)
-            else:
-                transport = type(self.notifier).__name__
-                result = await self.notifier.notify(await self._target(device, lines))
+            async with self._slots:
+                if through_api:
+                    transport = f"{adapter.vendor} API"
+                    result = await self._push_through_api(adapter, device)
+                else:
+                    transport = type(self.notifier).__name__
+                    result = await self.notifier.notify(await self._target(device, lines))
         except NotifyError as exc:
             METRICS.notify_attempts.inc(result="failed")
             await self._failed_attempt(job, str(exc))
@@ -417,24 +446,70 @@ class PushWorker:
         retry_in: float | None = None,
         notify_result: str | None = None,
     ) -> None:
-        """Store the attempt's outcome (and ``notify_result`` on the device) in one statement."""
-        async with self.core.pool.acquire() as conn:
-            recorded = await store.finish_push_job(
-                conn,
-                job["id"],
-                worker=self.name,
-                lease_until=job["lease_until"],
-                state=state,
-                revision=revision,
-                transport=transport,
-                error=error,
-                retry_in=retry_in,
-                notify_result=notify_result,
-            )
+        """Store the attempt's outcome (and ``notify_result`` on the device), together with the
+        outcomes of the other jobs that end meanwhile (:meth:`_write_finishes`)."""
+        outcome = store.PushOutcome(
+            job_id=job["id"],
+            mac=job["mac"],
+            lease_until=job["lease_until"],
+            state=state,
+            revision=revision,
+            transport=transport,
+            error=error,
+            retry_in=retry_in,
+            notify_result=notify_result,
+        )
+        stored: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._finishing.append((outcome, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_finishes(), name="push-finishes")
+        recorded = await stored
         if recorded is None:
             log.debug("push job %d changed while we worked on it; it runs again", job["id"])
         elif recorded in ("fetched", "failed", "notified"):
             METRICS.jobs_finished.inc(state=recorded)
+
+    async def _write_finishes(self) -> None:
+        """Write the outcomes waiting, one transaction at a time, until none waits.
+
+        The outcomes that come in while a write is under way go together in the next one
+        (issue 14: a burst's 2,000 NOTIFY answers were 2,000 commits, each waiting for its WAL
+        flush). So an outcome waits at most for one write before its own, and a quiet worker
+        writes each at once. A device's second outcome waits for the next write. A deadlock
+        (PostgreSQL chose this transaction to abort) is retried; any other failure goes to
+        the outcomes' jobs, as a statement of their own would have.
+        """
+        while self._finishing:
+            batch: list[tuple[store.PushOutcome, asyncio.Future[str | None]]] = []
+            later: list[tuple[store.PushOutcome, asyncio.Future[str | None]]] = []
+            macs: set[str] = set()
+            for entry in self._finishing:
+                if entry[0].mac in macs:
+                    later.append(entry)
+                else:
+                    macs.add(entry[0].mac)
+                    batch.append(entry)
+            self._finishing = later
+            try:
+                for tries in range(1, DEADLOCK_TRIES + 1):
+                    try:
+                        async with self.core.pool.acquire() as conn, conn.transaction():
+                            stored = await store.finish_push_jobs(
+                                conn, self.name, [outcome for outcome, _ in batch]
+                            )
+                        break
+                    except asyncpg.DeadlockDetectedError:
+                        if tries == DEADLOCK_TRIES:
+                            raise
+                        log.info("push worker: writing %d outcome(s) met a deadlock", len(batch))
+            except Exception as exc:
+                for _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(exc)
+                continue
+            for outcome, waiting in batch:
+                if not waiting.done():
+                    waiting.set_result(stored.get(outcome.job_id))
 
 
 def default_notifier(core: Core) -> Notifier:

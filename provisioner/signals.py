@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import socket
+import sys
 
 
 def stop_requested() -> asyncio.Event:
@@ -29,3 +31,24 @@ def notify_service_manager(*states: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.connect(address)
         sock.sendall("\n".join(states).encode())
+
+
+PARENT_ENV = "PROVISIONER_PARENT_PID"
+"""Set by ``provisioner serve`` for the processes it starts (phones' processes, push worker)."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a process ``serve`` started (:data:`PARENT_ENV`): have the kernel kill it when
+    ``serve`` dies, as the threads of one process die together. ``serve`` stops its children
+    on SIGTERM itself; this is for the death it cannot handle (SIGKILL, the OOM killer), after
+    which a successor starts children of its own. Linux only; elsewhere nothing happens."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(parent):  # it died before the line above
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from provisioner.db import Connection
+from provisioner.db import Connection, release_session_lock
 
 Record = asyncpg.Record
 
@@ -249,7 +249,9 @@ async def try_lock_directory_sync(conn: Connection) -> bool:
 
 
 async def unlock_directory_sync(conn: Connection) -> None:
-    await conn.execute("SELECT pg_advisory_unlock(hashtext('provisioner.directory_sync'))")
+    await release_session_lock(
+        conn, "SELECT pg_advisory_unlock(hashtext('provisioner.directory_sync'))"
+    )
 
 
 async def revoke_user_tokens(conn: Connection, user_id: int) -> None:
@@ -600,73 +602,106 @@ async def next_push_due(conn: Connection) -> float | None:
     return None if value is None else max(0.0, float(value))
 
 
-async def finish_push_job(
-    conn: Connection,
-    job_id: int,
-    *,
-    worker: str,
-    lease_until: datetime,
-    state: str,
-    revision: int | None,
-    transport: str | None,
-    error: str | None,
-    retry_in: float | None = None,
-    notify_result: str | None = None,
-) -> str | None:
-    """Record an attempt's outcome, unless a newer change folded into the job meanwhile; the
-    state stored, or None when the job was not ours to finish any more.
+@dataclass(frozen=True, slots=True)
+class PushOutcome:
+    """An attempt's outcome, for :func:`finish_push_jobs`.
 
-    ``notify_result`` (what the device answered, or why it could not be notified; required
-    with ``notified``) is stored on the device in the same statement, whether or not the job
-    is still ours: one statement and one commit per attempt.
+    ``notify_result``: what the device answered, or why it could not be notified (required
+    with ``notified``); stored on the device whether or not the job is still the worker's.
+    ``retry_in``: seconds until the job is due again (``scheduled``: until the device's
+    maintenance window, where its attempts start again from zero).
+    """
 
-    ``notified`` is stored as ``fetched`` when the device has already fetched ``revision``: a
+    job_id: int
+    mac: str
+    lease_until: datetime
+    state: str
+    revision: int | None
+    transport: str | None
+    error: str | None
+    retry_in: float | None = None
+    notify_result: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.state == "notified" and self.notify_result is None:
+            raise ValueError("a notified job needs the device's answer (notify_result)")
+
+
+async def finish_push_jobs(
+    conn: Connection, worker: str, outcomes: Sequence[PushOutcome]
+) -> dict[int, str]:
+    """Record attempts' outcomes (one a device) in two set-based statements: the devices'
+    notify results, then the jobs. Returns job id → state stored; a job missing there was not
+    ``worker``'s to finish any more (a newer change folded into it meanwhile). Call it in a
+    transaction: a fetch record must not fall between the two statements' commits.
+
+    ``notified`` is stored as ``fetched`` when the device has already fetched the revision: a
     fetch record written while the job was still pending (the phone fetched right after its
-    200 OK) found no notified job to complete in :func:`record_fetches`. The device row is
-    locked by the update of its notify result, so a fetch record being written concurrently is
-    either seen here or sees this job as notified. This is also what keeps ``fetched`` exact
-    while the phones' processes fold a device's repeated identical fetches
+    200 OK) found no notified job to complete in :func:`record_fetches`. The first statement
+    locks the devices (in MAC order, as every use case does) and reads ``fetched_revision``
+    from their newest row versions, so a fetch record being written concurrently is either
+    seen here or, written after this commit, sees the job as notified. This is also what keeps
+    ``fetched`` exact while the phones' processes fold a device's repeated identical fetches
     (:class:`provisioner.phonecache.FetchRecorder`): a folded fetch repeats one already written,
     which set ``fetched_revision``, so a job notified after it is completed here and one
-    notified before it by that write.
-
-    ``scheduled`` with ``retry_in`` parks the job until the device's maintenance window: its
-    attempts start again from zero there.
+    notified before it by that write. The jobs are locked in MAC order too (a PIN change's
+    upsert of its devices' jobs goes in that order).
     """
-    if state == "notified" and notify_result is None:
-        raise ValueError("a notified job needs the device's answer (notify_result)")
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        """WITH noted AS (
-               UPDATE devices d SET last_notify_at = now(), last_notify_result = $9
-               WHERE $9::text IS NOT NULL
-                 AND d.mac = (SELECT mac FROM push_jobs WHERE id = $1)
-               RETURNING d.fetched_revision >= $5 AS fetched),
-           device AS (SELECT fetched FROM noted WHERE $4 = 'notified')
-           UPDATE push_jobs SET
-                  state = CASE WHEN coalesce((SELECT fetched FROM device), false) THEN 'fetched'
-                               ELSE $4 END,
-                  revision = coalesce($5, revision),
-                  transport = coalesce($6, transport), last_error = $7,
-                  attempts = CASE WHEN $4 = 'scheduled' THEN 0 ELSE attempts END,
-                  not_before = CASE WHEN $8::float8 IS NULL THEN not_before
-                                    ELSE now() + $8::float8 * interval '1 second' END,
-                  notified_at = CASE WHEN $4 = 'notified' THEN now() ELSE notified_at END,
-                  fetched_at = CASE WHEN $4 = 'fetched'
-                                         OR coalesce((SELECT fetched FROM device), false)
-                                    THEN now() ELSE fetched_at END,
+    if len({outcome.mac for outcome in outcomes}) != len(outcomes):
+        raise ValueError("one outcome a device per call")
+    noted = [outcome for outcome in outcomes if outcome.notify_result is not None]
+    fetched: dict[str, bool] = {}
+    if noted:
+        rows = await conn.fetch(
+            """WITH f AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
+                          AS f (mac, result, revision)),
+                    locked AS MATERIALIZED (
+                        SELECT d.mac FROM devices d WHERE d.mac IN (SELECT mac FROM f)
+                        ORDER BY d.mac FOR UPDATE)
+               UPDATE devices d SET last_notify_at = now(), last_notify_result = f.result
+               FROM locked JOIN f ON f.mac = locked.mac
+               WHERE d.mac = locked.mac
+               RETURNING d.mac, coalesce(d.fetched_revision >= f.revision, false) AS fetched""",
+            [outcome.mac for outcome in noted],
+            [outcome.notify_result for outcome in noted],
+            [outcome.revision for outcome in noted],
+        )
+        fetched = {row["mac"]: row["fetched"] for row in rows}
+    rows = await conn.fetch(
+        """WITH f AS (SELECT * FROM unnest($2::bigint[], $3::timestamptz[], $4::text[],
+                                           $5::int[], $6::text[], $7::text[], $8::float8[],
+                                           $9::bool[])
+                      AS f (id, lease_until, state, revision, transport, error, retry_in,
+                            fetched)),
+                locked AS MATERIALIZED (
+                    SELECT p.id FROM push_jobs p JOIN f ON f.id = p.id
+                    WHERE p.worker = $1 AND p.lease_until = f.lease_until
+                    ORDER BY p.mac FOR UPDATE OF p)
+           UPDATE push_jobs p SET
+                  state = CASE WHEN f.fetched THEN 'fetched' ELSE f.state END,
+                  revision = coalesce(f.revision, p.revision),
+                  transport = coalesce(f.transport, p.transport), last_error = f.error,
+                  attempts = CASE WHEN f.state = 'scheduled' THEN 0 ELSE p.attempts END,
+                  not_before = CASE WHEN f.retry_in IS NULL THEN p.not_before
+                                    ELSE now() + f.retry_in * interval '1 second' END,
+                  notified_at = CASE WHEN f.state = 'notified' THEN now() ELSE p.notified_at END,
+                  fetched_at = CASE WHEN f.state = 'fetched' OR f.fetched
+                                    THEN now() ELSE p.fetched_at END,
                   lease_until = NULL, updated_at = now()
-           WHERE id = $1 AND worker = $2 AND lease_until = $3
-           RETURNING state""",
-        job_id,
+           FROM locked JOIN f ON f.id = locked.id
+           WHERE p.id = locked.id AND p.worker = $1 AND p.lease_until = f.lease_until
+           RETURNING p.id, p.state""",
         worker,
-        lease_until,
-        state,
-        revision,
-        transport,
-        error,
-        retry_in,
-        notify_result,
+        [outcome.job_id for outcome in outcomes],
+        [outcome.lease_until for outcome in outcomes],
+        [outcome.state for outcome in outcomes],
+        [outcome.revision for outcome in outcomes],
+        [outcome.transport for outcome in outcomes],
+        [outcome.error for outcome in outcomes],
+        [outcome.retry_in for outcome in outcomes],
+        [outcome.state == "notified" and fetched.get(outcome.mac, False) for outcome in outcomes],
     )
+    return {row["id"]: row["state"] for row in rows}
 
 
 async def release_push_jobs(conn: Connection, worker: str) -> int:
@@ -1354,12 +1389,20 @@ async def record_fetches(
         if is_personal and (mac not in personal or personal[mac][1] <= revision):
             personal[mac] = (at, revision)
     last = list(zip(*(fetch[:5] for fetch in latest.values()), strict=True))
+    # The rows are locked in MAC order first, as every use case locks devices: the push
+    # worker's write of a batch's outcomes locks many of them too, and two statements locking
+    # the same rows in different orders can deadlock.
     await conn.execute(
-        """UPDATE devices d SET last_fetch_file = f.file, last_fetch_revision = f.revision,
+        """WITH f AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[],
+                                           $4::timestamptz[], $5::text[])
+                      AS f (mac, file, revision, at, source)),
+                locked AS MATERIALIZED (
+                    SELECT d.mac FROM devices d WHERE d.mac IN (SELECT mac FROM f)
+                    ORDER BY d.mac FOR UPDATE)
+           UPDATE devices d SET last_fetch_file = f.file, last_fetch_revision = f.revision,
                   last_fetch_at = f.at, last_fetch_source = f.source
-           FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
-                AS f (mac, file, revision, at, source)
-           WHERE d.mac = f.mac AND (d.last_fetch_at IS NULL OR d.last_fetch_at <= f.at)""",
+           FROM locked JOIN f ON f.mac = locked.mac
+           WHERE d.mac = locked.mac AND (d.last_fetch_at IS NULL OR d.last_fetch_at <= f.at)""",
         *(list(column) for column in last),
     )
     if not personal:
@@ -1374,11 +1417,15 @@ async def record_fetches(
         macs,
         revisions,
     )
-    await conn.execute(
-        """UPDATE push_jobs j SET state = 'fetched', fetched_at = f.at, updated_at = now()
-           FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS f (mac, at, revision)
-           WHERE j.mac = f.mac AND j.state IN ('notified', 'scheduled')
-             AND j.revision <= f.revision""",
+    await conn.execute(  # in MAC order too, as a PIN change upserts its devices' jobs
+        """WITH f AS (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[])
+                      AS f (mac, at, revision)),
+                locked AS MATERIALIZED (
+                    SELECT j.id, f.at FROM push_jobs j JOIN f ON f.mac = j.mac
+                    WHERE j.state IN ('notified', 'scheduled') AND j.revision <= f.revision
+                    ORDER BY j.mac FOR UPDATE OF j)
+           UPDATE push_jobs j SET state = 'fetched', fetched_at = locked.at, updated_at = now()
+           FROM locked WHERE j.id = locked.id""",
         macs,
         ats,
         revisions,

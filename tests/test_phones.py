@@ -21,6 +21,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import re
 import secrets
 import time
@@ -935,6 +936,41 @@ async def test_fetches_are_recorded(
     assert shown["revision"] == revision
     assert shown["source"] == PHONE_NET_A
     assert shown["file"] == phone.line_file
+
+
+async def test_fetch_records_aborted_by_a_deadlock_are_written_with_the_next_flush(
+    phones_client: Client,
+    api: Api,
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL aborts one of two deadlocked transactions; nothing of it was written, so the
+    records are kept, not dropped as records the database refuses would be."""
+    caplog.set_level(logging.INFO, logger="provisioner.phonecache")
+    phone = BY_ID["yealink-T54W"]
+    await provision(api, phone)
+    tries: list[int] = []
+    write = store.record_fetches
+
+    async def deadlocked_once(conn: Any, fetches: Any) -> None:
+        tries.append(len(fetches))
+        if len(tries) == 1:
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        await write(conn, fetches)
+
+    monkeypatch.setattr(store, "record_fetches", deadlocked_once)
+    assert (await fetch(phones_client, phone, source=PHONE_NET_A)).status == 200
+
+    async def recorded() -> Any:
+        row = await last_fetch(db, phone.mac)
+        return row if row["last_fetch_file"] == phone.line_file else None
+
+    await eventually(recorded, "the fetch reaches the database after the deadlock")
+    assert tries[:2] == [1, 1]
+    said = [r.getMessage() for r in caplog.records if r.name == "provisioner.phonecache"]
+    assert "fetch records met a deadlock; written with the next flush" in said
+    assert not any("dropped" in line for line in said), said
 
 
 async def last_fetch(db: asyncpg.Connection, mac: str) -> asyncpg.Record:

@@ -902,15 +902,17 @@ async def test_fetch_recorded_while_the_worker_finishes_still_completes_the_job(
     phone = await start_sipp(YEALINK.scenario)
     await provision(api, Pbx(service), YEALINK, phone.port)
     [job] = await jobs_of(api, YEALINK.mac)
-    finish = store.finish_push_job
+    finish = store.finish_push_jobs
 
-    async def fetch_first(conn: Any, job_id: int, **kwargs: Any) -> str | None:
-        if kwargs["state"] == "notified":
+    async def fetch_first(
+        conn: Any, worker: str, outcomes: list[store.PushOutcome]
+    ) -> dict[int, str]:
+        if any(outcome.state == "notified" for outcome in outcomes):
             await fetch_config(service, YEALINK)
             await service.app[PHONES].recorder.flush()
-        return await finish(conn, job_id, **kwargs)
+        return await finish(conn, worker, outcomes)
 
-    monkeypatch.setattr(store, "finish_push_job", fetch_first)
+    monkeypatch.setattr(store, "finish_push_jobs", fetch_first)
     workers.start(service.app[CORE], "worker-a")
 
     await job_reaches(api, YEALINK.mac, job["id"], "fetched", within=10)

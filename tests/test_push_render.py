@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -550,9 +551,12 @@ class HoldingNotifier(RecordingNotifier):
         return sum(not release.done() for release in self.held)
 
 
-async def test_a_batch_bounds_the_jobs_under_way_and_a_freed_slot_is_filled_at_once(
+async def test_batches_are_claimed_ahead_of_the_notifications_within_bounds(
     admin: Api, desks: list[str], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``batch`` jobs a claim, :data:`push.PIPELINE` batches under way at most, ``concurrency``
+    notifications at once; a notification slot that frees is taken by the next job at once,
+    and a batch is claimed as soon as a whole one fits, none waits for a poll."""
     notifier = HoldingNotifier()
     limits: list[int] = []
     real_claim = store.claim_push_jobs
@@ -561,18 +565,31 @@ async def test_a_batch_bounds_the_jobs_under_way_and_a_freed_slot_is_filled_at_o
         limits.append(limit)
         return await real_claim(*args, limit=limit, **kwargs)
 
+    async def leased() -> int:
+        return await db.fetchval(  # type: ignore[no-any-return]
+            """SELECT count(*) FROM push_jobs
+               WHERE state IN ('pending', 'scheduled') AND lease_until IS NOT NULL"""
+        )
+
+    under_way = 2 * push.PIPELINE
     monkeypatch.setattr(store, "claim_push_jobs", claim)
     await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
     await db.execute("UPDATE push_jobs SET not_before = now()")
-    async with running(PushWorker(admin.client.app[CORE], notifier, batch=5, poll_seconds=600)):
-        await notifier.holding(5)
-        # One at a time: each slot that frees is taken by the next job, none waits for a poll.
+    worker = PushWorker(admin.client.app[CORE], notifier, batch=2, concurrency=3, poll_seconds=600)
+    async with running(worker):
+        await notifier.holding(3)
+
+        async def ahead() -> bool:
+            return await leased() == under_way
+
+        await eventually(ahead, f"{under_way} jobs claimed while 3 notifications are held")
         for done in range(1, DEVICES + 1):
             next(r for r in notifier.held if not r.done()).set_result(None)
-            await notifier.holding(min(5, DEVICES - done))
+            await notifier.holding(min(3, DEVICES - done))
+            assert await leased() <= under_way
         assert sorted(await notifier.notified(set(desks))) == sorted(desks)
     assert limits
-    assert all(1 <= limit <= 5 for limit in limits), limits
+    assert set(limits) == {2}, limits
 
 
 async def test_a_batch_that_fails_to_render_is_logged_and_retried(
@@ -654,3 +671,229 @@ async def test_a_device_never_rendered_that_cannot_be_fails_its_job_with_the_rea
         row = await eventually(failed, "the job failed")
     assert row["last_error"].startswith("cannot render: "), row["last_error"]
     assert notifier.targets == []
+
+
+# --- the outcomes of a batch, written together ----------------------------------------------
+
+
+async def test_outcomes_that_end_while_a_write_is_under_way_go_together_in_the_next(
+    admin: Api, desks: list[str], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first device answers alone and its outcome is written at once; that write is held
+    until every other device has answered, and their outcomes all go in the next one: two
+    transactions for twelve jobs, each job stored as notified, each device's answer on its
+    row."""
+    notifier = HoldingNotifier()
+    writes: list[list[int]] = []
+    first_write = asyncio.Event()
+    others_answered = asyncio.Event()
+    real = store.finish_push_jobs
+
+    async def finish(conn: Any, worker: str, outcomes: list[store.PushOutcome]) -> Any:
+        writes.append([outcome.job_id for outcome in outcomes])
+        if len(writes) == 1:
+            first_write.set()
+            async with asyncio.timeout(WITHIN):
+                await others_answered.wait()
+        return await real(conn, worker, outcomes)
+
+    def answered() -> float:
+        return METRICS.notify_attempts.values.get((("result", "ok"),), 0.0)
+
+    monkeypatch.setattr(store, "finish_push_jobs", finish)
+    jobs = [job for i in range(DEVICES) for job in await change_pin(admin, f"u{i}", "739251")]
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    before = answered()
+    async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
+        await notifier.holding(DEVICES)
+        notifier.held[0].set_result(None)
+        async with asyncio.timeout(WITHIN):
+            await first_write.wait()
+        for release in notifier.held[1:]:
+            release.set_result(None)
+
+        async def all_answered() -> bool:  # counted just before each outcome is handed over
+            return answered() == before + DEVICES
+
+        await eventually(all_answered, "every device answered")
+        others_answered.set()
+
+        async def all_stored() -> bool:
+            states = await db.fetch("SELECT state FROM push_jobs WHERE id = ANY($1)", jobs)
+            return [row["state"] for row in states] == ["notified"] * DEVICES
+
+        await eventually(all_stored, "every job stored as notified")
+    assert [len(write) for write in writes] == [1, DEVICES - 1], writes
+    assert sorted(job for write in writes for job in write) == sorted(jobs)
+    answers = await db.fetch("SELECT last_notify_result FROM devices WHERE mac = ANY($1)", desks)
+    assert [row["last_notify_result"] for row in answers] == ["200 OK"] * DEVICES
+
+
+async def test_a_devices_second_outcome_waits_for_the_next_write(
+    admin: Api, desks: list[str], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write holds one outcome a device (its row is updated once a statement): two
+    outcomes of one job, ended together, are two writes; the second finds the job no longer
+    leased and leaves it as the first stored it."""
+    [job_id] = await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    worker = PushWorker(admin.client.app[CORE], RecordingNotifier(), poll_seconds=600)
+    async with admin.client.app[CORE].pool.acquire() as conn:
+        [job] = await store.claim_push_jobs(conn, worker=worker.name, limit=1, lease_seconds=60)
+    assert job["id"] == job_id
+    writes: list[list[str]] = []
+    real = store.finish_push_jobs
+
+    async def finish(conn: Any, name: str, outcomes: list[store.PushOutcome]) -> Any:
+        writes.append([outcome.state for outcome in outcomes])
+        return await real(conn, name, outcomes)
+
+    monkeypatch.setattr(store, "finish_push_jobs", finish)
+    await asyncio.gather(
+        worker._finish(job, "notified", 1, "test", None, notify_result="200 OK"),
+        worker._finish(job, "failed", None, None, "late", notify_result="failed: late"),
+    )
+    assert writes == [["notified"], ["failed"]]
+    row = await db.fetchrow("SELECT state, last_error FROM push_jobs WHERE id = $1", job_id)
+    assert (row["state"], row["last_error"]) == ("notified", None)
+    outcome = store.PushOutcome(job_id, desks[0], job["lease_until"], "pending", None, None, None)
+    async with admin.client.app[CORE].pool.acquire() as conn:
+        with pytest.raises(ValueError, match="one outcome a device"):
+            await real(conn, worker.name, [outcome, outcome])
+
+
+async def test_a_write_of_outcomes_aborted_by_a_deadlock_is_tried_again(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="provisioner.push")
+    fail_once(
+        monkeypatch, store, "finish_push_jobs", asyncpg.DeadlockDetectedError("deadlock detected")
+    )
+    [job] = await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
+        await notifier.notified({desks[0]})
+
+        async def stored() -> Any:
+            return await db.fetchrow("SELECT state, attempts FROM push_jobs WHERE id = $1", job)
+
+        async def notified() -> bool:
+            return (await stored())["state"] == "notified"
+
+        await eventually(notified, "the job stored as notified")
+    assert (await stored())["attempts"] == 1, "stored by the retry, not by a second attempt"
+    said = [r.getMessage() for r in caplog.records if r.name == "provisioner.push"]
+    assert said == ["push worker: writing 1 outcome(s) met a deadlock"], said
+
+
+async def test_a_write_of_outcomes_deadlocked_every_time_fails_its_jobs_attempt(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After :data:`push.DEADLOCK_TRIES` the failure goes to the job as any unforeseen one:
+    logged with its traceback, the attempt stored as failed, the job retried."""
+    caplog.set_level(logging.INFO, logger="provisioner.push")
+    real, tries = store.finish_push_jobs, []
+
+    async def deadlocked(conn: Any, worker: str, outcomes: list[store.PushOutcome]) -> Any:
+        tries.append([outcome.state for outcome in outcomes])
+        if len(tries) <= push.DEADLOCK_TRIES:
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return await real(conn, worker, outcomes)
+
+    monkeypatch.setattr(store, "finish_push_jobs", deadlocked)
+    [job] = await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    worker = PushWorker(admin.client.app[CORE], notifier, backoff=Backoff(base=60, cap=60))
+    async with running(worker):
+
+        async def retried() -> Any:
+            return await db.fetchrow(
+                "SELECT state, last_error FROM push_jobs WHERE id = $1 AND last_error IS NOT NULL",
+                job,
+            )
+
+        row = await eventually(retried, "the attempt stored as failed")
+    error = "internal error (DeadlockDetectedError)"
+    assert (row["state"], row["last_error"]) == ("pending", error)
+    assert tries == [["notified"]] * push.DEADLOCK_TRIES + [["pending"]]
+    [logged] = [r for r in caplog.records if r.name == "provisioner.push" and r.exc_info]
+    assert logged.getMessage() == f"push job {job} for {desks[0]}: unexpected failure"
+
+
+# --- lock order ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer", ["fetch records", "push outcomes"])
+async def test_statements_locking_many_devices_lock_them_in_mac_order(
+    writer: str, admin: Api, desks: list[str], db: asyncpg.Connection
+) -> None:
+    """The fetch recorder's write and the push worker's write of outcomes each lock many device
+    rows in one statement; given the devices in descending order they still lock them in
+    ascending MAC order, as every use case does, so they cannot deadlock with each other or a
+    render. Seen for real: with the highest MAC held by another transaction, the write waits
+    for it holding every other one already."""
+    core = admin.client.app[CORE]
+    descending = sorted(desks, reverse=True)
+    highest, lower = descending[0], descending[1:]
+    jobs = {}
+    for i, mac in enumerate(desks):
+        [jobs[mac]] = await change_pin(admin, f"u{i}", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    async with core.pool.acquire() as conn:
+        claimed = await store.claim_push_jobs(conn, worker="w", limit=DEVICES, lease_seconds=60)
+    lease = {row["mac"]: row["lease_until"] for row in claimed}
+    # Row versions in the table in descending MAC order: a scan in storage order meets the
+    # highest first.
+    for mac in descending:
+        await db.execute("UPDATE devices SET model = model WHERE mac = $1", mac)
+
+    async def write() -> None:
+        async with core.pool.acquire() as conn, conn.transaction():
+            if writer == "fetch records":
+                now = datetime.now(UTC)
+                fetches = [(mac, f"{mac}.cfg", 1, now, "10.0.0.1", True) for mac in descending]
+                await store.record_fetches(conn, fetches)
+            else:
+                outcomes = [
+                    store.PushOutcome(
+                        jobs[mac], mac, lease[mac], "notified", 1, "test", None, None, "200 OK"
+                    )
+                    for mac in descending
+                ]
+                await store.finish_push_jobs(conn, "w", outcomes)
+
+    async def waiting_for_a_lock() -> bool:
+        return bool(
+            await db.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+            )
+        )
+
+    async with core.pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM devices WHERE mac = $1 FOR UPDATE", highest)
+        written = asyncio.create_task(write())
+        await eventually(waiting_for_a_lock, "the write waits for the highest MAC")
+        async with core.pool.acquire() as probe:
+            free = []
+            for mac in lower:
+                try:
+                    await probe.execute(
+                        "SELECT 1 FROM devices WHERE mac = $1 FOR UPDATE NOWAIT", mac
+                    )
+                except asyncpg.LockNotAvailableError:
+                    continue
+                free.append(mac)
+        assert free == [], "locked after the highest, or not at all"
+    async with asyncio.timeout(WITHIN):
+        await written

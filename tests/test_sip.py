@@ -500,3 +500,53 @@ def test_digest_refuses_unknown_algorithms() -> None:
         challenge, method="NOTIFY", uri="sip:a@b", username="u", password="p", cnonce="c"
     )
     assert answer is None
+
+
+@pytest.mark.parametrize(
+    ("local_host", "contact"),
+    [
+        ("0.0.0.0", "sip:201@10.0.0.5:5080"),
+        ("0.0.0.0", "sip:201@127.0.0.1"),
+        ("::", "sip:201@[2001:db8:0:0::1]:5062"),
+        ("::", "sip:201@[::1]"),
+    ],
+)
+async def test_an_address_contact_is_located_as_getaddrinfo_would_without_asking_it(
+    local_host: str, contact: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PBX reports addresses; asking getaddrinfo for each (a thread hop per NOTIFY) gave
+    the same answer at a cost."""
+    sender = SipNotifier(local_host=local_host)
+    uri = parse_contact(contact)
+    family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
+    [(*_, expected)] = socket.getaddrinfo(
+        uri.bare_host, uri.port, family=family, type=socket.SOCK_DGRAM
+    )[:1]
+    loop = asyncio.get_running_loop()
+
+    async def not_asked(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("getaddrinfo asked for an address")
+
+    monkeypatch.setattr(loop, "getaddrinfo", not_asked)
+    try:
+        assert await sender._resolve(uri) == tuple(expected)
+    finally:
+        await sender.close()
+
+
+async def test_a_name_is_still_asked_of_getaddrinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def asking(host: str, *args: object, **kwargs: object) -> object:
+        asked.append(host)
+        return await real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", asking)
+    sender = SipNotifier(local_host="0.0.0.0")
+    try:
+        assert await sender._resolve(parse_contact("sip:201@localhost:5070")) == ("127.0.0.1", 5070)
+    finally:
+        await sender.close()
+    assert asked == ["localhost"]

@@ -12,6 +12,7 @@ from provisioner.directory_sync import IntervalSync
 from provisioner.phoneauth import Phones
 from provisioner.push import PushWorker
 from provisioner.settings import Settings
+from provisioner.workerprocess import WorkerProcess
 
 if TYPE_CHECKING:  # pysaml2 takes seconds to import: loaded only when SAML is configured
     from provisioner.saml_sp import ServiceProvider
@@ -20,6 +21,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CORE = web.AppKey("core", Core)
 PHONES = web.AppKey("phones", Phones)
 PUSH_WORKER = web.AppKey("push_worker", PushWorker)  # in processes that run one
+WORKER_PROCESS = web.AppKey("worker_process", WorkerProcess)  # serve's child running one
 DIRECTORY_SYNC = web.AppKey("directory_sync", IntervalSync)  # with a sync interval
 SAML: web.AppKey[ServiceProvider] = web.AppKey("saml")  # when single sign-on is configured
 
@@ -38,5 +40,6 @@ __all__ = [
     "SAML",
     "SETTINGS",
     "TOKEN",
+    "WORKER_PROCESS",
     "Actor",
 ]

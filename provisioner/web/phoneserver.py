@@ -27,7 +27,6 @@ import logging
 import os
 import socket
 import ssl
-import sys
 import time
 from collections import deque
 from email.utils import formatdate
@@ -40,10 +39,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD
 
+from provisioner import command
 from provisioner.core import open_core
 from provisioner.phoneauth import Phones
 from provisioner.settings import Settings
-from provisioner.signals import stop_requested
+from provisioner.signals import PARENT_ENV, stop_requested
 from provisioner.web.errors import quiet_malformed_requests
 from provisioner.web.phones import Asked, Reply, answer, error_reply, open_phones
 
@@ -479,7 +479,11 @@ class Children:
 
     def __init__(self, count: int, database_url: str) -> None:
         self._count = count
-        self._env = {**os.environ, "PROVISIONER_DATABASE_URL": database_url}
+        self._env = {
+            **os.environ,
+            "PROVISIONER_DATABASE_URL": database_url,
+            PARENT_ENV: str(os.getpid()),
+        }
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._processes: dict[int, asyncio.subprocess.Process] = {}
@@ -489,9 +493,7 @@ class Children:
 
     async def _keep(self, index: int) -> None:
         while True:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "provisioner", "phones-server", env=self._env
-            )
+            process = await asyncio.create_subprocess_exec(*command("phones-server"), env=self._env)
             self._processes[index] = process
             code = await process.wait()
             if self.stopping:

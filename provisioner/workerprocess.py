@@ -1,0 +1,160 @@
+"""The push worker in a process of its own, started and watched by ``provisioner serve``.
+
+On one event loop the API and the push worker took turns: during a burst of PIN changes the
+loop was busy answering requests, and the worker's claims, renders and notifications waited
+behind them (issue 14: 2,000 PIN changes, last NOTIFY 3.2 s after the first request with the
+worker in ``serve``'s loop, 2.7-2.9 s with it in a process of its own, on 2 cores). So
+``serve`` runs the worker as ``python -m provisioner worker``, the command a scaled-out site
+runs on other hosts, and restarts it when it exits.
+
+What the parent still shows of it: ``/healthz`` (``push_worker``: ``up``, ``down`` while the
+child cannot reach the database, ``starting``, ``stopped``) and ``/metrics`` (the child's
+notification counters, added to the parent's). The child reports both on its stdout, one JSON
+object a line (:data:`REPORTS_ENV`): its state when it changes, and what its push metrics
+gained since its last report, at most every :data:`REPORT_INTERVAL` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from provisioner import command
+from provisioner.metrics import METRICS
+from provisioner.push import PushWorker
+from provisioner.signals import PARENT_ENV
+
+log = logging.getLogger(__name__)
+
+REPORTS_ENV = "PROVISIONER_WORKER_REPORTS"
+"""Set (to ``1``) in the child's environment: report to the parent on stdout."""
+
+#: Seconds between the child's looks at its state and metrics.
+REPORT_INTERVAL = 0.5
+
+#: Seconds before a child that exited is started again.
+RESTART_DELAY = 1.0
+
+#: Seconds a child gets to finish after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+class WorkerProcess:
+    """Keeps one ``provisioner worker`` child running until :meth:`stop`."""
+
+    def __init__(self, database_url: str) -> None:
+        self._env = {
+            **os.environ,
+            "PROVISIONER_DATABASE_URL": database_url,
+            REPORTS_ENV: "1",
+            PARENT_ENV: str(os.getpid()),
+        }
+        # systemd's notifications are the parent's to send.
+        self._env.pop("NOTIFY_SOCKET", None)
+        self.state = "starting"
+        """The child's view of the database as it last reported it (``up``, ``down``), or
+        ``starting`` until its first report, ``stopped`` while it is not running."""
+        self.process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep(), name="push-worker-process")
+
+    async def _keep(self) -> None:
+        while True:
+            self.state = "starting"
+            self.process = await asyncio.create_subprocess_exec(
+                *command("worker"),
+                env=self._env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert self.process.stdout is not None
+            await self._follow(self.process.stdout)
+            code = await self.process.wait()
+            self.state = "stopped"
+            if self._stopping:
+                return
+            log.warning("push worker process %d exited with %s; restarting", self.process.pid, code)
+            await asyncio.sleep(RESTART_DELAY)
+
+    async def _follow(self, reports: asyncio.StreamReader) -> None:
+        """Take in the child's reports until it closes its stdout (it exits)."""
+        while line := await reports.readline():
+            try:
+                report = json.loads(line)
+                if "state" in report:
+                    self.state = str(report["state"])
+                if "metrics" in report:
+                    METRICS.add_push_increments(report["metrics"])
+            except (ValueError, TypeError, KeyError, AttributeError):
+                log.warning("push worker process: a report not understood: %.80r", line)
+
+    async def stop(self) -> None:
+        """SIGTERM to the child (it hands back the jobs it holds), SIGKILL if it lingers."""
+        self._stopping = True
+        process = self.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("push worker process %d killed: still running", process.pid)
+                process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.state = "stopped"
+
+
+@contextlib.asynccontextmanager
+async def running_worker_process(database_url: str) -> AsyncIterator[WorkerProcess]:
+    child = WorkerProcess(database_url)
+    child.start()
+    try:
+        yield child
+    finally:
+        await child.stop()
+
+
+# --- the child's side ----------------------------------------------------------------------------
+
+
+async def report_to_parent(worker: PushWorker) -> None:
+    """Write the worker's state when it changes and its push metrics' gains to stdout, until
+    cancelled (in the child, when :data:`REPORTS_ENV` is set)."""
+    state = None
+    sent = METRICS.push_snapshot()
+    try:
+        while True:
+            now = worker.outage.state if worker.running else "stopped"
+            if now != state:
+                write_report({"state": now})
+                state = now
+            current = METRICS.push_snapshot()
+            gained = METRICS.push_increments(sent, current)
+            if gained:
+                write_report({"metrics": gained})
+                sent = current
+            await asyncio.sleep(REPORT_INTERVAL)
+    finally:
+        gained = METRICS.push_increments(sent, METRICS.push_snapshot())
+        if gained:
+            write_report({"metrics": gained})
+
+
+def write_report(report: dict[str, Any]) -> None:
+    """One report to the parent, a line of JSON on stdout."""
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone: nothing left to tell
+        sys.stdout.write(json.dumps(report) + "\n")
+        sys.stdout.flush()
