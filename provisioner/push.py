@@ -13,9 +13,9 @@ to :attr:`PushWorker.batch` at once) are rendered in one transaction, set-based
 changed several times before its job is due (the debounce in :mod:`provisioner.store`) is
 rendered once, and no NOTIFY announces a revision that has not committed. A device that cannot
 be rendered has its error recorded and does not hold up the rest of the batch. The next batch is
-claimed and rendered while the ones before are notified (:data:`PIPELINE`), and the outcomes of
-the jobs that end while one write of outcomes is under way go together in the next
-(:meth:`PushWorker._write_finishes`).
+claimed and rendered while the ones before are notified (up to :attr:`PushWorker.concurrency`
+jobs under way), and the outcomes of the jobs that end while one write of outcomes is under
+way go together in the next (:meth:`PushWorker._write_finishes`).
 
 A worker outlives its database: while PostgreSQL is away it retries with back-off, logs the loss
 and the return once each (:class:`provisioner.outage.Outage`), listens again, and hands back at
@@ -60,11 +60,6 @@ log = logging.getLogger(__name__)
 #: Phones take longer than this to fetch after a NOTIFY; the phones' caches take less to load.
 CACHE_GRACE = 0.1
 
-#: Claimed batches a worker has under way at most: the next one is claimed and rendered while
-#: the ones before wait out their grace and are notified (issue 14: one batch at a time, the
-#: render, the grace and the NOTIFYs took turns, ~600 devices a second at most).
-PIPELINE = 3
-
 #: Times the outcomes of a write are tried when PostgreSQL aborts it to end a deadlock.
 DEADLOCK_TRIES = 3
 
@@ -93,12 +88,17 @@ class PushWorker:
         max_attempts: int = 6,
         backoff: Backoff | None = None,
         batch: int = 100,
-        concurrency: int = 100,
+        concurrency: int = 300,
         poll_seconds: float = 5.0,
         locations: LocationLookup | None = None,
     ) -> None:
-        """``batch``: jobs claimed (and rendered) at once, :data:`PIPELINE` batches under way at
-        most; ``concurrency``: notifications (NOTIFYs, vendor API pushes) at once.
+        """``batch``: jobs claimed (and rendered) at once. ``concurrency``: jobs under way at
+        most, each with its notification (NOTIFY, vendor API push) at once: a batch is claimed
+        as soon as a whole one fits, so the next batches are claimed and rendered while the
+        ones before wait out their grace and are notified (issue 14: one batch at a time, the
+        render, the grace and the NOTIFYs took turns, ~600 devices a second at most). No
+        claimed job waits for another's notification to end, so none outlives its lease (60 s)
+        waiting behind phones that do not answer (32 s each).
         ``locations``: where lines are registered, from Kamailio's table
         (``PROVISIONER_KAMAILIO_LOCATION_URL``) instead of the device's stored contact."""
         self.core = core
@@ -110,7 +110,7 @@ class PushWorker:
         self.backoff = backoff or Backoff()
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self._slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._listener: asyncpg.Connection | None = None
@@ -203,14 +203,18 @@ class PushWorker:
         self._wake.clear()
 
     async def _claim(self) -> int:
-        """Claim and render a batch when a whole one fits under :data:`PIPELINE`; else wait
+        """Claim and render a batch when a whole one fits under :attr:`concurrency`; else wait
         until a job under way ends. How many jobs were claimed (1 after a wait: look again)."""
-        if len(self._inflight) > self.batch * (PIPELINE - 1):
+        room = self.concurrency - len(self._inflight)
+        if room < min(self.batch, self.concurrency):
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
             return 1
         async with self.core.pool.acquire() as conn:
             jobs = await store.claim_push_jobs(
-                conn, worker=self.name, limit=self.batch, lease_seconds=self.lease_seconds
+                conn,
+                worker=self.name,
+                limit=min(self.batch, room),
+                lease_seconds=self.lease_seconds,
             )
         if not jobs:
             return 0
@@ -316,13 +320,12 @@ class PushWorker:
             await asyncio.sleep(claim.ready - time.monotonic())
         started = time.monotonic()
         try:
-            async with self._slots:
-                if through_api:
-                    transport = f"{adapter.vendor} API"
-                    result = await self._push_through_api(adapter, device)
-                else:
-                    transport = type(self.notifier).__name__
-                    result = await self.notifier.notify(await self._target(device, lines))
+            if through_api:
+                transport = f"{adapter.vendor} API"
+                result = await self._push_through_api(adapter, device)
+            else:
+                transport = type(self.notifier).__name__
+                result = await self.notifier.notify(await self._target(device, lines))
         except NotifyError as exc:
             METRICS.notify_attempts.inc(result="failed")
             await self._failed_attempt(job, str(exc))

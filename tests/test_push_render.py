@@ -551,45 +551,71 @@ class HoldingNotifier(RecordingNotifier):
         return sum(not release.done() for release in self.held)
 
 
-async def test_batches_are_claimed_ahead_of_the_notifications_within_bounds(
+class ClaimLimits:
+    """Records the ``limit`` of every claim (wraps ``store.claim_push_jobs``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.limits: list[int] = []
+        real = store.claim_push_jobs
+
+        async def claim(*args: Any, limit: int, **kwargs: Any) -> Any:
+            self.limits.append(limit)
+            return await real(*args, limit=limit, **kwargs)
+
+        monkeypatch.setattr(store, "claim_push_jobs", claim)
+
+
+async def leased(db: asyncpg.Connection) -> int:
+    return await db.fetchval(  # type: ignore[no-any-return]
+        """SELECT count(*) FROM push_jobs
+           WHERE state IN ('pending', 'scheduled') AND lease_until IS NOT NULL"""
+    )
+
+
+async def test_batches_are_claimed_ahead_and_no_claimed_job_waits_for_a_notification(
     admin: Api, desks: list[str], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``batch`` jobs a claim, :data:`push.PIPELINE` batches under way at most, ``concurrency``
-    notifications at once; a notification slot that frees is taken by the next job at once,
-    and a batch is claimed as soon as a whole one fits, none waits for a poll."""
+    """``batch`` jobs a claim, ``concurrency`` jobs under way: three batches are claimed and
+    notified at once; a batch is claimed as soon as a whole one fits again, none waits for a
+    poll. Every leased job is being notified: none waits behind another's notification, where
+    phones that do not answer could keep it past its lease."""
     notifier = HoldingNotifier()
-    limits: list[int] = []
-    real_claim = store.claim_push_jobs
-
-    async def claim(*args: Any, limit: int, **kwargs: Any) -> Any:
-        limits.append(limit)
-        return await real_claim(*args, limit=limit, **kwargs)
-
-    async def leased() -> int:
-        return await db.fetchval(  # type: ignore[no-any-return]
-            """SELECT count(*) FROM push_jobs
-               WHERE state IN ('pending', 'scheduled') AND lease_until IS NOT NULL"""
-        )
-
-    under_way = 2 * push.PIPELINE
-    monkeypatch.setattr(store, "claim_push_jobs", claim)
+    claims = ClaimLimits(monkeypatch)
     await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
     await db.execute("UPDATE push_jobs SET not_before = now()")
-    worker = PushWorker(admin.client.app[CORE], notifier, batch=2, concurrency=3, poll_seconds=600)
+    worker = PushWorker(admin.client.app[CORE], notifier, batch=2, concurrency=6, poll_seconds=600)
     async with running(worker):
-        await notifier.holding(3)
+        await notifier.holding(6)
+        assert await leased(db) == 6
+        for done in range(2, DEVICES + 1, 2):
+            for release in [r for r in notifier.held if not r.done()][:2]:
+                release.set_result(None)
+            await notifier.holding(min(6, DEVICES - done))
 
-        async def ahead() -> bool:
-            return await leased() == under_way
+            async def settled(done: int = done) -> bool:
+                return await leased(db) == min(6, DEVICES - done)
 
-        await eventually(ahead, f"{under_way} jobs claimed while 3 notifications are held")
-        for done in range(1, DEVICES + 1):
-            next(r for r in notifier.held if not r.done()).set_result(None)
-            await notifier.holding(min(3, DEVICES - done))
-            assert await leased() <= under_way
+            await eventually(settled, "every leased job is being notified")
         assert sorted(await notifier.notified(set(desks))) == sorted(desks)
-    assert limits
-    assert set(limits) == {2}, limits
+    assert claims.limits
+    assert set(claims.limits) == {2}, claims.limits
+
+
+async def test_a_batch_larger_than_the_jobs_under_way_is_claimed_in_parts(
+    admin: Api, desks: list[str], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier = HoldingNotifier()
+    claims = ClaimLimits(monkeypatch)
+    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    worker = PushWorker(admin.client.app[CORE], notifier, batch=5, concurrency=2, poll_seconds=600)
+    async with running(worker):
+        await notifier.holding(2)
+        assert await leased(db) == 2
+        for release in notifier.held[:2]:
+            release.set_result(None)
+        await notifier.holding(2)
+    assert claims.limits[:2] == [2, 2], claims.limits
 
 
 async def test_a_batch_that_fails_to_render_is_logged_and_retried(
