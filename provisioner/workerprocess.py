@@ -134,10 +134,12 @@ async def report_to_parent(worker: PushWorker) -> None:
     """Write the worker's state when it changes and its push metrics' gains to stdout, until
     cancelled (in the child, when :data:`REPORTS_ENV` is set)."""
     state = None
+    ran = False
     sent = METRICS.push_snapshot()
     try:
         while True:
-            now = worker.outage.state if worker.running else "stopped"
+            ran = ran or worker.running
+            now = worker.outage.state if worker.running else "stopped" if ran else "starting"
             if now != state:
                 write_report({"state": now})
                 state = now
