@@ -923,3 +923,37 @@ async def test_statements_locking_many_devices_lock_them_in_mac_order(
         assert free == [], "locked after the highest, or not at all"
     async with asyncio.timeout(WITHIN):
         await written
+
+
+async def test_a_changed_device_is_notified_once_its_batch_had_the_cache_grace(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The phones' processes load a new revision when its commit's notification reaches them:
+    the NOTIFY waits :data:`push.CACHE_GRACE` after the render's commit."""
+    monkeypatch.setattr(push, "CACHE_GRACE", 0.5)
+    committed: list[float] = []
+    notified: list[float] = []
+    render = provisioning.render_devices_in
+
+    async def timed_render(*args: Any, **kwargs: Any) -> Any:
+        outcomes = await render(*args, **kwargs)
+        committed.append(asyncio.get_running_loop().time())
+        return outcomes
+
+    async def timed_notify(target: NotifyTarget) -> str:
+        notified.append(asyncio.get_running_loop().time())
+        return await RecordingNotifier.notify(notifier, target)
+
+    monkeypatch.setattr(provisioning, "render_devices_in", timed_render)
+    monkeypatch.setattr(notifier, "notify", timed_notify)
+    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
+        await notifier.notified(set(desks))
+    [rendered] = committed
+    assert len(notified) == DEVICES
+    assert min(notified) - rendered >= 0.5
