@@ -957,3 +957,40 @@ async def test_a_changed_device_is_notified_once_its_batch_had_the_cache_grace(
     [rendered] = committed
     assert len(notified) == DEVICES
     assert min(notified) - rendered >= 0.5
+
+
+async def test_a_worker_whose_last_write_hangs_still_stops_and_hands_its_job_back(
+    admin: Api,
+    desks: list[str],
+    db: asyncpg.Connection,
+    notifier: RecordingNotifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database stops answering the write of an outcome (a hung server): the stop waits 5 s
+    for the jobs under way and 5 s more for that write, then hands the job back."""
+    hung = asyncio.Event()
+
+    async def hang(*_args: Any, **_kwargs: Any) -> Any:
+        hung.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(store, "finish_push_jobs", hang)
+    [job] = await change_pin(admin, "u0", "739251")
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    worker = PushWorker(admin.client.app[CORE], notifier, name="worker-hung", poll_seconds=600)
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(WITHIN):
+            await hung.wait()
+        started = asyncio.get_running_loop().time()
+        task.cancel()
+        async with asyncio.timeout(WITHIN + 5):
+            await asyncio.gather(task, return_exceptions=True)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        if worker._writer is not None:  # still hung: let go of its connection
+            worker._writer.cancel()
+            await asyncio.gather(worker._writer, return_exceptions=True)
+    assert 9.5 <= took < 14.0, took
+    row = await db.fetchrow("SELECT state, worker, lease_until FROM push_jobs WHERE id = $1", job)
+    assert (row["state"], row["worker"], row["lease_until"]) == ("pending", None, None)
