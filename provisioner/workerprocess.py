@@ -20,15 +20,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from provisioner import command
+from provisioner.children import KeptChild, child_env
 from provisioner.metrics import METRICS
 from provisioner.push import PushWorker
-from provisioner.signals import PARENT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -38,56 +36,32 @@ REPORTS_ENV = "PROVISIONER_WORKER_REPORTS"
 #: Seconds between the child's looks at its state and metrics.
 REPORT_INTERVAL = 0.5
 
-#: Seconds before a child that exited is started again.
-RESTART_DELAY = 1.0
 
-#: Seconds a child gets to finish after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
-
-
-class WorkerProcess:
-    """Keeps one ``provisioner worker`` child running until :meth:`stop`."""
+class WorkerProcess(KeptChild):
+    """Keeps one ``provisioner worker`` child running until :meth:`stop`, and takes in its
+    reports."""
 
     def __init__(self, database_url: str) -> None:
-        self._env = {
-            **os.environ,
-            "PROVISIONER_DATABASE_URL": database_url,
-            REPORTS_ENV: "1",
-            PARENT_ENV: str(os.getpid()),
-        }
-        # systemd's notifications are the parent's to send.
-        self._env.pop("NOTIFY_SOCKET", None)
+        super().__init__(
+            ("worker",),
+            child_env(database_url, **{REPORTS_ENV: "1"}),
+            name="push worker process",
+            log=log,
+            reports=True,
+        )
         self.state = "starting"
         """The child's view of the database as it last reported it (``up``, ``down``), or
         ``starting`` until its first report, ``stopped`` while it is not running."""
-        self.process: asyncio.subprocess.Process | None = None
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._keep(), name="push-worker-process")
+    def starting(self) -> None:
+        self.state = "starting"
 
-    async def _keep(self) -> None:
-        while True:
-            self.state = "starting"
-            self.process = await asyncio.create_subprocess_exec(
-                *command("worker"),
-                env=self._env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            assert self.process.stdout is not None
-            await self._follow(self.process.stdout)
-            code = await self.process.wait()
-            self.state = "stopped"
-            if self._stopping:
-                return
-            log.warning("push worker process %d exited with %s; restarting", self.process.pid, code)
-            await asyncio.sleep(RESTART_DELAY)
+    def exited(self) -> None:
+        self.state = "stopped"
 
-    async def _follow(self, reports: asyncio.StreamReader) -> None:
+    async def follow(self, output: asyncio.StreamReader) -> None:
         """Take in the child's reports until it closes its stdout (it exits)."""
-        while line := await reports.readline():
+        while line := await output.readline():
             try:
                 report = json.loads(line)
                 if "state" in report:
@@ -96,25 +70,6 @@ class WorkerProcess:
                     METRICS.add_push_increments(report["metrics"])
             except (ValueError, TypeError, KeyError, AttributeError):
                 log.warning("push worker process: a report not understood: %.80r", line)
-
-    async def stop(self) -> None:
-        """SIGTERM to the child (it hands back the jobs it holds), SIGKILL if it lingers."""
-        self._stopping = True
-        process = self.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                log.warning("push worker process %d killed: still running", process.pid)
-                process.kill()
-                await process.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.state = "stopped"
 
 
 @contextlib.asynccontextmanager

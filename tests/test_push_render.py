@@ -131,6 +131,14 @@ async def change_pin(admin: Api, username: str, pin: str) -> list[int]:
     return list(body["push_jobs"])
 
 
+async def changed_and_due(admin: Api, db: asyncpg.Connection, users: int = 1) -> list[int]:
+    """The PINs of ``u0``, ``u1``, ... changed at once and their jobs due now (past the
+    debounce, for a worker the test starts); the jobs."""
+    changed = await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(users)))
+    await db.execute("UPDATE push_jobs SET not_before = now()")
+    return [job for jobs in changed for job in jobs]
+
+
 async def revisions(db: asyncpg.Connection, macs: list[str]) -> dict[str, int]:
     rows = await db.fetch("SELECT mac, revision FROM devices WHERE mac = ANY($1)", macs)
     return {r["mac"]: r["revision"] for r in rows}
@@ -263,8 +271,7 @@ async def test_a_backlog_beyond_a_batch_is_claimed_batch_after_batch_without_a_p
     """Claims follow one another while jobs are due; the worker sleeps only when a claim found
     none (its poll here is ten minutes: nothing may wait for it)."""
     worker = PushWorker(admin.client.app[CORE], notifier, batch=5, poll_seconds=600)
-    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    await changed_and_due(admin, db, DEVICES)
     states = [worker.running]
     async with running(worker):
         assert sorted(await notifier.notified(set(desks))) == sorted(desks)
@@ -295,8 +302,7 @@ async def test_each_outcome_is_counted_under_its_state(
 
     before = {state: count(state) for state in ("notified", "fetched", "failed")}
     worker = PushWorker(admin.client.app[CORE], notifier, max_attempts=1)
-    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    await changed_and_due(admin, db, DEVICES)
     async with running(worker):
         await notifier.notified(set(rest))
         # Stored as notified (a fetch recorded before that would store them fetched).
@@ -355,8 +361,7 @@ async def test_a_job_changed_while_its_device_was_notified_runs_again(
     caplog.set_level(logging.DEBUG, logger="provisioner.push")
     notifier = ScriptedNotifier()
     mac = desks[0]
-    [job] = await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    [job] = await changed_and_due(admin, db)
 
     async def change_again() -> None:
         assert await change_pin(admin, "u0", "602714") == [job]  # folded into the leased job
@@ -385,8 +390,7 @@ async def test_an_unforeseen_failure_is_logged_with_its_traceback_and_the_loop_c
 ) -> None:
     fail_once(monkeypatch, store, "claim_push_jobs", RuntimeError("a bug nobody foresaw"))
     monkeypatch.setattr(push, "DATABASE_BACKOFF", Backoff(base=0.1, cap=0.1))
-    await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    await changed_and_due(admin, db)
     async with running(PushWorker(admin.client.app[CORE], notifier)):
         assert await notifier.notified({desks[0]}) == [desks[0]]
     [logged] = [r for r in caplog.records if r.name == "provisioner.push" and r.exc_info]
@@ -581,8 +585,7 @@ async def test_batches_are_claimed_ahead_and_no_claimed_job_waits_for_a_notifica
     phones that do not answer could keep it past its lease."""
     notifier = HoldingNotifier()
     claims = ClaimLimits(monkeypatch)
-    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    await changed_and_due(admin, db, DEVICES)
     worker = PushWorker(admin.client.app[CORE], notifier, batch=2, concurrency=6, poll_seconds=600)
     async with running(worker):
         await notifier.holding(6)
@@ -606,8 +609,7 @@ async def test_a_batch_larger_than_the_jobs_under_way_is_claimed_in_parts(
 ) -> None:
     notifier = HoldingNotifier()
     claims = ClaimLimits(monkeypatch)
-    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    await changed_and_due(admin, db, DEVICES)
     worker = PushWorker(admin.client.app[CORE], notifier, batch=5, concurrency=2, poll_seconds=600)
     async with running(worker):
         await notifier.holding(2)
@@ -628,8 +630,7 @@ async def test_a_batch_that_fails_to_render_is_logged_and_retried(
 ) -> None:
     caplog.set_level(logging.INFO, logger="provisioner.push")
     fail_once(monkeypatch, provisioning, "render_devices_in", TypeError("a bug in a filter"))
-    [job] = await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    [job] = await changed_and_due(admin, db)
     worker = PushWorker(admin.client.app[CORE], notifier, backoff=Backoff(base=0.2, cap=0.2))
     async with running(worker):
         assert await notifier.notified({desks[0]}) == [desks[0]]
@@ -660,8 +661,7 @@ async def test_a_notification_that_fails_unforeseen_is_logged_and_the_job_retrie
             return await super().notify(target)
 
     notifier = BuggyOnce()
-    [job] = await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    [job] = await changed_and_due(admin, db)
     worker = PushWorker(admin.client.app[CORE], notifier, backoff=Backoff(base=0.2, cap=0.2))
     async with running(worker):
         assert await notifier.notified({mac}) == [mac]
@@ -727,8 +727,7 @@ async def test_outcomes_that_end_while_a_write_is_under_way_go_together_in_the_n
         return METRICS.notify_attempts.values.get((("result", "ok"),), 0.0)
 
     monkeypatch.setattr(store, "finish_push_jobs", finish)
-    jobs = [job for i in range(DEVICES) for job in await change_pin(admin, f"u{i}", "739251")]
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    jobs = await changed_and_due(admin, db, DEVICES)
     before = answered()
     async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
         await notifier.holding(DEVICES)
@@ -761,8 +760,7 @@ async def test_a_devices_second_outcome_waits_for_the_next_write(
     """One write holds one outcome a device (its row is updated once a statement): two
     outcomes of one job, ended together, are two writes; the second finds the job no longer
     leased and leaves it as the first stored it."""
-    [job_id] = await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    [job_id] = await changed_and_due(admin, db)
     worker = PushWorker(admin.client.app[CORE], RecordingNotifier(), poll_seconds=600)
     async with admin.client.app[CORE].pool.acquire() as conn:
         [job] = await store.claim_push_jobs(conn, worker=worker.name, limit=1, lease_seconds=60)
@@ -800,8 +798,7 @@ async def test_a_write_of_outcomes_aborted_by_a_deadlock_is_tried_again(
     fail_once(
         monkeypatch, store, "finish_push_jobs", asyncpg.DeadlockDetectedError("deadlock detected")
     )
-    [job] = await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    [job] = await changed_and_due(admin, db)
     async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
         await notifier.notified({desks[0]})
 
@@ -837,8 +834,7 @@ async def test_a_write_of_outcomes_deadlocked_every_time_fails_its_jobs_attempt(
         return await real(conn, worker, outcomes)
 
     monkeypatch.setattr(store, "finish_push_jobs", deadlocked)
-    [job] = await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    [job] = await changed_and_due(admin, db)
     worker = PushWorker(admin.client.app[CORE], notifier, backoff=Backoff(base=60, cap=60))
     async with running(worker):
 
@@ -950,8 +946,7 @@ async def test_a_changed_device_is_notified_once_its_batch_had_the_cache_grace(
 
     monkeypatch.setattr(provisioning, "render_devices_in", timed_render)
     monkeypatch.setattr(notifier, "notify", timed_notify)
-    await asyncio.gather(*(change_pin(admin, f"u{i}", "739251") for i in range(DEVICES)))
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    await changed_and_due(admin, db, DEVICES)
     async with running(PushWorker(admin.client.app[CORE], notifier, poll_seconds=600)):
         await notifier.notified(set(desks))
     [rendered] = committed
@@ -975,8 +970,7 @@ async def test_a_worker_whose_last_write_hangs_still_stops_and_hands_its_job_bac
         await asyncio.Event().wait()
 
     monkeypatch.setattr(store, "finish_push_jobs", hang)
-    [job] = await change_pin(admin, "u0", "739251")
-    await db.execute("UPDATE push_jobs SET not_before = now()")
+    [job] = await changed_and_due(admin, db)
     worker = PushWorker(admin.client.app[CORE], notifier, name="worker-hung", poll_seconds=600)
     task = asyncio.create_task(worker.run())
     try:

@@ -149,7 +149,7 @@ async def test_reports_not_understood_are_logged_and_the_rest_taken_in(
     for line in (b"not json\n", b'{"state": "down"}\n', b'{"metrics": {"notify_seconds": 1}}\n'):
         reports.feed_data(line)
     reports.feed_eof()
-    await child._follow(reports)
+    await child.follow(reports)
     assert child.state == "down"
     said = [r.getMessage() for r in caplog.records if r.name == "provisioner.workerprocess"]
     assert said == [

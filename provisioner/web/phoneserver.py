@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import socket
 import ssl
 import time
@@ -39,11 +38,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD
 
-from provisioner import command
+from provisioner.children import KeptChild, child_env
 from provisioner.core import open_core
 from provisioner.phoneauth import Phones
 from provisioner.settings import Settings
-from provisioner.signals import PARENT_ENV, stop_requested
+from provisioner.signals import stop_requested
 from provisioner.web.errors import quiet_malformed_requests
 from provisioner.web.phones import Asked, Reply, answer, error_reply, open_phones
 
@@ -478,44 +477,15 @@ class Children:
     """Keeps ``count`` ``provisioner phones-server`` processes running until stopped."""
 
     def __init__(self, count: int, database_url: str) -> None:
-        self._count = count
-        self._env = {
-            **os.environ,
-            "PROVISIONER_DATABASE_URL": database_url,
-            PARENT_ENV: str(os.getpid()),
-        }
-        self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        env = child_env(database_url)
+        self._children = [
+            KeptChild(("phones-server",), env, name="phones' process", log=log)
+            for _ in range(count)
+        ]
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._keep(i)) for i in range(self._count)]
-
-    async def _keep(self, index: int) -> None:
-        while True:
-            process = await asyncio.create_subprocess_exec(*command("phones-server"), env=self._env)
-            self._processes[index] = process
-            code = await process.wait()
-            if self.stopping:
-                return
-            log.warning("phones' process %d exited with %s; restarting", process.pid, code)
-            await asyncio.sleep(1.0)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
+        for child in self._children:
+            child.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        for process in self._processes.values():
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-        for process in self._processes.values():
-            try:
-                await asyncio.wait_for(process.wait(), timeout=10)
-            except TimeoutError:
-                process.kill()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(child.stop() for child in self._children))
